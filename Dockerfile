@@ -1,0 +1,24 @@
+# The counter app: one static binary in a minimal image, the same image in
+# every environment. Base images are build arguments so that a machine with
+# no registry can supply its own (scripts/image does; see the README).
+ARG GO_IMAGE=golang:1.26-alpine
+ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
+
+FROM ${GO_IMAGE} AS build
+ARG GOPROXY=https://proxy.golang.org,direct
+ARG GOFLAGS=
+ENV CGO_ENABLED=0 GOPROXY=${GOPROXY} GOFLAGS=${GOFLAGS}
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY app/ ./app/
+RUN go build -trimpath -ldflags="-s -w" -o /out/app ./app
+
+FROM ${RUNTIME_IMAGE}
+COPY --from=build /out/app /app
+# 65532 is distroless's "nonroot"; with scratch it is simply a uid with no
+# privileges and no home.
+USER 65532:65532
+ENV LISTEN_ADDR=:8080
+EXPOSE 8080
+ENTRYPOINT ["/app"]

@@ -1,0 +1,416 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kodekloud/counter/internal/testenv"
+	"github.com/kodekloud/counter/internal/testredis"
+)
+
+// TestMain lets a test run this test binary as the real app process, to see
+// its exit code and stderr exactly as a user would.
+func TestMain(m *testing.M) {
+	if os.Getenv("COUNTER_APP_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// app is one run of the service inside the test process.
+type app struct {
+	url    string
+	stop   context.CancelFunc
+	done   chan error
+	stderr *syncBuffer
+}
+
+// startApp runs the app against redisAddr and waits for /healthz.
+func startApp(t *testing.T, redisAddr string) *app {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(redisAddr)
+	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	env := map[string]string{"HOST": host, "PORT": port, "LISTEN_ADDR": listen}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &app{url: "http://" + listen, stop: cancel, done: make(chan error, 1), stderr: new(syncBuffer)}
+	go func() {
+		a.done <- run(ctx, []string{"app"}, func(k string) string { return env[k] }, io.Discard, a.stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-a.done
+		if t.Failed() {
+			t.Logf("app log:\n%s", a.stderr)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(a.url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return a
+			}
+		}
+		select {
+		case err := <-a.done:
+			t.Fatalf("app exited at start: %v\n%s", err, a.stderr)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("app not healthy after 10s: %v\n%s", err, a.stderr)
+		}
+	}
+}
+
+// get fetches path and returns the status code and body.
+func get(t *testing.T, c *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Errorf("GET %s: %v", url, err)
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Errorf("read %s: %v", url, err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+const welcome = "Welcome to KODEKLOUD! Visitor Count: "
+
+// parseCount returns N from the seed's answer, failing on any other text.
+func parseCount(t *testing.T, body string) int64 {
+	t.Helper()
+	rest, ok := strings.CutPrefix(body, welcome)
+	if !ok {
+		t.Fatalf("body %q does not start with %q", body, welcome)
+	}
+	n, err := strconv.ParseInt(rest, 10, 64)
+	if err != nil {
+		t.Fatalf("body %q: count is not a number: %v", body, err)
+	}
+	return n
+}
+
+func TestCountAnswersSeedTextWithStrictlyIncreasingCounts(t *testing.T) {
+	t.Parallel()
+	rdb := testredis.Start(t)
+	if err := rdb.Set(counterKey, "8"); err != nil {
+		t.Fatal(err)
+	}
+	a := startApp(t, rdb.Addr())
+
+	resp, err := http.Get(a.url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got, want := string(body), "Welcome to KODEKLOUD! Visitor Count: 9"; got != want {
+		t.Fatalf("GET / = %q, want the seed's %q", got, want)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("Content-Type = %q, want text/plain", ct)
+	}
+
+	last := int64(9)
+	for range 20 {
+		code, body := get(t, http.DefaultClient, a.url+"/")
+		if code != http.StatusOK {
+			t.Fatalf("GET / = %d %q", code, body)
+		}
+		n := parseCount(t, body)
+		if n != last+1 {
+			t.Fatalf("count went %d -> %d, want %d", last, n, last+1)
+		}
+		last = n
+	}
+	if v, _ := rdb.Get(counterKey); v != strconv.FormatInt(last, 10) {
+		t.Errorf("redis %s = %q, want %d", counterKey, v, last)
+	}
+}
+
+func TestConcurrentRequestsGetDistinctCounts(t *testing.T) {
+	t.Parallel()
+	rdb := testredis.Start(t)
+	a := startApp(t, rdb.Addr())
+	const requests = 1000
+	c := &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: requests, MaxConnsPerHost: 0},
+	}
+	defer c.CloseIdleConnections()
+
+	counts := make([]int64, requests)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range requests {
+		wg.Go(func() {
+			<-start
+			code, body := get(t, c, a.url+"/")
+			if code != http.StatusOK {
+				t.Errorf("GET / = %d %q", code, body)
+				return
+			}
+			counts[i] = parseCount(t, body)
+		})
+	}
+	close(start)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	seen := make(map[int64]bool, requests)
+	for _, n := range counts {
+		if seen[n] {
+			t.Fatalf("count %d was answered twice", n)
+		}
+		if n < 1 || n > requests {
+			t.Fatalf("count %d outside 1..%d", n, requests)
+		}
+		seen[n] = true
+	}
+	if v, _ := rdb.Get(counterKey); v != strconv.Itoa(requests) {
+		t.Errorf("redis %s = %q after %d requests, want %d", counterKey, v, requests, requests)
+	}
+}
+
+func TestRedisOutageAnswers503AndRecoversWithoutRestart(t *testing.T) {
+	t.Parallel()
+	rdb := testredis.Start(t)
+	a := startApp(t, rdb.Addr())
+	c := &http.Client{Timeout: 10 * time.Second}
+
+	if code, body := get(t, c, a.url+"/"); code != http.StatusOK || parseCount(t, body) != 1 {
+		t.Fatalf("before the outage: GET / = %d %q", code, body)
+	}
+	baseline := runtime.NumGoroutine()
+
+	rdb.Stop()
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if code, body := get(t, c, a.url+"/"); code != http.StatusServiceUnavailable {
+				t.Errorf("Redis down: GET / = %d %q, want 503", code, body)
+			}
+		})
+	}
+	wg.Wait()
+	if code, _ := get(t, c, a.url+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("Redis down: /readyz = %d, want 503", code)
+	}
+	if code, _ := get(t, c, a.url+"/healthz"); code != http.StatusOK {
+		t.Errorf("Redis down: /healthz = %d, want 200 (the process is alive)", code)
+	}
+	if !strings.Contains(a.stderr.String(), `"msg":"redis INCR failed"`) {
+		t.Errorf("the outage was not logged:\n%s", a.stderr)
+	}
+
+	rdb.Restart()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := get(t, c, a.url+"/")
+		if code == http.StatusOK {
+			// The restarted Redis starts empty.
+			if n := parseCount(t, body); n != 1 {
+				t.Errorf("after restart: count %d, want 1", n)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("app did not recover within 10s of Redis restarting: last %d %q", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, _ := get(t, c, a.url+"/readyz"); code != http.StatusOK {
+		t.Errorf("after restart: /readyz = %d, want 200", code)
+	}
+
+	// The failed requests must not leave goroutines behind. Idle keep-alive
+	// connections hold two each, so close them before counting.
+	c.CloseIdleConnections()
+	deadline = time.Now().Add(5 * time.Second)
+	for n := runtime.NumGoroutine(); n > baseline+10; n = runtime.NumGoroutine() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after the outage, %d before", n, baseline)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestSlowRedisAnswers503WithinTimeout(t *testing.T) {
+	t.Parallel()
+	rdb := testredis.Start(t)
+	p := startProxy(t, rdb.Addr())
+	a := startApp(t, p.addr())
+	c := &http.Client{Timeout: 10 * time.Second}
+
+	if code, body := get(t, c, a.url+"/"); code != http.StatusOK {
+		t.Fatalf("GET / = %d %q", code, body)
+	}
+	p.hold() // Redis now never answers.
+	start := time.Now()
+	code, body := get(t, c, a.url+"/")
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("Redis stalled: GET / = %d %q, want 503", code, body)
+	}
+	// The bound is the app's own Redis timeout; the client's 10s is the
+	// test's guard against hanging forever.
+	t.Logf("503 after %v", time.Since(start).Round(time.Millisecond))
+	p.release()
+}
+
+func TestShutdownFinishesInFlightRequest(t *testing.T) {
+	t.Parallel()
+	rdb := testredis.Start(t)
+	p := startProxy(t, rdb.Addr())
+	a := startApp(t, p.addr())
+	c := &http.Client{Timeout: 10 * time.Second}
+	if code, body := get(t, c, a.url+"/"); code != http.StatusOK {
+		t.Fatalf("GET / = %d %q", code, body)
+	}
+
+	held := p.hold()
+	type result struct {
+		code int
+		body string
+	}
+	res := make(chan result, 1)
+	go func() {
+		code, body := get(t, c, a.url+"/")
+		res <- result{code, body}
+	}()
+	<-held // The request's INCR is on its way to Redis: it is in flight.
+
+	a.stop() // What SIGTERM does in main.
+	// Shutdown closes the listener first; once connections are refused it
+	// is waiting on the in-flight request.
+	for {
+		conn, err := net.DialTimeout("tcp", strings.TrimPrefix(a.url, "http://"), time.Second)
+		if err != nil {
+			break
+		}
+		conn.Close()
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.release()
+
+	r := <-res
+	if r.code != http.StatusOK || parseCount(t, r.body) != 2 {
+		t.Errorf("in-flight request during shutdown: %d %q, want 200 with count 2", r.code, r.body)
+	}
+	select {
+	case err := <-a.done:
+		a.done <- err // for the cleanup
+		if err != nil {
+			t.Errorf("run returned %v after shutdown, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return within 15s of shutdown")
+	}
+}
+
+func TestBadRedisAddressStopsAtStart(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, host, port string
+		want             string
+	}{
+		{"rejects/empty HOST", "", "6379", "HOST is empty"},
+		{"rejects/empty PORT", "redis", "", "PORT is empty"},
+		{"rejects/PORT not a number", "redis", "six", `PORT="six" is not a number`},
+		{"rejects/PORT zero", "redis", "0", `PORT="0" is out of range`},
+		{"rejects/PORT above 65535", "redis", "65536", `PORT="65536" is out of range`},
+		{"rejects/negative PORT", "redis", "-1", `PORT="-1" is out of range`},
+		{"rejects/PORT with spaces", "redis", " 6379", `PORT=" 6379" is not a number`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"HOST": tt.host, "PORT": tt.port, "LISTEN_ADDR": "127.0.0.1:0"}
+			var stderr bytes.Buffer
+			err := run(context.Background(), []string{"app"}, func(k string) string { return env[k] }, io.Discard, &stderr)
+			if err == nil {
+				t.Fatal("run accepted the configuration")
+			}
+			if !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q, want one line containing %q", err, tt.want)
+			}
+		})
+	}
+
+	t.Run("the process exits 1 with one line on stderr", func(t *testing.T) {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), "COUNTER_APP_TEST_MAIN=1", "HOST=redis", "PORT=http")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 1 {
+			t.Fatalf("exit: %v, want exit status 1", err)
+		}
+		want := "app: PORT=\"http\" is not a number: set it to the Redis port (1-65535)\n"
+		if stderr.String() != want || stdout.Len() != 0 {
+			t.Errorf("stderr %q stdout %q, want stderr %q", stderr.String(), stdout.String(), want)
+		}
+	})
+}
+
+func TestMetricsCountRequestsAndRedisErrors(t *testing.T) {
+	t.Parallel()
+	rdb := testredis.Start(t)
+	a := startApp(t, rdb.Addr())
+	c := &http.Client{Timeout: 10 * time.Second}
+	for range 3 {
+		get(t, c, a.url+"/")
+	}
+	rdb.Stop()
+	get(t, c, a.url+"/")
+	_, body := get(t, c, a.url+"/metrics")
+	for _, want := range []string{
+		`counter_http_requests_total{code="200",route="/"} 3`,
+		`counter_http_requests_total{code="503",route="/"} 1`,
+		`counter_redis_errors_total 1`,
+		`counter_http_request_duration_seconds_count{route="/"} 4`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", body)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the app's logger and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

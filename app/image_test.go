@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/kodekloud/counter/internal/testenv"
+	"github.com/kodekloud/counter/internal/testimage"
+	"github.com/kodekloud/counter/internal/testredis"
+)
+
+// TestImageServesCountFromRedis builds the real Dockerfile and runs the image
+// on the real Docker engine against a real Redis.
+func TestImageServesCountFromRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a Docker image; not in -short")
+	}
+	tag := fmt.Sprintf("counter:test-%d", time.Now().UnixNano())
+	testimage.Build(t, tag)
+	t.Cleanup(func() { _, _ = testimage.Docker("rmi", "-f", tag) })
+
+	size, err := testimage.Docker("image", "inspect", "-f", "{{.Size}}", tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bytes, _ := strconv.ParseInt(size, 10, 64)
+	t.Logf("image size: %.1f MB", float64(bytes)/1e6)
+	if bytes <= 0 || bytes >= 15e6 {
+		t.Errorf("image size %d bytes, want under 15 MB", bytes)
+	}
+	if user, _ := testimage.Docker("image", "inspect", "-f", "{{.Config.User}}", tag); user == "" || user == "0" || user == "root" {
+		t.Errorf("image runs as %q, want a non-root user", user)
+	}
+
+	rdb := testredis.Start(t)
+	if err := rdb.Set(counterKey, "41"); err != nil {
+		t.Fatal(err)
+	}
+	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cid, err := testimage.Docker("run", "-d", "--network", "host",
+		"-e", "HOST="+rdb.Host, "-e", "PORT="+strconv.Itoa(rdb.Port), "-e", "LISTEN_ADDR="+listen, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := testimage.Docker("logs", cid)
+			t.Logf("container logs:\n%s", logs)
+		}
+		_, _ = testimage.Docker("rm", "-f", cid)
+	})
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + listen + "/")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if got, want := string(body), "Welcome to KODEKLOUD! Visitor Count: 42"; resp.StatusCode != 200 || got != want {
+				t.Fatalf("container answered %d %q, want 200 %q", resp.StatusCode, got, want)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container did not answer on %s within 20s: %v", listen, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// SIGTERM (docker stop) must end the app cleanly with exit code 0.
+	if _, err := testimage.Docker("stop", "-t", "10", cid); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := testimage.Docker("inspect", "-f", "{{.State.ExitCode}}", cid); code != "0" {
+		t.Errorf("container exit code after docker stop = %s, want 0", code)
+	}
+}

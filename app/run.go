@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// run starts the service and blocks until ctx is cancelled (SIGTERM or
+// SIGINT), then drains in-flight requests and returns nil.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 1 {
+		return fmt.Errorf("unexpected arguments %q: the app is configured by HOST, PORT and LISTEN_ADDR", args[1:])
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+
+	rdb := redis.NewClient(&redis.Options{
+		Addr:                  cfg.redisAddr,
+		DialTimeout:           cfg.redisTimeout,
+		ReadTimeout:           cfg.redisTimeout,
+		WriteTimeout:          cfg.redisTimeout,
+		PoolTimeout:           cfg.redisTimeout,
+		ContextTimeoutEnabled: true,
+		// A retried INCR whose reply was lost would count one visit twice.
+		MaxRetries: -1,
+		// Skip CLIENT SETINFO on every new connection: one round trip less
+		// when the pool refills after Redis comes back.
+		DisableIdentity: true,
+	})
+	defer rdb.Close()
+
+	ln, err := net.Listen("tcp", cfg.listenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on LISTEN_ADDR=%q: %w", cfg.listenAddr, err)
+	}
+
+	reg := prometheus.NewRegistry()
+	srv := &http.Server{
+		Handler:           newHandler(rdb, cfg.redisTimeout, newMetrics(reg), reg, log),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "redis", cfg.redisAddr)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "timeout", cfg.shutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
