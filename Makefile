@@ -21,6 +21,17 @@ image: ## build the app image counter:$(GIT_COMMIT) from the Dockerfile
 tools: ## build (or find) the pinned nomad and consul binaries
 	scripts/hashitools >/dev/null
 
+.PHONY: up
+up: tools ## start the local stack (Consul, Nomad, Docker, Redis, registry) on loopback
+	STACK_DIR=$(CURDIR)/.stack scripts/dockerd-up
+	go build -o bin/stack ./cmd/stack
+	eval "$$(scripts/hashitools)" && bin/stack up -dir .stack -nomad "$$nomad" -consul "$$consul"
+
+.PHONY: down
+down: ## stop what make up started, and nothing else
+	go build -o bin/stack ./cmd/stack
+	bin/stack down -dir .stack
+
 .PHONY: lint
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/kodekloud/counter/internal/localstack"
+)
+
+const usage = `Usage: stack <up|down|env> [options]
+
+  up     Start Consul, Nomad, Redis and a Docker registry on loopback, with
+         state under -dir, and wait until each is healthy. Harmless when the
+         stack is already up.
+  down   Stop what "up" started (by recorded pids) and nothing else.
+  env    Print the export lines for the running stack.
+
+Options:
+  -dir DIR       state folder (default .stack)
+  -nomad PATH    nomad binary (default $NOMAD_BIN)
+  -consul PATH   consul binary (default $CONSUL_BIN)
+
+Exit codes: 0 ok, 1 failed, 2 usage.
+`
+
+// usageError is a mistake on the command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "stack: %v\n", err)
+	var u usageError
+	if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	return 1
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) < 2 {
+		fmt.Fprint(stderr, usage)
+		return usageError{"missing command"}
+	}
+	fs := flag.NewFlagSet("stack "+args[1], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	dir := fs.String("dir", ".stack", "")
+	nomadBin := fs.String("nomad", getenv("NOMAD_BIN"), "")
+	consulBin := fs.String("consul", getenv("CONSUL_BIN"), "")
+	if err := fs.Parse(args[2:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
+	}
+	switch args[1] {
+	case "up":
+		return up(ctx, *dir, localstack.Binaries{Nomad: *nomadBin, Consul: *consulBin}, stdout, stderr)
+	case "down":
+		if err := localstack.Down(ctx, *dir, stderr); err != nil {
+			return err
+		}
+		fmt.Fprintln(stderr, "stack stopped")
+		return nil
+	case "env":
+		s, err := localstack.Load(*dir)
+		if err != nil {
+			return fmt.Errorf("no stack recorded in %s (run make up): %w", *dir, err)
+		}
+		printEnv(stdout, s)
+		return nil
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return usageError{fmt.Sprintf("unknown command %q (want up, down or env)", args[1])}
+}
+
+func up(ctx context.Context, dir string, bin localstack.Binaries, stdout, stderr io.Writer) error {
+	if s, err := localstack.Load(dir); err == nil && s.Healthy(ctx) == nil {
+		fmt.Fprintf(stderr, "stack already up (state in %s)\n", dir)
+		printAddrs(stdout, s)
+		return nil
+	}
+	// A stack that is recorded but not healthy is stopped first, so that
+	// `make up` after a crash or reboot starts clean.
+	if err := localstack.Down(ctx, dir, io.Discard); err != nil {
+		return fmt.Errorf("stop the previous, unhealthy stack in %s: %w", dir, err)
+	}
+	var err error
+	if bin.Nomad == "" || bin.Consul == "" {
+		return usageError{"-nomad and -consul (or NOMAD_BIN and CONSUL_BIN) are required: make up finds them with scripts/hashitools"}
+	}
+	if bin.Redis, err = exec.LookPath("redis-server"); err != nil {
+		return fmt.Errorf("redis-server not found: install Debian's redis-server package")
+	}
+	if bin.Registry, err = exec.LookPath("docker-registry"); err != nil {
+		return fmt.Errorf("docker-registry not found: install Debian's docker-registry package")
+	}
+	start := time.Now()
+	s, err := localstack.Start(ctx, localstack.Config{
+		Dir: dir, Bin: bin, Detach: true, Progress: stderr,
+		Ports: localstack.Ports{
+			NomadHTTP: 4646, NomadRPC: 4647, NomadSerf: 4648,
+			ConsulHTTP: 8500, ConsulServer: 8300, ConsulSerfLAN: 8301, ConsulSerfWAN: 8302,
+			Redis: 6379, Registry: 5000,
+			MinDynamic: 20000, MaxDynamic: 20999,
+		},
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "stack up in %.1fs (state and logs in %s)\n", time.Since(start).Seconds(), s.Dir)
+	printAddrs(stdout, s)
+	return nil
+}
+
+func printAddrs(w io.Writer, s *localstack.Stack) {
+	fmt.Fprintf(w, "Nomad API:   %s  (UI: %s/ui/ when built with the ui tag)\n", s.NomadAddr, s.NomadAddr)
+	fmt.Fprintf(w, "Consul UI:   http://%s/ui/\n", s.ConsulAddr)
+	fmt.Fprintf(w, "Redis:       %s\n", s.RedisAddr)
+	if s.RegistryAddr != "" {
+		fmt.Fprintf(w, "Registry:    %s\n", s.RegistryAddr)
+	}
+	fmt.Fprintf(w, "Logs:        %s\n\nTo use it from this shell:\n", filepath.Join(s.Dir, "*.log"))
+	printEnv(w, s)
+}
+
+func printEnv(w io.Writer, s *localstack.Stack) {
+	for _, e := range s.Env() {
+		fmt.Fprintf(w, "export %s\n", e)
+	}
+}

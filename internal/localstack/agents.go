@@ -1,0 +1,243 @@
+package localstack
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+func (s *Stack) startConsul() error {
+	p := s.cfg.Ports
+	cfg := map[string]any{
+		"node_name":   "counter-local",
+		"bind_addr":   "127.0.0.1",
+		"client_addr": "127.0.0.1",
+		"ports": map[string]int{
+			"http": p.ConsulHTTP, "server": p.ConsulServer,
+			"serf_lan": p.ConsulSerfLAN, "serf_wan": p.ConsulSerfWAN,
+			"dns": -1, "grpc": -1, "grpc_tls": -1,
+		},
+		"log_level": "INFO",
+	}
+	file := filepath.Join(s.Dir, "consul.json")
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		return err
+	}
+	_, err := s.start("consul", s.cfg.Bin.Consul, "agent", "-dev", "-config-file", file)
+	return err
+}
+
+func (s *Stack) consulReady(ctx context.Context) error {
+	c, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr})
+	if err != nil {
+		return err
+	}
+	leader, err := c.Status().Leader()
+	if err != nil {
+		return err
+	}
+	if leader == "" {
+		return fmt.Errorf("no leader elected yet")
+	}
+	return nil
+}
+
+func (s *Stack) startRedis() error {
+	dir := filepath.Join(s.Dir, "redis")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	_, err := s.start("redis", s.cfg.Bin.Redis,
+		"--bind", "127.0.0.1", "--port", strconv.Itoa(s.cfg.Ports.Redis),
+		"--dir", dir, "--save", "", "--appendonly", "no", "--daemonize", "no")
+	return err
+}
+
+func (s *Stack) startRegistry() error {
+	if s.cfg.Bin.Registry == "" {
+		return nil
+	}
+	root := filepath.Join(s.Dir, "registry")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return err
+	}
+	file := filepath.Join(s.Dir, "registry.yml")
+	conf := fmt.Sprintf(`version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: %s
+`, root, s.RegistryAddr)
+	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	_, err := s.start("registry", s.cfg.Bin.Registry, "serve", file)
+	return err
+}
+
+// nomadConfig is the Nomad agent configuration. The cloud fingerprinters are
+// denied because this machine's AWS_CA_BUNDLE breaks the AWS one and the
+// others probe link-local metadata addresses. Dangling-container GC is off so
+// that stacks running side by side on one Docker engine leave each other's
+// containers alone.
+const nomadConfig = `
+data_dir  = %q
+bind_addr = "127.0.0.1"
+log_level = "INFO"
+
+ports {
+  http = %d
+  rpc  = %d
+  serf = %d
+}
+
+advertise {
+  http = "127.0.0.1"
+  rpc  = "127.0.0.1"
+  serf = "127.0.0.1"
+}
+
+client {
+  network_interface = "lo"
+  cgroup_parent     = %q
+  min_dynamic_port  = %d
+  max_dynamic_port  = %d
+  options = {
+    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
+  }
+}
+
+consul {
+  address = "127.0.0.1:%d"
+}
+
+plugin "docker" {
+  config {
+    gc {
+      dangling_containers {
+        enabled = false
+      }
+    }
+  }
+}
+
+plugin "raw_exec" {
+  config {
+    enabled = true
+  }
+}
+`
+
+func (s *Stack) startNomad() error {
+	p := s.cfg.Ports
+	data := filepath.Join(s.Dir, "nomad")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return err
+	}
+	file := filepath.Join(s.Dir, "nomad.hcl")
+	conf := fmt.Sprintf(nomadConfig, data, p.NomadHTTP, p.NomadRPC, p.NomadSerf,
+		fmt.Sprintf("counter-nomad-%d", p.NomadHTTP), p.MinDynamic, p.MaxDynamic, p.ConsulHTTP)
+	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	_, err := s.start("nomad", s.cfg.Bin.Nomad, "agent", "-dev", "-config", file)
+	return err
+}
+
+func (s *Stack) nomadClient() (*nomad.Client, error) {
+	return nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+}
+
+// nomadReady checks that the node is ready and its docker driver healthy.
+func (s *Stack) nomadReady(ctx context.Context) error {
+	c, err := s.nomadClient()
+	if err != nil {
+		return err
+	}
+	q := (&nomad.QueryOptions{}).WithContext(ctx)
+	nodes, _, err := c.Nodes().List(q)
+	if err != nil {
+		return err
+	}
+	if len(nodes) == 0 {
+		return fmt.Errorf("no client node registered yet")
+	}
+	n := nodes[0]
+	if n.Status != nomad.NodeStatusReady {
+		return fmt.Errorf("node %s is %s", n.Name, n.Status)
+	}
+	d, ok := n.Drivers["docker"]
+	switch {
+	case !ok || !d.Detected:
+		return fmt.Errorf("docker driver not detected on node %s", n.Name)
+	case !d.Healthy:
+		return fmt.Errorf("docker driver unhealthy on node %s: %s", n.Name, d.HealthDescription)
+	}
+	return nil
+}
+
+// drainNomad stops and purges every job so that their containers stop, waits
+// for the allocations to finish, and removes any container Nomad left.
+func (s *Stack) drainNomad(ctx context.Context) error {
+	c, err := s.nomadClient()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	q := (&nomad.QueryOptions{Namespace: "*"}).WithContext(ctx)
+	allocs, _, err := c.Allocations().List(q)
+	if err != nil {
+		return err
+	}
+	jobs, _, err := c.Jobs().List(q)
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		w := (&nomad.WriteOptions{Namespace: j.Namespace}).WithContext(ctx)
+		if _, _, err := c.Jobs().Deregister(j.ID, true, w); err != nil {
+			return fmt.Errorf("stop job %s: %w", j.ID, err)
+		}
+	}
+	for {
+		running := 0
+		for _, a := range allocs {
+			cur, _, err := c.Allocations().Info(a.ID, (&nomad.QueryOptions{Namespace: a.Namespace}).WithContext(ctx))
+			if err != nil || cur.ClientTerminalStatus() {
+				continue
+			}
+			running++
+		}
+		if running == 0 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Containers of allocations Nomad did not stop in time.
+	for _, a := range allocs {
+		out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=com.hashicorp.nomad.alloc_id="+a.ID).Output()
+		if err != nil {
+			continue
+		}
+		for _, id := range strings.Fields(string(out)) {
+			_ = exec.Command("docker", "rm", "-f", id).Run()
+		}
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,303 @@
+package localstack_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/kodekloud/counter/internal/localstack"
+	"github.com/kodekloud/counter/internal/stacktest"
+	"github.com/kodekloud/counter/internal/testimage"
+	"github.com/kodekloud/counter/internal/testredis"
+)
+
+func TestMain(m *testing.M) { stacktest.Main(m) }
+
+func TestStackComesUpHealthy(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+
+	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, _, err := nc.Nodes().List(nil)
+	if err != nil || len(nodes) != 1 {
+		t.Fatalf("nodes: %v %v, want one", nodes, err)
+	}
+	node, _, err := nc.Nodes().Info(nodes[0].ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node.Status != "ready" {
+		t.Errorf("node status %q, want ready", node.Status)
+	}
+	for _, d := range []string{"docker", "raw_exec"} {
+		if info := node.Drivers[d]; info == nil || !info.Detected || !info.Healthy {
+			t.Errorf("driver %s: %+v, want detected and healthy", d, info)
+		}
+	}
+
+	cc, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leader, err := cc.Status().Leader(); err != nil || leader == "" {
+		t.Errorf("consul leader %q, %v; want one", leader, err)
+	}
+	// Nomad is wired to this Consul: it registers its own services there.
+	services, _, err := cc.Catalog().Services(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := services["nomad-client"]; !ok {
+		t.Errorf("consul services %v lack nomad-client: Nomad is not using this Consul", services)
+	}
+}
+
+// kvJob runs the project's image with HOST and PORT rendered by Nomad's
+// template block from Consul KV.
+const kvJob = `
+variable "image" { type = string }
+variable "prefix" { type = string }
+
+job "%s" {
+  type = "service"
+
+  group "web" {
+    network {
+      port "http" {}
+    }
+
+    task "app" {
+      driver = "docker"
+
+      config {
+        image        = var.image
+        network_mode = "host"
+      }
+
+      template {
+        data        = <<EOT
+HOST={{ key "${var.prefix}/HOST" }}
+PORT={{ key "${var.prefix}/PORT" }}
+EOT
+        destination = "local/redis.env"
+        env         = true
+      }
+
+      env {
+        LISTEN_ADDR = "${NOMAD_ADDR_http}"
+      }
+
+      resources {
+        cpu    = 100
+        memory = 64
+      }
+    }
+  }
+}
+`
+
+func TestDockerJobReadsRedisAddressFromConsulKV(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	tag := "counter:" + stacktest.Name(t, "stack")
+	testimage.Build(t, tag)
+	t.Cleanup(func() { _, _ = testimage.Docker("rmi", tag) })
+
+	rdb := testredis.Start(t)
+	if err := rdb.Set("visitorCount", "99"); err != nil {
+		t.Fatal(err)
+	}
+	name := stacktest.Name(t, "kv")
+	prefix := "test/" + name
+	cc, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"HOST": rdb.Host, "PORT": strconv.Itoa(rdb.Port)} {
+		if _, err := cc.KV().Put(&consul.KVPair{Key: prefix + "/" + k, Value: []byte(v)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := nc.Jobs().ParseHCLOpts(&nomad.JobsParseRequest{
+		JobHCL:       fmt.Sprintf(kvJob, name),
+		Variables:    fmt.Sprintf("image = %q\nprefix = %q\n", tag, prefix),
+		Canonicalize: true,
+	})
+	if err != nil {
+		t.Fatalf("parse job: %v", err)
+	}
+	if _, _, err := nc.Jobs().Register(job, nil); err != nil {
+		t.Fatalf("register job: %v", err)
+	}
+
+	addr := waitForAddress(t, nc, name, "http")
+	res, err := http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	// 100 proves the container counts in the Redis that Consul KV named.
+	if got, want := string(body), "Welcome to KODEKLOUD! Visitor Count: 100"; got != want {
+		t.Errorf("GET / on %s = %q, want %q", addr, got, want)
+	}
+}
+
+// waitForAddress waits until the job's allocation runs and answers /healthz
+// on its port label, and returns host:port.
+func waitForAddress(t *testing.T, nc *nomad.Client, job, label string) string {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	var last string
+	for time.Now().Before(deadline) {
+		allocs, _, err := nc.Jobs().Allocations(job, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, stub := range allocs {
+			if stub.ClientStatus == "failed" {
+				a, _, _ := nc.Allocations().Info(stub.ID, nil)
+				t.Fatalf("allocation %s failed: %+v", stub.ID, a.TaskStates)
+			}
+			if stub.ClientStatus != "running" {
+				last = "allocation " + stub.ClientStatus
+				continue
+			}
+			a, _, err := nc.Allocations().Info(stub.ID, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range a.AllocatedResources.Shared.Networks {
+				for _, p := range n.DynamicPorts {
+					if p.Label != label {
+						continue
+					}
+					addr := fmt.Sprintf("%s:%d", n.IP, p.Value)
+					res, err := http.Get("http://" + addr + "/healthz")
+					if err == nil {
+						res.Body.Close()
+						return addr
+					}
+					last = err.Error()
+				}
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("job %s did not answer within 2m: %s", job, last)
+	return ""
+}
+
+// TestDownStopsEverythingUpStarted starts a detached stack as `make up` does,
+// runs a container in it, and checks that Down leaves no process and no
+// container behind.
+func TestDownStopsEverythingUpStarted(t *testing.T) {
+	t.Parallel()
+	bin := stacktest.Binaries(t)
+	tag := "counter:" + stacktest.Name(t, "down")
+	testimage.Build(t, tag)
+	t.Cleanup(func() { _, _ = testimage.Docker("rmi", tag) })
+
+	lo, hi, release, err := localstack.ReserveDynamicRange()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	dir := t.TempDir()
+	ctx := context.Background()
+	s, err := localstack.Start(ctx, localstack.Config{
+		Dir: dir, Bin: bin, Detach: true,
+		Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := recordedPIDs(t, dir)
+	if len(pids) != 4 {
+		t.Fatalf("recorded pids %v, want consul, redis, registry and nomad", pids)
+	}
+
+	rdb := testredis.Start(t)
+	cc, _ := consul.NewClient(&consul.Config{Address: s.ConsulAddr})
+	name := stacktest.Name(t, "down")
+	for k, v := range map[string]string{"HOST": rdb.Host, "PORT": strconv.Itoa(rdb.Port)} {
+		if _, err := cc.KV().Put(&consul.KVPair{Key: name + "/" + k, Value: []byte(v)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc, _ := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+	job, err := nc.Jobs().ParseHCLOpts(&nomad.JobsParseRequest{
+		JobHCL:       fmt.Sprintf(kvJob, name),
+		Variables:    fmt.Sprintf("image = %q\nprefix = %q\n", tag, name),
+		Canonicalize: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := nc.Jobs().Register(job, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitForAddress(t, nc, name, "http")
+	allocs, _, _ := nc.Jobs().Allocations(name, true, nil)
+
+	if err := localstack.Down(ctx, dir, io.Discard); err != nil {
+		t.Fatalf("Down: %v", err)
+	}
+	for name, pid := range pids {
+		if err := syscall.Kill(pid, 0); err == nil && !zombie(pid) {
+			t.Errorf("%s (pid %d) still runs after Down", name, pid)
+		}
+	}
+	for _, a := range allocs {
+		out, _ := testimage.Docker("ps", "-aq", "--filter", "label=com.hashicorp.nomad.alloc_id="+a.ID)
+		if out != "" {
+			t.Errorf("container %s of allocation %s survived Down", out, a.ID)
+		}
+	}
+	if err := s.Healthy(ctx); err == nil {
+		t.Error("the stack still answers after Down")
+	}
+}
+
+func recordedPIDs(t *testing.T, dir string) map[string]int {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "*.pid"))
+	pids := map[string]int{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, err := strconv.Atoi(strings.Fields(string(b))[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids[strings.TrimSuffix(filepath.Base(f), ".pid")] = pid
+	}
+	return pids
+}
+
+func zombie(pid int) bool {
+	out, err := exec.Command("ps", "-o", "stat=", "-p", strconv.Itoa(pid)).Output()
+	return err != nil || strings.HasPrefix(strings.TrimSpace(string(out)), "Z")
+}

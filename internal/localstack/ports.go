@@ -1,0 +1,67 @@
+package localstack
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// fill picks a free loopback port for every zero port.
+func (p *Ports) fill() error {
+	for _, port := range []*int{
+		&p.NomadHTTP, &p.NomadRPC, &p.NomadSerf,
+		&p.ConsulHTTP, &p.ConsulServer, &p.ConsulSerfLAN, &p.ConsulSerfWAN,
+		&p.Redis, &p.Registry,
+	} {
+		if *port != 0 {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("find a free port: %w", err)
+		}
+		*port = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+	}
+	if p.MinDynamic == 0 {
+		p.MinDynamic, p.MaxDynamic = 20000, 20999
+	}
+	return nil
+}
+
+// inUse reports whether something listens on 127.0.0.1:port.
+func inUse(port int) bool {
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// ReserveDynamicRange returns a block of ports for a stack's allocations that
+// no other stack on this machine holds, and the func that gives it back. The
+// hold is an flock, so a crashed holder frees its block. Blocks start at
+// 21000; 20000-20999 is the `make up` stack's.
+func ReserveDynamicRange() (minPort, maxPort int, release func(), err error) {
+	dir := filepath.Join(os.TempDir(), "counter-stack-ports")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, 0, nil, err
+	}
+	const size = 500
+	for block := range 20 {
+		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("block-%d.lock", block)), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			continue
+		}
+		lo := 21000 + block*size
+		return lo, lo + size - 1, func() { f.Close() }, nil
+	}
+	return 0, 0, nil, fmt.Errorf("all 20 dynamic port blocks under %s are held by other stacks", dir)
+}

@@ -1,0 +1,158 @@
+package localstack
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// proc is one agent or server the stack started. Its pid is recorded in
+// Dir/NAME.pid so that a later process (make down) stops exactly it.
+type proc struct {
+	name string
+	bin  string
+	log  string
+	pid  int
+	// exited is closed when the process has exited, for processes this Go
+	// process started and still waits on; nil for recorded ones.
+	exited chan struct{}
+}
+
+// start runs bin with args in a new session, output to Dir/NAME.log. With
+// detach the process outlives this one (make up); otherwise this process
+// reaps it.
+func (s *Stack) start(name, bin string, args ...string) (*proc, error) {
+	logPath := filepath.Join(s.Dir, name+".log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = s.Dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// A session of its own: Ctrl-C on `make up` or a test's signal does not
+	// reach the agents; Stop does.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s (%s): %w", name, bin, err)
+	}
+	p := &proc{name: name, bin: bin, log: logPath, pid: cmd.Process.Pid}
+	if !s.cfg.Detach {
+		p.exited = make(chan struct{})
+		go func() { _ = cmd.Wait(); close(p.exited) }()
+	} else {
+		_ = cmd.Process.Release()
+	}
+	if err := os.WriteFile(pidFile(s.Dir, name), []byte(fmt.Sprintf("%d %s\n", p.pid, bin)), 0o644); err != nil {
+		return p, err
+	}
+	s.procs = append(s.procs, p)
+	return p, nil
+}
+
+func pidFile(dir, name string) string { return filepath.Join(dir, name+".pid") }
+
+// alive reports whether p is still running (a zombie counts as exited).
+func (p *proc) alive() bool {
+	if p.exited != nil {
+		select {
+		case <-p.exited:
+			return false
+		default:
+			return true
+		}
+	}
+	return runningAs(p.pid, p.bin)
+}
+
+// runningAs reports whether pid is a live process running bin, so a recycled
+// pid is never mistaken for one of ours.
+func runningAs(pid int, bin string) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+		return false
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return false
+	}
+	exe = strings.TrimSuffix(exe, " (deleted)")
+	want, err := filepath.EvalSymlinks(bin)
+	if err != nil {
+		want = bin
+	}
+	return exe == want || filepath.Base(exe) == filepath.Base(want)
+}
+
+// stop sends SIGTERM, waits up to grace, then SIGKILL.
+func (p *proc) stop(grace time.Duration) error {
+	if !p.alive() {
+		return nil
+	}
+	_ = syscall.Kill(p.pid, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for p.alive() {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(p.pid, syscall.SIGKILL)
+			deadline = time.Now().Add(5 * time.Second)
+			grace = 0
+			for p.alive() {
+				if time.Now().After(deadline) {
+					return fmt.Errorf("%s (pid %d) survived SIGKILL", p.name, p.pid)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// recorded reads the processes a detached Start recorded in dir.
+func recorded(dir string) ([]*proc, error) {
+	var ps []*proc
+	for _, name := range startOrder {
+		b, err := os.ReadFile(pidFile(dir, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		f := strings.Fields(string(b))
+		if len(f) != 2 {
+			return nil, fmt.Errorf("%s: want \"PID BINARY\", got %q", pidFile(dir, name), b)
+		}
+		pid, err := strconv.Atoi(f[0])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", pidFile(dir, name), err)
+		}
+		ps = append(ps, &proc{name: name, bin: f[1], pid: pid, log: filepath.Join(dir, name+".log")})
+	}
+	return ps, nil
+}
+
+// tail returns the last n lines of the file at path.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,343 @@
+// Package localstack runs the project's local HashiCorp stack on loopback: a
+// Consul dev agent, a Nomad dev agent wired to it with the docker and
+// raw_exec drivers, a Redis server and a Docker registry. `make up` runs it
+// detached with state under .stack/; integration tests run a private one per
+// test package with free ports and temporary state.
+package localstack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kodekloud/counter/internal/resp"
+)
+
+// startOrder names the processes a stack may record, in start order; Stop
+// goes the other way. dockerd is recorded by scripts/dockerd-up when `make
+// up` had to start the engine.
+var startOrder = []string{"dockerd", "consul", "redis", "registry", "nomad"}
+
+// Binaries are the programs the stack runs. Registry is optional.
+type Binaries struct {
+	Nomad, Consul, Redis, Registry string
+}
+
+// Ports are the loopback ports the stack listens on; zero picks a free one.
+type Ports struct {
+	NomadHTTP, NomadRPC, NomadSerf                         int
+	ConsulHTTP, ConsulServer, ConsulSerfLAN, ConsulSerfWAN int
+	Redis, Registry                                        int
+	// MinDynamic..MaxDynamic is the range Nomad gives allocations' dynamic
+	// ports from. Stacks running side by side need ranges that differ.
+	MinDynamic, MaxDynamic int
+}
+
+// Config says where and how to run a stack.
+type Config struct {
+	Dir      string // state: configs, data, logs, pid files
+	Bin      Binaries
+	Ports    Ports
+	Detach   bool          // leave the processes running after this process exits
+	Progress io.Writer     // what the stack waits for; nil for silence
+	Timeout  time.Duration // for each component to become healthy; 0 means 90s
+}
+
+// Stack is a running local stack.
+type Stack struct {
+	// Addresses of the running components, as clients want them.
+	NomadAddr    string `json:"nomad_addr"`    // http://127.0.0.1:PORT
+	ConsulAddr   string `json:"consul_addr"`   // 127.0.0.1:PORT (CONSUL_HTTP_ADDR)
+	RedisAddr    string `json:"redis_addr"`    // 127.0.0.1:PORT
+	RegistryAddr string `json:"registry_addr"` // 127.0.0.1:PORT, "" without a registry
+	Dir          string `json:"dir"`
+	Ports        Ports  `json:"ports"`
+
+	cfg   Config
+	procs []*proc
+}
+
+// Start starts every component and waits until each is healthy. On failure it
+// stops what it started and returns an error naming the component and its
+// log file.
+func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
+	if cfg.Progress == nil {
+		cfg.Progress = io.Discard
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 90 * time.Second
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Dir = dir
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := cfg.Ports.fill(); err != nil {
+		return nil, err
+	}
+	s := &Stack{
+		NomadAddr:  "http://127.0.0.1:" + strconv.Itoa(cfg.Ports.NomadHTTP),
+		ConsulAddr: "127.0.0.1:" + strconv.Itoa(cfg.Ports.ConsulHTTP),
+		RedisAddr:  "127.0.0.1:" + strconv.Itoa(cfg.Ports.Redis),
+		Dir:        cfg.Dir,
+		Ports:      cfg.Ports,
+		cfg:        cfg,
+	}
+	if cfg.Bin.Registry != "" {
+		s.RegistryAddr = "127.0.0.1:" + strconv.Itoa(cfg.Ports.Registry)
+	}
+	defer func() {
+		if err != nil {
+			_ = s.Stop(context.Background())
+		}
+	}()
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"Consul HTTP", cfg.Ports.ConsulHTTP}, {"Nomad HTTP", cfg.Ports.NomadHTTP}, {"Redis", cfg.Ports.Redis}} {
+		if inUse(p.port) {
+			return nil, fmt.Errorf("%s port 127.0.0.1:%d is already in use: another stack (make down) or another program holds it", p.name, p.port)
+		}
+	}
+
+	if err := s.startConsul(); err != nil {
+		return nil, err
+	}
+	if err := s.startRedis(); err != nil {
+		return nil, err
+	}
+	if err := s.startRegistry(); err != nil {
+		return nil, err
+	}
+	if err := s.startNomad(); err != nil {
+		return nil, err
+	}
+	if err := s.writeState(); err != nil {
+		return nil, err
+	}
+
+	checks := []struct {
+		name, what string
+		ready      func(context.Context) error
+	}{
+		{"consul", "Consul leader at " + s.ConsulAddr, s.consulReady},
+		{"redis", "Redis PING at " + s.RedisAddr, func(context.Context) error { return resp.Ping(s.RedisAddr) }},
+		{"registry", "Docker registry at " + s.RegistryAddr, s.registryReady},
+		{"nomad", "Nomad node ready with the docker driver at " + s.NomadAddr, s.nomadReady},
+	}
+	for _, c := range checks {
+		p := s.proc(c.name)
+		if p == nil {
+			continue
+		}
+		if err := s.wait(ctx, p, c.what, c.ready); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *Stack) proc(name string) *proc {
+	for _, p := range s.procs {
+		if p.name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// wait polls ready until it succeeds, the process dies or time runs out.
+func (s *Stack) wait(ctx context.Context, p *proc, what string, ready func(context.Context) error) error {
+	fmt.Fprintf(s.cfg.Progress, "waiting for %s (log: %s)\n", what, p.log)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	var last error
+	for {
+		if last = ready(ctx); last == nil {
+			fmt.Fprintf(s.cfg.Progress, "  %s ready after %.1fs\n", p.name, time.Since(start).Seconds())
+			return nil
+		}
+		if !p.alive() {
+			return fmt.Errorf("%s exited before it was ready: %v\nlast lines of %s:\n%s", p.name, last, p.log, tail(p.log, 15))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready after %s: %v\nlast lines of %s:\n%s", p.name, time.Since(start).Round(time.Second), last, p.log, tail(p.log, 15))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// writeState records the stack's addresses for `make down` and for the
+// commands that print them.
+func (s *Stack) writeState() error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(s.Dir, "stack.json"), b, 0o644)
+}
+
+// Load reads the state of the stack recorded in dir by a detached Start.
+func Load(dir string) (*Stack, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "stack.json"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Stack{}
+	if err := json.Unmarshal(b, s); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "stack.json"), err)
+	}
+	return s, nil
+}
+
+// Env returns the environment variables the HashiCorp CLIs and the deployer
+// read to reach this stack.
+func (s *Stack) Env() []string {
+	env := []string{"NOMAD_ADDR=" + s.NomadAddr, "CONSUL_HTTP_ADDR=" + s.ConsulAddr}
+	if s.RegistryAddr != "" {
+		env = append(env, "COUNTER_REGISTRY="+s.RegistryAddr)
+	}
+	return env
+}
+
+// Stop drains Nomad (stops every job so no container outlives it), then stops
+// each process the stack started, newest first. It stops nothing else.
+func (s *Stack) Stop(ctx context.Context) error {
+	var errs []error
+	if p := s.proc("nomad"); p != nil && p.alive() {
+		if err := s.drainNomad(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("drain nomad: %w", err))
+		}
+	}
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		if err := s.procs[i].stop(15 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+		_ = os.Remove(pidFile(s.Dir, s.procs[i].name))
+	}
+	s.procs = nil
+	if err := unmountUnder(s.Dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Down stops the stack that a detached Start recorded in dir, and the Docker
+// engine if scripts/dockerd-up started it there. Processes whose recorded pid
+// now runs another program are left alone.
+func Down(ctx context.Context, dir string, progress io.Writer) error {
+	ps, err := recorded(dir)
+	if err != nil {
+		return err
+	}
+	s, err := Load(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		s, err = &Stack{}, nil
+	}
+	if err != nil {
+		return err
+	}
+	if s.Dir, err = filepath.Abs(dir); err != nil {
+		return err
+	}
+	s.procs = ps
+	for _, p := range ps {
+		state := "not running"
+		if p.alive() {
+			state = fmt.Sprintf("pid %d", p.pid)
+		}
+		fmt.Fprintf(progress, "stopping %s (%s)\n", p.name, state)
+	}
+	return s.Stop(ctx)
+}
+
+// registryReady checks the registry's API root.
+func (s *Stack) registryReady(ctx context.Context) error {
+	return httpOK(ctx, "http://"+s.RegistryAddr+"/v2/")
+}
+
+func httpOK(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, res.Status)
+	}
+	return nil
+}
+
+// Healthy reports whether every component of a recorded stack answers.
+func (s *Stack) Healthy(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.consulReady(ctx); err != nil {
+		return fmt.Errorf("consul: %w", err)
+	}
+	if err := s.nomadReady(ctx); err != nil {
+		return fmt.Errorf("nomad: %w", err)
+	}
+	if err := resp.Ping(s.RedisAddr); err != nil {
+		return err
+	}
+	if s.RegistryAddr != "" {
+		if err := s.registryReady(ctx); err != nil {
+			return fmt.Errorf("registry: %w", err)
+		}
+	}
+	return nil
+}
+
+// LogTail returns the last n lines of a component's log ("nomad", "consul",
+// "redis", "registry").
+func (s *Stack) LogTail(name string, n int) string {
+	return tail(filepath.Join(s.Dir, name+".log"), n)
+}
+
+// unmountUnder detaches the mounts Nomad made under dir (the tmpfs of each
+// allocation's secrets and private folders), which outlive the agent and
+// would keep dir from being removed.
+func unmountUnder(dir string) error {
+	if !filepath.IsAbs(dir) || filepath.Clean(dir) == "/" {
+		return fmt.Errorf("refusing to unmount under %q: not a stack folder", dir)
+	}
+	dir = filepath.Clean(dir)
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	var mounts []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			mounts = append(mounts, f[4])
+		}
+	}
+	var errs []error
+	// Deepest first, so nested mounts come off before their parents.
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if err := syscall.Unmount(mounts[i], syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", mounts[i], err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,133 @@
+// Package stacktest gives an integration test package one private local
+// stack (Consul, Nomad, Redis, registry) on free ports, started on first use
+// and stopped when the package's tests end. Tests that share it keep apart
+// by the job names and KV prefixes that Name gives them.
+package stacktest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kodekloud/counter/internal/localstack"
+	"github.com/kodekloud/counter/internal/testenv"
+	"github.com/kodekloud/counter/internal/testimage"
+)
+
+var shared struct {
+	once    sync.Once
+	stack   *localstack.Stack
+	bin     localstack.Binaries
+	release func()
+	dir     string
+	err     error
+}
+
+// Main runs the package's tests and then stops the shared stack. Call it
+// from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	if s := shared.stack; s != nil {
+		if err := s.Stop(context.Background()); err != nil {
+			fmt.Fprintf(os.Stderr, "stacktest: stop stack: %v\n", err)
+			code = 1
+		}
+	}
+	if shared.release != nil {
+		shared.release()
+	}
+	if shared.dir != "" {
+		_ = os.RemoveAll(shared.dir)
+	}
+	os.Exit(code)
+}
+
+// Start returns the package's stack, starting it on first use. A test that
+// cannot have it fails in CI and skips elsewhere. When the test fails, the
+// agents' last log lines are added to its output.
+func Start(tb testing.TB) *localstack.Stack {
+	tb.Helper()
+	testimage.RequireDocker(tb)
+	shared.once.Do(func() { shared.stack, shared.err = start(tb) })
+	if shared.err != nil {
+		testenv.Unavailable(tb, "local stack: %v", shared.err)
+	}
+	s := shared.stack
+	tb.Cleanup(func() {
+		if !tb.Failed() {
+			return
+		}
+		for _, name := range []string{"nomad", "consul"} {
+			tb.Logf("last lines of %s.log:\n%s", name, s.LogTail(name, 40))
+		}
+	})
+	return s
+}
+
+// Binaries returns the programs the package's stack runs, for a test that
+// starts a stack of its own.
+func Binaries(tb testing.TB) localstack.Binaries {
+	tb.Helper()
+	Start(tb)
+	return shared.bin
+}
+
+func start(tb testing.TB) (*localstack.Stack, error) {
+	tb.Helper()
+	root := testimage.RepoRoot(tb)
+	var bin localstack.Binaries
+	cmd := exec.Command(filepath.Join(root, "scripts", "hashitools"))
+	cmd.Stderr = os.Stderr // a cold build takes minutes: show its progress
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("scripts/hashitools (builds nomad and consul; try make tools): %w", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		name, path, _ := strings.Cut(line, "=")
+		switch name {
+		case "nomad":
+			bin.Nomad = path
+		case "consul":
+			bin.Consul = path
+		}
+	}
+	if bin.Redis, err = exec.LookPath("redis-server"); err != nil {
+		return nil, fmt.Errorf("redis-server not found (install Debian's redis-server)")
+	}
+	if bin.Registry, err = exec.LookPath("docker-registry"); err != nil {
+		return nil, fmt.Errorf("docker-registry not found (install Debian's docker-registry)")
+	}
+	lo, hi, release, err := localstack.ReserveDynamicRange()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "counter-stack-")
+	if err != nil {
+		release()
+		return nil, err
+	}
+	shared.dir, shared.release, shared.bin = dir, release, bin
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	return localstack.Start(ctx, localstack.Config{
+		Dir:   dir,
+		Bin:   bin,
+		Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi},
+	})
+}
+
+// Name returns a short name unique to the test, usable as a Nomad job name
+// and a Consul KV prefix, so tests sharing a stack never share state.
+func Name(tb testing.TB, prefix string) string {
+	tb.Helper()
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s %d", tb.Name(), time.Now().UnixNano()))
+	return prefix + "-" + hex.EncodeToString(sum[:4])
+}
