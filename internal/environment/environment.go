@@ -1,0 +1,280 @@
+// Package environment reads the per-environment files in environments/: the
+// values that, bundled with one image, make a release for that environment.
+package environment
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+)
+
+// Environment is one decoded environments/NAME.hcl.
+type Environment struct {
+	Name string // from the file name: dev.hcl is "dev"
+	File string // path it was read from
+
+	Job         string   `hcl:"job,optional"`
+	Namespace   string   `hcl:"namespace,optional"`
+	Datacenters []string `hcl:"datacenters"`
+	Count       int      `hcl:"count,optional"`
+
+	Config    Config     `hcl:"config,block"`
+	Resources *Resources `hcl:"resources,block"`
+	Update    *Update    `hcl:"update,block"`
+}
+
+// Config is the configuration the app reads from its environment. Its values
+// go into the release's Consul KV snapshot, from which Nomad renders them.
+type Config struct {
+	Host string `hcl:"HOST"`
+	Port int    `hcl:"PORT"`
+}
+
+// Resources are the task's Nomad resources.
+type Resources struct {
+	CPU    int `hcl:"cpu,optional"`    // MHz
+	Memory int `hcl:"memory,optional"` // MiB
+}
+
+// Update is the job's Nomad update strategy.
+type Update struct {
+	MaxParallel      *int    `hcl:"max_parallel,optional"`
+	Canary           *int    `hcl:"canary,optional"`
+	AutoRevert       *bool   `hcl:"auto_revert,optional"`
+	AutoPromote      *bool   `hcl:"auto_promote,optional"`
+	MinHealthyTime   *string `hcl:"min_healthy_time,optional"`
+	HealthyDeadline  *string `hcl:"healthy_deadline,optional"`
+	ProgressDeadline *string `hcl:"progress_deadline,optional"`
+}
+
+// Values returns the config as the environment variables the app reads.
+func (c Config) Values() map[string]string {
+	return map[string]string{"HOST": c.Host, "PORT": strconv.Itoa(c.Port)}
+}
+
+// Error is an invalid environment file. Each diagnostic reads
+// "FILE:LINE,COL: summary: detail", then the source line with carets under the
+// value at fault.
+type Error struct {
+	Diags hcl.Diagnostics
+	files map[string]*hcl.File
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	for i, d := range e.Diags {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		if d.Subject == nil {
+			fmt.Fprintf(&b, "%s: %s", d.Summary, d.Detail)
+			continue
+		}
+		r := *d.Subject
+		fmt.Fprintf(&b, "%s:%d,%d: %s: %s", r.Filename, r.Start.Line, r.Start.Column, d.Summary, d.Detail)
+		if f := e.files[r.Filename]; f != nil {
+			b.WriteString(caret(f.Bytes, r))
+		}
+	}
+	return b.String()
+}
+
+// caret returns the range's first source line, numbered, with ^ under the
+// range.
+func caret(src []byte, r hcl.Range) string {
+	lines := bytes.Split(src, []byte("\n"))
+	if r.Start.Line < 1 || r.Start.Line > len(lines) {
+		return ""
+	}
+	line := string(bytes.TrimRight(lines[r.Start.Line-1], "\r"))
+	width := r.End.Column - r.Start.Column
+	if r.End.Line != r.Start.Line || width < 1 {
+		width = 1
+	}
+	num := strconv.Itoa(r.Start.Line)
+	return fmt.Sprintf("\n  %s | %s\n  %s | %s%s", num, line,
+		strings.Repeat(" ", len(num)), strings.Repeat(" ", max(r.Start.Column-1, 0)), strings.Repeat("^", width))
+}
+
+// Load reads environments/NAME.hcl from dir.
+func Load(dir, name string) (*Environment, error) {
+	if !validName.MatchString(name) {
+		return nil, fmt.Errorf("environment name %q: want lower-case letters, digits and dashes", name)
+	}
+	path := filepath.Join(dir, name+".hcl")
+	src, err := os.ReadFile(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, fmt.Errorf("environment %q: %s does not exist (known: %s)", name, path, strings.Join(List(dir), ", "))
+		}
+		return nil, err
+	}
+	return Parse(path, name, src)
+}
+
+// List returns the environment names defined in dir.
+func List(dir string) []string {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.hcl"))
+	names := make([]string, 0, len(files))
+	for _, f := range files {
+		names = append(names, strings.TrimSuffix(filepath.Base(f), ".hcl"))
+	}
+	sort.Strings(names)
+	return names
+}
+
+var (
+	validName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+	// validJob is Nomad's job ID alphabet, less what would need escaping
+	// in a Consul KV path.
+	validJob = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+	// validHost is a DNS name or an IPv4 address; IPv6 is accepted too.
+	validHost = regexp.MustCompile(`^([a-zA-Z0-9_]([a-zA-Z0-9_-]*[a-zA-Z0-9_])?)(\.[a-zA-Z0-9_]([a-zA-Z0-9_-]*[a-zA-Z0-9_])?)*$|^[0-9a-fA-F:]+$`)
+)
+
+// Parse decodes and validates an environment file's source.
+func Parse(path, name string, src []byte) (*Environment, error) {
+	file, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
+	files := map[string]*hcl.File{path: file}
+	if diags.HasErrors() {
+		return nil, &Error{Diags: diags, files: files}
+	}
+	env := &Environment{Name: name, File: path}
+	if diags := gohcl.DecodeBody(file.Body, nil, env); diags.HasErrors() {
+		return nil, &Error{Diags: diags, files: files}
+	}
+	body := file.Body.(*hclsyntax.Body)
+	if diags := env.validate(body); diags.HasErrors() {
+		return nil, &Error{Diags: diags, files: files}
+	}
+	return env, nil
+}
+
+// validate checks the values gohcl cannot, pointing each diagnostic at the
+// attribute that holds the bad value.
+func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	bad := func(rng hcl.Range, summary, detail string) {
+		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: detail, Subject: rng.Ptr()})
+	}
+	if e.Job == "" {
+		e.Job = "counter-" + e.Name
+	} else if !validJob.MatchString(e.Job) {
+		bad(attrRange(body, "", "job"), "Invalid job name",
+			fmt.Sprintf("%q is not a valid Nomad job ID: use letters, digits, '-', '_' and '.', at most 128.", e.Job))
+	}
+	if e.Namespace == "" {
+		e.Namespace = "default"
+	} else if !validJob.MatchString(e.Namespace) {
+		bad(attrRange(body, "", "namespace"), "Invalid namespace", fmt.Sprintf("%q is not a valid Nomad namespace.", e.Namespace))
+	}
+	if len(e.Datacenters) == 0 {
+		bad(attrRange(body, "", "datacenters"), "No datacenters", `List at least one Nomad datacenter, for example ["dc1"].`)
+	}
+	for _, dc := range e.Datacenters {
+		if strings.TrimSpace(dc) == "" {
+			bad(attrRange(body, "", "datacenters"), "Empty datacenter name", "Every datacenter must be named.")
+		}
+	}
+	if _, set := body.Attributes["count"]; !set {
+		e.Count = 1
+	} else if e.Count < 1 {
+		bad(attrRange(body, "", "count"), "Invalid count",
+			fmt.Sprintf("count = %d: a release runs at least 1 instance.", e.Count))
+	}
+
+	switch host := e.Config.Host; {
+	case strings.TrimSpace(host) == "":
+		bad(attrRange(body, "config", "HOST"), "Empty HOST", "HOST is the Redis host name or address the app connects to; it cannot be empty.")
+	case !validHost.MatchString(host):
+		bad(attrRange(body, "config", "HOST"), "Invalid HOST",
+			fmt.Sprintf("%q is not a host name or IP address.", host))
+	}
+	if p := e.Config.Port; p < 1 || p > 65535 {
+		bad(attrRange(body, "config", "PORT"), "PORT out of range",
+			fmt.Sprintf("PORT = %d: a TCP port is between 1 and 65535.", p))
+	}
+
+	if e.Resources == nil {
+		e.Resources = &Resources{}
+	}
+	if _, set := blockBody(body, "resources").Attributes["cpu"]; !set {
+		e.Resources.CPU = 100
+	} else if e.Resources.CPU < 1 {
+		bad(attrRange(body, "resources", "cpu"), "Invalid cpu", fmt.Sprintf("cpu = %d MHz: must be at least 1.", e.Resources.CPU))
+	}
+	if _, set := blockBody(body, "resources").Attributes["memory"]; !set {
+		e.Resources.Memory = 64
+	} else if e.Resources.Memory < 10 {
+		bad(attrRange(body, "resources", "memory"), "Invalid memory", fmt.Sprintf("memory = %d MiB: Nomad's minimum is 10.", e.Resources.Memory))
+	}
+
+	if e.Update == nil {
+		e.Update = &Update{}
+	}
+	u := e.Update
+	for _, d := range []struct {
+		name string
+		v    *string
+	}{{"min_healthy_time", u.MinHealthyTime}, {"healthy_deadline", u.HealthyDeadline}, {"progress_deadline", u.ProgressDeadline}} {
+		if d.v == nil {
+			continue
+		}
+		if dur, err := time.ParseDuration(*d.v); err != nil || dur < 0 {
+			bad(attrRange(body, "update", d.name), "Invalid duration",
+				fmt.Sprintf("%s = %q: want a duration such as \"10s\" or \"5m\".", d.name, *d.v))
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    *int
+		min  int
+	}{{"max_parallel", u.MaxParallel, 1}, {"canary", u.Canary, 0}} {
+		if n.v != nil && *n.v < n.min {
+			bad(attrRange(body, "update", n.name), "Invalid "+n.name, fmt.Sprintf("%s = %d: must be at least %d.", n.name, *n.v, n.min))
+		}
+	}
+	return diags
+}
+
+// blockBody returns the body of the first block of type typ, or an empty one.
+func blockBody(body *hclsyntax.Body, typ string) *hclsyntax.Body {
+	for _, b := range body.Blocks {
+		if b.Type == typ {
+			return b.Body
+		}
+	}
+	return &hclsyntax.Body{}
+}
+
+// attrRange returns the source range of an attribute's value, in the named
+// block or at the top level, or of the block or file when it is absent.
+func attrRange(body *hclsyntax.Body, block, name string) hcl.Range {
+	b := body
+	if block != "" {
+		found := false
+		for _, blk := range body.Blocks {
+			if blk.Type == block {
+				b, found = blk.Body, true
+				break
+			}
+		}
+		if !found {
+			return body.SrcRange
+		}
+	}
+	if a, ok := b.Attributes[name]; ok {
+		return a.Expr.Range()
+	}
+	return b.SrcRange
+}

@@ -1,0 +1,99 @@
+package environment
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestShippedEnvironmentsLoad(t *testing.T) {
+	for _, name := range []string{"dev", "test", "prod"} {
+		t.Run(name, func(t *testing.T) {
+			env, err := Load("../../environments", name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if env.Job != "counter-"+name || env.Namespace != "default" || env.Count < 1 {
+				t.Errorf("defaults: job %q namespace %q count %d", env.Job, env.Namespace, env.Count)
+			}
+		})
+	}
+}
+
+func TestParseAppliesDefaults(t *testing.T) {
+	env, err := Parse("x.hcl", "x", []byte(`
+datacenters = ["dc1"]
+config {
+  HOST = "redis"
+  PORT = 6379
+}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.Job != "counter-x" || env.Count != 1 || env.Resources.CPU != 100 || env.Resources.Memory != 64 || env.Update == nil {
+		t.Errorf("defaults not applied: %+v %+v", env, env.Resources)
+	}
+	if got := env.Config.Values(); got["HOST"] != "redis" || got["PORT"] != "6379" || len(got) != 2 {
+		t.Errorf("Values() = %v", got)
+	}
+}
+
+func TestParseRejectsBadFiles(t *testing.T) {
+	const good = "datacenters = [\"dc1\"]\nconfig {\n  HOST = \"redis\"\n  PORT = 6379\n}\n"
+	tests := []struct {
+		name string
+		src  string
+		want []string // all must appear in the error text
+	}{
+		{"rejects/unknown attribute", "colour = \"blue\"\n" + good,
+			[]string{"bad.hcl:1,1", "Unsupported argument", `"colour"`}},
+		{"rejects/non-numeric port", strings.Replace(good, "6379", `"http"`, 1),
+			[]string{"bad.hcl:4,11", "Unsuitable value type", `PORT = "http"`, "^^^^"}},
+		{"rejects/port above range", strings.Replace(good, "6379", "70000", 1),
+			[]string{"bad.hcl:4,10", "PORT out of range", "PORT = 70000", "^"}},
+		{"rejects/port zero", strings.Replace(good, "6379", "0", 1),
+			[]string{"bad.hcl:4,10", "PORT out of range"}},
+		{"rejects/empty host", strings.Replace(good, `"redis"`, `""`, 1),
+			[]string{"bad.hcl:3,10", "Empty HOST"}},
+		{"rejects/host with spaces", strings.Replace(good, `"redis"`, `"red is"`, 1),
+			[]string{"bad.hcl:3,10", "Invalid HOST"}},
+		{"rejects/count below one", "count = 0\n" + good,
+			[]string{"bad.hcl:1,9", "Invalid count", "count = 0"}},
+		{"rejects/missing PORT", strings.Replace(good, "  PORT = 6379\n", "", 1),
+			[]string{"bad.hcl:2", `Missing required argument`, `"PORT"`}},
+		{"rejects/missing config block", "datacenters = [\"dc1\"]\n",
+			[]string{"bad.hcl", `Missing config block`}},
+		{"rejects/unknown update field", good + "update {\n  canaries = 1\n}\n",
+			[]string{"bad.hcl:7,3", "Unsupported argument", `"canaries"`}},
+		{"rejects/bad duration", good + "update {\n  healthy_deadline = \"soon\"\n}\n",
+			[]string{"bad.hcl:7,22", "Invalid duration"}},
+		{"rejects/no datacenters", strings.Replace(good, `["dc1"]`, `[]`, 1),
+			[]string{"bad.hcl:1,15", "No datacenters"}},
+		{"rejects/syntax error", good + "update {\n",
+			[]string{"bad.hcl:6", "Unclosed configuration block"}},
+		{"rejects/bad job name", "job = \"counter prod\"\n" + good,
+			[]string{"bad.hcl:1,7", "Invalid job name"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("bad.hcl", "bad", []byte(tt.src))
+			var envErr *Error
+			if !errors.As(err, &envErr) {
+				t.Fatalf("Parse = %v, want *environment.Error", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%s", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadNamesKnownEnvironmentsWhenMissing(t *testing.T) {
+	_, err := Load("../../environments", "staging")
+	if err == nil || !strings.Contains(err.Error(), "dev, prod, test") {
+		t.Errorf("Load(staging) = %v, want the known environments listed", err)
+	}
+}
