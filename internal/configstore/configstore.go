@@ -1,0 +1,168 @@
+// Package configstore keeps each release's config as a write-once snapshot in
+// Consul KV, at a path named by the config's content hash. A job version
+// reads its snapshot by that path, so reverting a job version also brings
+// back the config it ran with.
+package configstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+)
+
+// DefaultPrefix is the KV folder under which snapshots live.
+const DefaultPrefix = "counter/releases"
+
+// ErrLocked means another deployer holds the job's lock.
+var ErrLocked = errors.New("locked")
+
+// Store reads and writes snapshots in Consul KV.
+type Store struct {
+	client *consul.Client
+	prefix string
+}
+
+// New returns a Store writing under prefix (DefaultPrefix when empty).
+func New(client *consul.Client, prefix string) *Store {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return &Store{client: client, prefix: strings.Trim(prefix, "/")}
+}
+
+// Hash returns the content hash of a config: the first 16 hex digits of the
+// SHA-256 of its sorted KEY=VALUE lines.
+func Hash(values map[string]string) string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(values)) {
+		fmt.Fprintf(h, "%s=%s\n", k, values[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// Folder is where a job's snapshots live.
+func (s *Store) Folder(namespace, job string) string {
+	return s.prefix + "/" + namespace + "/" + job
+}
+
+// Path is the snapshot path of a config with the given hash.
+func (s *Store) Path(namespace, job, hash string) string {
+	return s.Folder(namespace, job) + "/" + hash
+}
+
+// Put writes values at path in one transaction that fails if any key
+// exists, so a snapshot is never half-written and never changed. created
+// reports whether this call wrote it; an existing snapshot with the same
+// content is fine (the same config, released again), one with other content
+// is an error: someone edited it.
+func (s *Store) Put(ctx context.Context, path string, values map[string]string) (created bool, err error) {
+	var ops consul.TxnOps
+	for _, k := range slices.Sorted(maps.Keys(values)) {
+		ops = append(ops, &consul.TxnOp{KV: &consul.KVTxnOp{
+			Verb: consul.KVCAS, Key: path + "/" + k, Value: []byte(values[k]), Index: 0,
+		}})
+	}
+	ok, resp, _, err := s.client.Txn().Txn(ops, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("write config snapshot %s to Consul: %w", path, err)
+	}
+	if ok {
+		return true, nil
+	}
+	existing, found, err := s.Get(ctx, path)
+	if err != nil {
+		return false, err
+	}
+	if found && maps.Equal(existing, values) {
+		return false, nil
+	}
+	var why []string
+	for _, e := range resp.Errors {
+		why = append(why, e.What)
+	}
+	return false, fmt.Errorf("config snapshot %s already exists with other content %v (edited by hand?): %s; "+
+		"snapshots are write-once: delete it only if no release uses it", path, existing, strings.Join(why, "; "))
+}
+
+// Get reads the snapshot at path.
+func (s *Store) Get(ctx context.Context, path string) (values map[string]string, found bool, err error) {
+	pairs, _, err := s.client.KV().List(path+"/", (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, false, fmt.Errorf("read config snapshot %s from Consul: %w", path, err)
+	}
+	if len(pairs) == 0 {
+		return nil, false, nil
+	}
+	values = make(map[string]string, len(pairs))
+	for _, p := range pairs {
+		values[strings.TrimPrefix(p.Key, path+"/")] = string(p.Value)
+	}
+	return values, true, nil
+}
+
+// Delete removes the snapshot at path. It is for undoing a snapshot this
+// process created for a release that was never registered, and for gc.
+func (s *Store) Delete(ctx context.Context, path string) error {
+	if _, err := s.client.KV().DeleteTree(path+"/", (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("delete config snapshot %s: %w", path, err)
+	}
+	return nil
+}
+
+// List returns the hashes of the snapshots stored for a job.
+func (s *Store) List(ctx context.Context, namespace, job string) ([]string, error) {
+	folder := s.Folder(namespace, job) + "/"
+	keys, _, err := s.client.KV().Keys(folder, "/", (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("list config snapshots under %s: %w", folder, err)
+	}
+	var hashes []string
+	for _, k := range keys {
+		if h := strings.Trim(strings.TrimPrefix(k, folder), "/"); h != "" && !strings.HasPrefix(h, ".") {
+			hashes = append(hashes, h)
+		}
+	}
+	return hashes, nil
+}
+
+// Lock takes the job's deploy lock without waiting, so two deployers never
+// change one job at once: the second gets ErrLocked. The lock is a Consul
+// session lock, released by unlock or, if this process dies, when its
+// session's TTL runs out.
+func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock func(), err error) {
+	key := s.prefix + "/.locks/" + namespace + "/" + job
+	l, err := s.client.LockOpts(&consul.LockOptions{
+		Key:          key,
+		Value:        []byte(holder),
+		SessionName:  "deployer " + job,
+		SessionTTL:   "15s",
+		LockTryOnce:  true,
+		LockWaitTime: 200 * time.Millisecond,
+	})
+	if err != nil {
+		return nil, err
+	}
+	lost, err := l.Lock(ctx.Done())
+	if err != nil {
+		return nil, fmt.Errorf("take the deploy lock %s in Consul: %w", key, err)
+	}
+	if lost == nil {
+		held := ""
+		if p, _, err := s.client.KV().Get(key, nil); err == nil && p != nil {
+			held = fmt.Sprintf(" (held by %s)", p.Value)
+		}
+		return nil, fmt.Errorf("%w: another deploy of %s is in progress%s", ErrLocked, job, held)
+	}
+	return func() {
+		_ = l.Unlock()
+		_ = l.Destroy()
+	}, nil
+}

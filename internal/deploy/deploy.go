@@ -1,0 +1,303 @@
+// Package deploy turns a release into a Nomad job version: it renders the job
+// spec through the Nomad server's own HCL2 parser, writes the release's config
+// snapshot to Consul, registers the job against the index it planned from,
+// names the version, and watches the deployment.
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/kodekloud/counter/internal/configstore"
+	"github.com/kodekloud/counter/internal/release"
+)
+
+// Outcome is how a submit ended.
+type Outcome string
+
+const (
+	Succeeded    Outcome = "succeeded"     // the deployment turned healthy
+	NoChange     Outcome = "no-change"     // the release already runs; nothing registered
+	Detached     Outcome = "registered"    // -detach: registered, not watched
+	Failed       Outcome = "failed"        // the deployment failed
+	AutoReverted Outcome = "auto-reverted" // it failed and Nomad went back to an earlier version
+)
+
+// ConflictError means the job changed between planning and registering (or
+// another deployer holds its lock): nothing of this submit is visible.
+type ConflictError struct {
+	Job string
+	Err error
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("conflict: job %s changed while this submit was planned, so nothing was registered: %v; "+
+		"run plan again and resubmit", e.Job, e.Err)
+}
+
+func (e *ConflictError) Unwrap() error { return e.Err }
+
+// Deployer runs the pipeline against one Nomad and one Consul.
+type Deployer struct {
+	Nomad    *nomad.Client
+	Store    *configstore.Store
+	JobSpec  string    // source of jobs/counter.nomad.hcl
+	Progress io.Writer // stderr: what the deployer waits for
+}
+
+// Record describes a release as a submit made it; -json prints it.
+type Record struct {
+	Job          string            `json:"job"`
+	Namespace    string            `json:"namespace"`
+	Environment  string            `json:"environment"`
+	Release      string            `json:"release,omitempty"`
+	Version      *uint64           `json:"version,omitempty"`
+	Image        string            `json:"image"`
+	ImageDigest  string            `json:"image_digest,omitempty"`
+	ConfigHash   string            `json:"config_hash"`
+	ConfigPath   string            `json:"config_path"`
+	Config       map[string]string `json:"config"`
+	GitCommit    string            `json:"git_commit,omitempty"`
+	SubmittedBy  string            `json:"submitted_by,omitempty"`
+	EvalID       string            `json:"eval_id,omitempty"`
+	DeploymentID string            `json:"deployment_id,omitempty"`
+	Outcome      Outcome           `json:"outcome"`
+	RevertedTo   *uint64           `json:"reverted_to_version,omitempty"`
+	Detail       string            `json:"detail,omitempty"`
+}
+
+func newRecord(r *release.Release) *Record {
+	return &Record{
+		Job: r.Env.Job, Namespace: r.Env.Namespace, Environment: r.Env.Name,
+		Image: r.Image.Pinned(), ImageDigest: r.Image.Digest,
+		ConfigHash: r.ConfigHash, ConfigPath: r.ConfigPath, Config: r.Config,
+		GitCommit: r.GitCommit, SubmittedBy: r.SubmittedBy,
+	}
+}
+
+// Render returns the job exactly as submit would register it, parsed by the
+// Nomad server from the job spec and the release's variables.
+func (d *Deployer) Render(ctx context.Context, r *release.Release) (*nomad.Job, error) {
+	job, err := d.Nomad.Jobs().ParseHCLOpts(&nomad.JobsParseRequest{
+		JobHCL:       d.JobSpec,
+		Variables:    r.Variables(),
+		Canonicalize: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("render the job spec with Nomad at %s: %w", d.Nomad.Address(), err)
+	}
+	return job, nil
+}
+
+// current returns the registered job, nil when there is none.
+func (d *Deployer) current(ctx context.Context, ns, id string) (*nomad.Job, error) {
+	job, _, err := d.Nomad.Jobs().Info(id, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read job %s from Nomad at %s: %w", id, d.Nomad.Address(), err)
+	}
+	return job, nil
+}
+
+func isNotFound(err error) bool {
+	var uerr nomad.UnexpectedResponseError
+	if errors.As(err, &uerr) {
+		return uerr.StatusCode() == http.StatusNotFound
+	}
+	return strings.Contains(err.Error(), "job not found")
+}
+
+// Plan is the difference between a release and what runs.
+type Plan struct {
+	Job        *nomad.Job
+	Current    *nomad.Job // nil for a new job
+	Diff       *nomad.JobDiff
+	Response   *nomad.JobPlanResponse
+	OldConfig  map[string]string // the running release's snapshot; nil if none
+	NewConfig  map[string]string
+	Changed    bool
+	ModifyBase uint64 // the job modify index the plan was made against
+}
+
+// Plan asks Nomad for the diff between the release and the registered job.
+// Volatile identity (who submits) is carried over from the running version
+// so that resubmitting the same release is no change.
+func (d *Deployer) Plan(ctx context.Context, r *release.Release) (*Plan, error) {
+	job, err := d.Render(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := d.current(ctx, r.Env.Namespace, r.Env.Job)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{Job: job, Current: cur, NewConfig: r.Config, Changed: true}
+	if cur != nil {
+		p.ModifyBase = *cur.JobModifyIndex
+		if path := cur.Meta[release.MetaConfigPath]; path != "" && d.Store != nil {
+			old, found, err := d.Store.Get(ctx, path)
+			if err != nil {
+				return nil, err
+			}
+			if found {
+				p.OldConfig = old
+			}
+		}
+	}
+	planned := job
+	if cur != nil {
+		planned = withSubmitter(job, cur.Meta[release.MetaSubmittedBy])
+	}
+	resp, _, err := d.Nomad.Jobs().Plan(planned, true, (&nomad.WriteOptions{Namespace: r.Env.Namespace}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("plan job %s with Nomad at %s: %w", r.Env.Job, d.Nomad.Address(), err)
+	}
+	p.Response, p.Diff = resp, resp.Diff
+	p.Changed = cur == nil || (resp.Diff != nil && resp.Diff.Type != "None")
+	if !p.Changed {
+		// The same release, resubmitted: register nothing, not even a new
+		// submitter.
+		p.Job = planned
+	}
+	return p, nil
+}
+
+// withSubmitter returns a copy of job whose meta names who as submitter.
+func withSubmitter(job *nomad.Job, who string) *nomad.Job {
+	cp := *job
+	cp.Meta = make(map[string]string, len(job.Meta))
+	for k, v := range job.Meta {
+		cp.Meta[k] = v
+	}
+	cp.Meta[release.MetaSubmittedBy] = who
+	// The UI description names the submitter too.
+	if job.UI != nil {
+		ui := *job.UI
+		if old := job.Meta[release.MetaSubmittedBy]; old != "" {
+			ui.Description = strings.Replace(ui.Description, "submitted by "+old, "submitted by "+who, 1)
+		}
+		cp.UI = &ui
+	}
+	return &cp
+}
+
+// SubmitOptions tune Submit.
+type SubmitOptions struct {
+	Detach bool // return after registering
+	// CheckIndex, when set, is the job modify index the caller planned
+	// against (like nomad job run -check-index); 0 means the job must not exist.
+	CheckIndex *uint64
+}
+
+// Submit registers the release as a new job version. Order matters: the
+// config snapshot is written (create-only) before the job that reads it is
+// registered, the registration is enforced against the index the plan saw,
+// and a snapshot this submit created is removed again if nothing registered
+// it. It then names the version vN and, unless detached, watches the
+// deployment.
+func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOptions) (*Record, error) {
+	rec := newRecord(r)
+	p, err := d.Plan(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	base := p.ModifyBase
+	if opts.CheckIndex != nil {
+		base = *opts.CheckIndex
+	}
+	if !p.Changed && opts.CheckIndex == nil {
+		v := *p.Current.Version
+		rec.Version, rec.Release, rec.Outcome = &v, release.Name(v), NoChange
+		rec.Detail = fmt.Sprintf("job %s version %d already runs this release", r.Env.Job, v)
+		return rec, nil
+	}
+
+	unlock, err := d.Store.Lock(ctx, r.Env.Namespace, r.Env.Job, r.SubmittedBy)
+	if err != nil {
+		if errors.Is(err, configstore.ErrLocked) {
+			return nil, &ConflictError{Job: r.Env.Job, Err: err}
+		}
+		return nil, err
+	}
+	defer unlock()
+
+	created, err := d.Store.Put(ctx, r.ConfigPath, r.Config)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(d.Progress, "==> config snapshot %s (%s)\n", r.ConfigPath, map[bool]string{true: "written", false: "already stored"}[created])
+
+	resp, _, err := d.Nomad.Jobs().RegisterOpts(p.Job, &nomad.RegisterOptions{
+		EnforceIndex: true,
+		ModifyIndex:  base,
+		Submission: &nomad.JobSubmission{
+			Source:    d.JobSpec,
+			Format:    "hcl2",
+			Variables: r.Variables(),
+		},
+	}, (&nomad.WriteOptions{Namespace: r.Env.Namespace}).WithContext(ctx))
+	if err != nil {
+		if created {
+			// Use a fresh context: the snapshot must go even if ctx ended.
+			if derr := d.Store.Delete(context.Background(), r.ConfigPath); derr != nil {
+				err = errors.Join(err, fmt.Errorf("and the snapshot this submit wrote could not be removed: %w", derr))
+			}
+		}
+		if strings.Contains(err.Error(), "Enforcing job modify index") {
+			return nil, &ConflictError{Job: r.Env.Job, Err: err}
+		}
+		return nil, fmt.Errorf("register job %s with Nomad at %s: %w", r.Env.Job, d.Nomad.Address(), err)
+	}
+	rec.EvalID = resp.EvalID
+
+	version, err := d.versionAt(ctx, r.Env.Namespace, r.Env.Job, resp.JobModifyIndex)
+	if err != nil {
+		return nil, err
+	}
+	rec.Version, rec.Release = &version, release.Name(version)
+	if _, err := d.Nomad.Jobs().TagVersion(r.Env.Job, version, rec.Release, r.Description(),
+		(&nomad.WriteOptions{Namespace: r.Env.Namespace}).WithContext(ctx)); err != nil {
+		fmt.Fprintf(d.Progress, "warning: version %d registered but not tagged %s: %v\n", version, rec.Release, err)
+	}
+	unlock()
+	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (eval %s)\n", rec.Release, r.Env.Job, version, short(resp.EvalID))
+
+	if opts.Detach {
+		rec.Outcome = Detached
+		return rec, nil
+	}
+	w, err := d.Watch(ctx, r.Env.Namespace, r.Env.Job, version, resp.EvalID)
+	if w != nil {
+		rec.DeploymentID, rec.Outcome, rec.RevertedTo, rec.Detail = w.DeploymentID, w.Outcome, w.RevertedTo, w.Detail
+	}
+	return rec, err
+}
+
+// versionAt finds the job version registered at modifyIndex.
+func (d *Deployer) versionAt(ctx context.Context, ns, id string, modifyIndex uint64) (uint64, error) {
+	versions, _, _, err := d.Nomad.Jobs().Versions(id, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	if err != nil {
+		return 0, fmt.Errorf("read versions of job %s: %w", id, err)
+	}
+	for _, v := range versions {
+		if v.JobModifyIndex != nil && *v.JobModifyIndex == modifyIndex {
+			return *v.Version, nil
+		}
+	}
+	return 0, fmt.Errorf("job %s: no version at modify index %d", id, modifyIndex)
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}

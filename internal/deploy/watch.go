@@ -1,0 +1,109 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// WatchResult is how a deployment ended.
+type WatchResult struct {
+	DeploymentID string
+	Outcome      Outcome
+	RevertedTo   *uint64
+	Detail       string
+}
+
+var rollbackRE = regexp.MustCompile(`rolling back to job version (\d+)`)
+
+// Watch follows the deployment of a job version until it succeeds or fails,
+// printing progress. A version whose evaluation needs no deployment (nothing
+// to replace) succeeds at once.
+func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, evalID string) (*WatchResult, error) {
+	q := func(idx uint64) *nomad.QueryOptions {
+		return (&nomad.QueryOptions{Namespace: ns, WaitIndex: idx, WaitTime: 5 * time.Second}).WithContext(ctx)
+	}
+	fmt.Fprintf(d.Progress, "==> waiting for the deployment of %s version %d\n", job, version)
+
+	var dep *nomad.Deployment
+	for dep == nil {
+		deps, _, err := d.Nomad.Jobs().Deployments(job, false, q(0))
+		if err != nil {
+			return nil, fmt.Errorf("read deployments of job %s: %w", job, err)
+		}
+		for _, dd := range deps {
+			if dd.JobVersion == version {
+				dep = dd
+			}
+		}
+		if dep != nil {
+			break
+		}
+		if evalID != "" {
+			ev, _, err := d.Nomad.Evaluations().Info(evalID, q(0))
+			if err == nil && ev.Status == "complete" && ev.DeploymentID == "" && ev.BlockedEval == "" {
+				// The scheduler had nothing to roll out.
+				return &WatchResult{Outcome: Succeeded, Detail: "no deployment needed"}, nil
+			}
+			if err == nil && ev.Status == "failed" {
+				return &WatchResult{Outcome: Failed, Detail: ev.StatusDescription}, fmt.Errorf("evaluation %s failed: %s", short(evalID), ev.StatusDescription)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+
+	res := &WatchResult{DeploymentID: dep.ID}
+	var idx uint64
+	last := ""
+	for {
+		cur, meta, err := d.Nomad.Deployments().Info(dep.ID, q(idx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return res, ctx.Err()
+			}
+			return res, fmt.Errorf("read deployment %s: %w", short(dep.ID), err)
+		}
+		idx = meta.LastIndex
+		if line := progressLine(cur); line != last {
+			fmt.Fprintf(d.Progress, "    %s\n", line)
+			last = line
+		}
+		switch cur.Status {
+		case "successful":
+			res.Outcome, res.Detail = Succeeded, cur.StatusDescription
+			return res, nil
+		case "failed", "cancelled":
+			res.Outcome, res.Detail = Failed, cur.StatusDescription
+			if m := rollbackRE.FindStringSubmatch(cur.StatusDescription); m != nil && !strings.Contains(cur.StatusDescription, "not rolling back") {
+				v, _ := strconv.ParseUint(m[1], 10, 64)
+				res.Outcome, res.RevertedTo = AutoReverted, &v
+			}
+			return res, nil
+		}
+	}
+}
+
+// progressLine summarises a deployment's state in one line.
+func progressLine(dep *nomad.Deployment) string {
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(dep.TaskGroups)) {
+		s := dep.TaskGroups[name]
+		part := fmt.Sprintf("%s: %d/%d healthy, %d unhealthy", name, s.HealthyAllocs, s.DesiredTotal, s.UnhealthyAllocs)
+		if s.DesiredCanaries > 0 {
+			part += fmt.Sprintf(", canaries %d/%d", len(s.PlacedCanaries), s.DesiredCanaries)
+		}
+		parts = append(parts, part)
+	}
+	return fmt.Sprintf("deployment %s %s: %s", short(dep.ID), dep.Status, strings.Join(parts, "; "))
+}

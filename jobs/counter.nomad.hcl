@@ -1,0 +1,144 @@
+# The counter service as a Nomad job. The deployer fills the variables from
+# one environment file and one pinned image; the config the app reads lives
+# at config_path in Consul KV, a path that belongs to this release alone, so
+# reverting to this job version brings its config back too.
+
+variable "job_name" {
+  type        = string
+  description = "Nomad job ID, one per environment."
+}
+
+variable "namespace" {
+  type    = string
+  default = "default"
+}
+
+variable "datacenters" {
+  type = list(string)
+}
+
+variable "count" {
+  type    = number
+  default = 1
+}
+
+variable "image" {
+  type        = string
+  description = "The release's image, pinned: repo@sha256:... where a registry answers."
+}
+
+variable "config_path" {
+  type        = string
+  description = "Consul KV folder of this release's config snapshot (write-once)."
+}
+
+variable "cpu" {
+  type    = number
+  default = 100
+}
+
+variable "memory" {
+  type    = number
+  default = 64
+}
+
+variable "update" {
+  type = object({
+    max_parallel      = number
+    canary            = number
+    auto_revert       = bool
+    auto_promote      = bool
+    min_healthy_time  = string
+    healthy_deadline  = string
+    progress_deadline = string
+  })
+}
+
+variable "release" {
+  type        = map(string)
+  description = "The release's identity, kept in job meta for the UI, history and rollback."
+}
+
+variable "description" {
+  type        = string
+  description = "What the Nomad UI shows at the top of the job page."
+}
+
+job "counter" {
+  id          = var.job_name
+  namespace   = var.namespace
+  datacenters = var.datacenters
+  type        = "service"
+
+  meta = var.release
+
+  ui {
+    description = var.description
+  }
+
+  update {
+    max_parallel      = var.update.max_parallel
+    canary            = var.update.canary
+    auto_revert       = var.update.auto_revert
+    auto_promote      = var.update.auto_promote
+    min_healthy_time  = var.update.min_healthy_time
+    healthy_deadline  = var.update.healthy_deadline
+    progress_deadline = var.update.progress_deadline
+    health_check      = "checks"
+  }
+
+  group "web" {
+    count = var.count
+
+    network {
+      port "http" {}
+    }
+
+    service {
+      name     = var.job_name
+      port     = "http"
+      provider = "consul"
+      tags     = ["counter", "release-${var.release.release_config_hash}"]
+
+      check {
+        name     = "ready"
+        type     = "http"
+        path     = "/readyz"
+        interval = "2s"
+        timeout  = "1s"
+      }
+    }
+
+    task "app" {
+      driver = "docker"
+
+      config {
+        image        = var.image
+        network_mode = "host"
+      }
+
+      # HOST and PORT come from this release's snapshot. The template waits
+      # for the keys, so a release whose snapshot is gone never turns healthy.
+      template {
+        data        = <<-EOT
+          HOST={{ key "${var.config_path}/HOST" }}
+          PORT={{ key "${var.config_path}/PORT" }}
+        EOT
+        destination = "secrets/config.env"
+        env         = true
+        change_mode = "restart"
+      }
+
+      env {
+        LISTEN_ADDR = "${NOMAD_ADDR_http}"
+      }
+
+      resources {
+        cpu    = var.cpu
+        memory = var.memory
+      }
+
+      kill_timeout = "15s"
+    }
+  }
+}
