@@ -31,9 +31,13 @@ var shared struct {
 	err     error
 }
 
-// Main runs the package's tests and then stops the shared stack. Call it
+// Main runs the package's tests, stops the shared stack and exits. Call it
 // from TestMain.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run runs the package's tests, stops the shared stack and returns the exit
+// code, for a TestMain that exits by other means (testscript.Main).
+func Run(m interface{ Run() int }) int {
 	code := m.Run()
 	if s := shared.stack; s != nil {
 		if err := s.Stop(context.Background()); err != nil {
@@ -47,7 +51,7 @@ func Main(m *testing.M) {
 	if shared.dir != "" {
 		_ = os.RemoveAll(shared.dir)
 	}
-	os.Exit(code)
+	return code
 }
 
 // Start returns the package's stack, starting it on first use. A test that

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/kodekloud/counter/internal/localstack"
+	"github.com/kodekloud/counter/internal/stacktest"
+	"github.com/kodekloud/counter/internal/testimage"
+	"github.com/kodekloud/counter/internal/testredis"
+)
+
+type testMain struct{ m *testing.M }
+
+func (t testMain) Run() int { return stacktest.Run(t.m) }
+
+// TestMain lets script tests run this test binary as the real deployer, and
+// stops the package's stack after the tests.
+func TestMain(m *testing.M) {
+	testscript.Main(testMain{m}, map[string]func(){"deployer": main})
+}
+
+// fixture is one test's private piece of the shared stack: its own job name,
+// environment folder and Redis.
+type fixture struct {
+	t     *testing.T
+	stack *localstack.Stack
+	job   string
+	dir   string // holds environments/ and jobs/
+	env   map[string]string
+	nomad *nomad.Client
+	kv    *consul.Client
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	s := stacktest.Start(t)
+	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{
+		t: t, stack: s, job: stacktest.Name(t, "counter"), dir: t.TempDir(), nomad: nc, kv: cc,
+		env: map[string]string{
+			"NOMAD_ADDR": s.NomadAddr, "CONSUL_HTTP_ADDR": s.ConsulAddr, "DEPLOYER_USER": "tester",
+		},
+	}
+	spec, err := os.ReadFile(filepath.Join(testimage.RepoRoot(t), "jobs", "counter.nomad.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"environments", "jobs"} {
+		if err := os.MkdirAll(filepath.Join(f.dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(f.dir, "jobs", "counter.nomad.hcl"), spec, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _, _ = nc.Jobs().Deregister(f.job, true, nil)
+	})
+	return f
+}
+
+// writeEnv writes environments/NAME.hcl for this test's job, pointing the app
+// at rdb; update is the update block's body ("" for quick health checks).
+func (f *fixture) writeEnv(name string, rdb *testredis.Server, count int, update string) {
+	f.t.Helper()
+	if update == "" {
+		update = "min_healthy_time = \"1s\"\nhealthy_deadline = \"30s\""
+	}
+	src := fmt.Sprintf(`job         = %q
+datacenters = ["dc1"]
+count       = %d
+
+config {
+  HOST = %q
+  PORT = %d
+}
+
+resources {
+  cpu    = 50
+  memory = 32
+}
+
+update {
+%s
+}
+`, f.job, count, rdb.Host, rdb.Port, update)
+	if err := os.WriteFile(filepath.Join(f.dir, "environments", name+".hcl"), []byte(src), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// deployer runs the CLI in this process from the fixture's folder and returns
+// its output and exit code.
+func (f *fixture) deployer(args ...string) (stdout, stderr string, code int) {
+	f.t.Helper()
+	return runCLI(f.t, f.dir, f.env, args...)
+}
+
+func runCLI(t *testing.T, dir string, env map[string]string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	full := append([]string{"deployer"}, args...)
+	if len(args) > 0 && (args[0] == "render" || args[0] == "plan" || args[0] == "submit") {
+		// Paths in the fixture's folder, as they would be in a checkout.
+		full = append([]string{"deployer", args[0],
+			"-environments", filepath.Join(dir, "environments"),
+			"-job", filepath.Join(dir, "jobs", "counter.nomad.hcl")}, args[1:]...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err := run(ctx, full, func(k string) string { return env[k] }, &out, &errb)
+	code := exitCode(err, &errb)
+	t.Logf("deployer %s: exit %d\n%s", strings.Join(args, " "), code, errb.String())
+	return out.String(), errb.String(), code
+}
+
+var images struct {
+	once      sync.Once
+	good, bad string
+	err       error
+}
+
+// releaseImages builds the app image and a broken variant of it (exits at
+// start, so never ready), pushes both to the stack's registry and returns
+// their tag references.
+func releaseImages(t *testing.T, s *localstack.Stack) (good, bad string) {
+	t.Helper()
+	images.once.Do(func() {
+		base := "counter:" + stacktest.Name(t, "deployer")
+		testimage.Build(t, base)
+		good = s.RegistryAddr + "/counter:" + strings.TrimPrefix(base, "counter:")
+		bad = s.RegistryAddr + "/counter:broken-" + strings.TrimPrefix(base, "counter:")
+		brokenDir := t.TempDir()
+		dockerfile := fmt.Sprintf("FROM %s\nENTRYPOINT [\"/app\", \"not-an-argument\"]\n", base)
+		if err := os.WriteFile(filepath.Join(brokenDir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+			images.err = err
+			return
+		}
+		for _, step := range [][]string{
+			{"tag", base, good},
+			{"push", good},
+			{"build", "-t", bad, brokenDir},
+			{"push", bad},
+		} {
+			if _, err := testimage.Docker(step...); err != nil {
+				images.err = err
+				return
+			}
+		}
+		images.good, images.bad = good, bad
+	})
+	if images.err != nil {
+		t.Fatalf("prepare release images: %v", images.err)
+	}
+	return images.good, images.bad
+}
+
+// get fetches url and returns its body, failing the test on any error.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	res, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// appURL returns the URL of a passing instance of the job's service that
+// runs the release with configHash, waiting for Consul to see one.
+func (f *fixture) appURL(configHash string) string {
+	f.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		entries, _, err := f.kv.Health().Service(f.job, "release-"+configHash, true, nil)
+		if err == nil && len(entries) > 0 {
+			e := entries[0]
+			return fmt.Sprintf("http://%s:%d", e.Service.Address, e.Service.Port)
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("no passing instance of %s with release-%s in Consul after 60s (err %v)", f.job, configHash, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// versions returns the job's versions, newest first.
+func (f *fixture) versions() []*nomad.Job {
+	f.t.Helper()
+	vs, _, _, err := f.nomad.Jobs().Versions(f.job, false, nil)
+	if err != nil {
+		f.t.Fatalf("versions of %s: %v", f.job, err)
+	}
+	return vs
+}
+
+// snapshots returns the config snapshot hashes stored for the job.
+func (f *fixture) snapshots() []string {
+	f.t.Helper()
+	keys, _, err := f.kv.KV().Keys("counter/releases/default/"+f.job+"/", "/", nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return keys
+}

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"encoding/json"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/kodekloud/counter/internal/configstore"
+	"github.com/kodekloud/counter/internal/deploy"
+	"github.com/kodekloud/counter/internal/release"
+	"github.com/kodekloud/counter/internal/testenv"
+	"github.com/kodekloud/counter/internal/testredis"
+)
+
+func submitJSON(t *testing.T, f *fixture, args ...string) (deploy.Record, int, string) {
+	t.Helper()
+	out, stderr, code := f.deployer(append([]string{"submit", "-json"}, args...)...)
+	var rec deploy.Record
+	if out != "" {
+		if err := json.Unmarshal([]byte(out), &rec); err != nil {
+			t.Fatalf("submit -json printed %q: %v", out, err)
+		}
+	}
+	return rec, code, stderr
+}
+
+func TestSubmitCountsInTheRedisTheEnvironmentNames(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	first, second := testredis.Start(t), testredis.Start(t)
+	if err := first.Set("visitorCount", "41"); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Set("visitorCount", "500"); err != nil {
+		t.Fatal(err)
+	}
+
+	f.writeEnv("dev", first, 1, "")
+	rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good)
+	if code != exitOK || rec.Outcome != deploy.Succeeded || rec.Release != "v0" {
+		t.Fatalf("first submit: exit %d, record %+v; want 0, succeeded, v0", code, rec)
+	}
+	if !strings.Contains(rec.Image, "@sha256:") || rec.ImageDigest == "" {
+		t.Errorf("image %q digest %q: want the tag pinned to its digest", rec.Image, rec.ImageDigest)
+	}
+	if _, body := get(t, f.appURL(rec.ConfigHash)+"/"); body != "Welcome to KODEKLOUD! Visitor Count: 42" {
+		t.Errorf("v0 answered %q, want count 42 from the first Redis", body)
+	}
+
+	t.Run("resubmitting the same release is no change", func(t *testing.T) {
+		again, code, _ := submitJSON(t, f, "-env", "dev", "-image", good)
+		if code != exitOK || again.Outcome != deploy.NoChange || again.Release != "v0" {
+			t.Errorf("resubmit: exit %d, outcome %q release %q; want 0, no-change, v0", code, again.Outcome, again.Release)
+		}
+		if n := len(f.versions()); n != 1 {
+			t.Errorf("%d job versions after an unchanged resubmit, want 1", n)
+		}
+	})
+
+	f.writeEnv("dev", second, 1, "")
+	rec2, code, _ := submitJSON(t, f, "-env", "dev", "-image", good)
+	if code != exitOK || rec2.Outcome != deploy.Succeeded || rec2.Release != "v1" {
+		t.Fatalf("second submit: exit %d, record %+v; want 0, succeeded, v1", code, rec2)
+	}
+	if rec2.ConfigHash == rec.ConfigHash || rec2.ConfigPath == rec.ConfigPath {
+		t.Errorf("a new config kept the old snapshot %s", rec.ConfigPath)
+	}
+	if _, body := get(t, f.appURL(rec2.ConfigHash)+"/"); body != "Welcome to KODEKLOUD! Visitor Count: 501" {
+		t.Errorf("v1 answered %q, want count 501 from the second Redis", body)
+	}
+	if v, _ := first.Get("visitorCount"); v != "42" {
+		t.Errorf("first Redis counts %s after v1, want 42 (untouched)", v)
+	}
+
+	vs := f.versions()
+	if len(vs) != 2 {
+		t.Fatalf("%d versions, want 2", len(vs))
+	}
+	for _, v := range vs {
+		want := release.Name(*v.Version)
+		if v.VersionTag == nil || v.VersionTag.Name != want {
+			t.Errorf("version %d tag %+v, want %s", *v.Version, v.VersionTag, want)
+		}
+		if v.Meta[release.MetaSubmittedBy] != "tester" || v.Meta[release.MetaConfigPath] == "" {
+			t.Errorf("version %d meta %v lacks the release identity", *v.Version, v.Meta)
+		}
+	}
+	// Both snapshots stay: v0 must stay revertible.
+	if n := len(f.snapshots()); n != 2 {
+		t.Errorf("%d snapshots, want 2: %v", n, f.snapshots())
+	}
+}
+
+func TestBrokenImageFailsAndNomadAutoReverts(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, bad := releaseImages(t, f.stack)
+	rdb := testredis.Start(t)
+	f.writeEnv("dev", rdb, 1, `min_healthy_time = "1s"
+healthy_deadline = "8s"
+progress_deadline = "30s"`)
+
+	rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good)
+	if code != exitOK {
+		t.Fatalf("good submit: exit %d %+v", code, rec)
+	}
+	brk, code, stderr := submitJSON(t, f, "-env", "dev", "-image", bad)
+	if code != exitAutoReverted || brk.Outcome != deploy.AutoReverted || brk.RevertedTo == nil || *brk.RevertedTo != 0 {
+		t.Fatalf("broken submit: exit %d, record %+v; want %d, auto-reverted to 0", code, brk, exitAutoReverted)
+	}
+	if !strings.Contains(stderr, "reverted the job to version 0") {
+		t.Errorf("stderr does not say Nomad reverted:\n%s", stderr)
+	}
+	vs := f.versions()
+	if len(vs) < 3 {
+		t.Fatalf("%d versions, want v0, the broken v1 and Nomad's revert v2", len(vs))
+	}
+	if img := vs[0].TaskGroups[0].Tasks[0].Config["image"]; img != rec.Image {
+		t.Errorf("after the revert the job runs %v, want v0's %s", img, rec.Image)
+	}
+	if _, body := get(t, f.appURL(rec.ConfigHash)+"/"); !strings.HasPrefix(body, "Welcome to KODEKLOUD! Visitor Count: ") {
+		t.Errorf("after the revert the app answered %q", body)
+	}
+}
+
+func TestConcurrentSubmitsMakeOneVersionAndOneConflict(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	a, b := testredis.Start(t), testredis.Start(t)
+	f.writeEnv("a", a, 1, "")
+	f.writeEnv("b", b, 1, "")
+	if _, code, _ := submitJSON(t, f, "-env", "a", "-image", good, "-detach"); code != exitOK {
+		t.Fatalf("first submit: exit %d", code)
+	}
+	before := f.snapshots()
+
+	// Both are real changes: a runs two instances now, b another Redis.
+	f.writeEnv("a", a, 2, "")
+	codes := make([]int, 2)
+	var wg sync.WaitGroup
+	for i, env := range []string{"a", "b"} {
+		wg.Go(func() {
+			_, _, codes[i] = f.deployer("submit", "-env", env, "-image", good, "-detach")
+		})
+	}
+	wg.Wait()
+	ok, conflict := 0, 0
+	for _, c := range codes {
+		switch c {
+		case exitOK:
+			ok++
+		case exitConflict:
+			conflict++
+		}
+	}
+	if ok != 1 || conflict != 1 {
+		t.Fatalf("exit codes %v, want one %d and one %d", codes, exitOK, exitConflict)
+	}
+	if n := len(f.versions()); n != 2 {
+		t.Errorf("%d versions, want 2 (the first and the winner)", n)
+	}
+	// The loser leaves no snapshot behind: at most the winner's is new.
+	if after := f.snapshots(); len(after) > len(before)+1 {
+		t.Errorf("snapshots %v after, %v before: the conflicting submit left one", after, before)
+	}
+}
+
+// closedAddr is a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(testenv.FreePort(t)))
+}
+
+func TestUnreachableServersChangeNothing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	rdb := testredis.Start(t)
+	f.writeEnv("dev", rdb, 1, "")
+
+	t.Run("consul unreachable registers no job", func(t *testing.T) {
+		env := map[string]string{"NOMAD_ADDR": f.env["NOMAD_ADDR"], "CONSUL_HTTP_ADDR": closedAddr(t)}
+		_, stderr, code := runCLI(t, f.dir, env, "submit", "-env", "dev", "-image", good)
+		if code != exitError || !strings.Contains(stderr, "Consul") {
+			t.Errorf("exit %d, stderr %q; want 1 and an error naming Consul", code, stderr)
+		}
+		if _, _, err := f.nomad.Jobs().Info(f.job, nil); err == nil {
+			t.Errorf("job %s was registered without its config", f.job)
+		}
+	})
+	t.Run("nomad unreachable writes no snapshot", func(t *testing.T) {
+		addr := "http://" + closedAddr(t)
+		env := map[string]string{"NOMAD_ADDR": addr, "CONSUL_HTTP_ADDR": f.env["CONSUL_HTTP_ADDR"]}
+		_, stderr, code := runCLI(t, f.dir, env, "submit", "-env", "dev", "-image", good)
+		if code != exitError || !strings.Contains(stderr, "Nomad at "+addr) {
+			t.Errorf("exit %d, stderr %q; want 1 and an error naming Nomad at %s", code, stderr, addr)
+		}
+		if s := f.snapshots(); len(s) != 0 {
+			t.Errorf("snapshots %v written while Nomad was unreachable", s)
+		}
+	})
+}
+
+func TestBadEnvironmentFileWritesNothing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	rdb := testredis.Start(t)
+	f.writeEnv("dev", rdb, 1, "canary = -1")
+	_, stderr, code := f.deployer("submit", "-env", "dev", "-image", good)
+	if code != exitError || !strings.Contains(stderr, "dev.hcl:") || !strings.Contains(stderr, "canary = -1") {
+		t.Errorf("exit %d, stderr %q; want 1 with the file, line and value", code, stderr)
+	}
+	if _, _, err := f.nomad.Jobs().Info(f.job, nil); err == nil {
+		t.Errorf("job %s registered from a bad environment file", f.job)
+	}
+	keys, _, _ := f.kv.KV().Keys(configstore.DefaultPrefix+"/default/"+f.job, "", nil)
+	if len(keys) != 0 {
+		t.Errorf("KV keys %v written from a bad environment file", keys)
+	}
+}
