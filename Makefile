@@ -22,10 +22,24 @@ tools: ## build (or find) the pinned nomad and consul binaries
 	scripts/hashitools >/dev/null
 
 .PHONY: up
-up: tools ## start the local stack (Consul, Nomad, Docker, Redis, registry) on loopback
+up: tools ## start the local stack, build the app and release it to dev
 	STACK_DIR=$(CURDIR)/.stack scripts/dockerd-up
 	go build -o bin/stack ./cmd/stack
+	go build -o bin/deployer ./deployer
 	eval "$$(scripts/hashitools)" && bin/stack up -dir .stack -nomad "$$nomad" -consul "$$consul"
+	@$(MAKE) --no-print-directory release ENV=dev
+
+ENV ?= dev
+.PHONY: release
+release: ## build and push the current commit, submit it to ENV (default dev) on the local stack, and call it
+	@set -e; eval "$$(bin/stack env -dir .stack)"; \
+	echo "==> deployer build"; \
+	ref=$$(bin/deployer build -allow-dirty -network host $$(scripts/image --build-args | sed 's/^/-build-arg /') 2>.stack/build.log) \
+	  || { tail -n 20 .stack/build.log; exit 1; }; \
+	echo "==> deployer submit -env $(ENV) -image $$ref"; \
+	bin/deployer submit -env $(ENV) -image "$$ref" | tee .stack/last-release.txt; \
+	url=$$(grep -o 'http://[^ ]*' .stack/last-release.txt | head -n 1); \
+	echo "==> curl $$url"; curl -fsS "$$url"; echo
 
 .PHONY: down
 down: ## stop what make up started, and nothing else

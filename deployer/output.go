@@ -156,4 +156,7 @@ func printRecord(w io.Writer, r *deploy.Record) {
 	if r.RevertedTo != nil {
 		fmt.Fprintf(w, "Nomad reverted %s to version %d (v%d).\n", r.Job, *r.RevertedTo, *r.RevertedTo)
 	}
+	for _, u := range r.URLs {
+		fmt.Fprintf(w, "  %s\n", u)
+	}
 }

@@ -240,7 +240,7 @@ func prepare(ctx context.Context, f releaseFlags, getenv env, stderr io.Writer) 
 		GitCommit:   commit,
 		SubmittedBy: submitter(getenv),
 	}
-	d := &deploy.Deployer{Nomad: nc, Store: store, JobSpec: string(spec), Progress: stderr}
+	d := &deploy.Deployer{Nomad: nc, Consul: cc, Store: store, JobSpec: string(spec), Progress: stderr}
 	return d, rel, nil
 }
 

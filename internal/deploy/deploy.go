@@ -9,9 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 
+	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/kodekloud/counter/internal/configstore"
@@ -46,6 +49,7 @@ func (e *ConflictError) Unwrap() error { return e.Err }
 // Deployer runs the pipeline against one Nomad and one Consul.
 type Deployer struct {
 	Nomad    *nomad.Client
+	Consul   *consul.Client // for the service's addresses
 	Store    *configstore.Store
 	JobSpec  string    // source of jobs/counter.nomad.hcl
 	Progress io.Writer // stderr: what the deployer waits for
@@ -70,6 +74,8 @@ type Record struct {
 	Outcome      Outcome           `json:"outcome"`
 	RevertedTo   *uint64           `json:"reverted_to_version,omitempty"`
 	Detail       string            `json:"detail,omitempty"`
+	// URLs are the release's instances that pass their health check.
+	URLs []string `json:"urls,omitempty"`
 }
 
 func newRecord(r *release.Release) *Record {
@@ -278,7 +284,32 @@ func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOp
 	if w != nil {
 		rec.DeploymentID, rec.Outcome, rec.RevertedTo, rec.Detail = w.DeploymentID, w.Outcome, w.RevertedTo, w.Detail
 	}
+	if err == nil && rec.Outcome == Succeeded {
+		rec.URLs = d.urls(ctx, r.Env.Job, r.ConfigHash)
+	}
 	return rec, err
+}
+
+// urls lists the passing instances of the job's service that run the
+// release with configHash (the service is tagged release-HASH).
+func (d *Deployer) urls(ctx context.Context, service, configHash string) []string {
+	if d.Consul == nil {
+		return nil
+	}
+	entries, _, err := d.Consul.Health().Service(service, "release-"+configHash, true, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		fmt.Fprintf(d.Progress, "warning: list instances of %s in Consul: %v\n", service, err)
+		return nil
+	}
+	var urls []string
+	for _, e := range entries {
+		addr := e.Service.Address
+		if addr == "" {
+			addr = e.Node.Address
+		}
+		urls = append(urls, "http://"+net.JoinHostPort(addr, strconv.Itoa(e.Service.Port))+"/")
+	}
+	return urls
 }
 
 // versionAt finds the job version registered at modifyIndex.
