@@ -121,11 +121,13 @@ func runCLI(t *testing.T, dir string, env map[string]string, args ...string) (st
 	t.Helper()
 	var out, errb bytes.Buffer
 	full := append([]string{"deployer"}, args...)
-	if len(args) > 0 && (args[0] == "render" || args[0] == "plan" || args[0] == "submit") {
+	if len(args) > 0 && args[0] != "build" && !strings.HasPrefix(args[0], "-") {
 		// Paths in the fixture's folder, as they would be in a checkout.
-		full = append([]string{"deployer", args[0],
-			"-environments", filepath.Join(dir, "environments"),
-			"-job", filepath.Join(dir, "jobs", "counter.nomad.hcl")}, args[1:]...)
+		extra := []string{"-environments", filepath.Join(dir, "environments")}
+		if args[0] == "render" || args[0] == "plan" || args[0] == "submit" {
+			extra = append(extra, "-job", filepath.Join(dir, "jobs", "counter.nomad.hcl"))
+		}
+		full = append(append([]string{"deployer", args[0]}, extra...), args[1:]...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -137,6 +139,7 @@ func runCLI(t *testing.T, dir string, env map[string]string, args ...string) (st
 
 var images struct {
 	once      sync.Once
+	base      string // local tag of the app image
 	good, bad string
 	err       error
 }
@@ -168,12 +171,32 @@ func releaseImages(t *testing.T, s *localstack.Stack) (good, bad string) {
 				return
 			}
 		}
-		images.good, images.bad = good, bad
+		images.base, images.good, images.bad = base, good, bad
 	})
 	if images.err != nil {
 		t.Fatalf("prepare release images: %v", images.err)
 	}
 	return images.good, images.bad
+}
+
+// imageVariant pushes the app image with one more label, so it has its own
+// digest: a different build of the same code. It returns the tag reference.
+func imageVariant(t *testing.T, s *localstack.Stack, n int) string {
+	t.Helper()
+	releaseImages(t, s)
+	dir := t.TempDir()
+	src := fmt.Sprintf("FROM %s\nLABEL counter.test.variant=\"%s-%d\"\n", images.base, t.Name(), n)
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ref := fmt.Sprintf("%s/counter:%s-%d", s.RegistryAddr, stacktest.Name(t, "variant"), n)
+	for _, step := range [][]string{{"build", "-q", "-t", ref, dir}, {"push", ref}} {
+		if _, err := testimage.Docker(step...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _, _ = testimage.Docker("rmi", ref) })
+	return ref
 }
 
 // get fetches url and returns its body, failing the test on any error.

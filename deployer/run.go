@@ -31,6 +31,10 @@ Commands:
   render    Print the Nomad job a submit would register
   plan      Show what a submit would change
   submit    Release an image to an environment and watch the deployment
+  history   List an environment's releases and what each changed
+  rollback  Go back to an earlier release: its image and its config
+  status    Show the running release, its health, and drift
+  gc        Delete config snapshots no retained release uses
 
 Run "deployer <command> -help" for a command's options.
 
@@ -52,6 +56,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runBuild(ctx, rest, env(getenv), stdout, stderr)
 	case "render", "plan", "submit":
 		return runRelease(ctx, cmd, rest, env(getenv), stdout, stderr)
+	case "history", "rollback", "status", "gc":
+		return runOps(ctx, cmd, rest, env(getenv), stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -168,26 +174,7 @@ func runRelease(ctx context.Context, cmd string, args []string, getenv env, stdo
 			return nil
 		}
 		rec, err := d.Submit(ctx, rel, deploy.SubmitOptions{Detach: f.detach, CheckIndex: checkIndex})
-		if rec != nil {
-			if f.json {
-				if jerr := writeJSON(stdout, rec); jerr != nil {
-					return jerr
-				}
-			} else {
-				printRecord(stdout, rec)
-			}
-		}
-		if err != nil {
-			return err
-		}
-		switch rec.Outcome {
-		case deploy.Failed:
-			return &exitStatus{code: exitFailed, err: fmt.Errorf("deployment of %s %s failed: %s", rec.Job, rec.Release, rec.Detail)}
-		case deploy.AutoReverted:
-			return &exitStatus{code: exitAutoReverted, err: fmt.Errorf("deployment of %s %s failed and Nomad reverted the job to version %d: %s",
-				rec.Job, rec.Release, *rec.RevertedTo, rec.Detail)}
-		}
-		return nil
+		return finishRecord(stdout, rec, err, f.json)
 	}()
 	if cmd == "plan" && err != nil {
 		if st, ok := err.(*exitStatus); ok && st.code == 1 && st.err == nil {
@@ -196,6 +183,31 @@ func runRelease(ctx context.Context, cmd string, args []string, getenv env, stdo
 		return &exitStatus{code: 255, err: err}
 	}
 	return err
+}
+
+// finishRecord prints what submit or rollback did and turns its outcome into
+// the exit status.
+func finishRecord(stdout io.Writer, rec *deploy.Record, err error, asJSON bool) error {
+	if rec != nil {
+		if asJSON {
+			if jerr := writeJSON(stdout, rec); jerr != nil {
+				return jerr
+			}
+		} else {
+			printRecord(stdout, rec)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	switch rec.Outcome {
+	case deploy.Failed:
+		return &exitStatus{code: exitFailed, err: fmt.Errorf("deployment of %s %s failed: %s", rec.Job, rec.Release, rec.Detail)}
+	case deploy.AutoReverted:
+		return &exitStatus{code: exitAutoReverted, err: fmt.Errorf("deployment of %s %s failed and Nomad reverted the job to version %d: %s",
+			rec.Job, rec.Release, *rec.RevertedTo, rec.Detail)}
+	}
+	return nil
 }
 
 // prepare loads everything a release needs and checks it before anything is
@@ -220,11 +232,11 @@ func prepare(ctx context.Context, f releaseFlags, getenv env, stderr io.Writer) 
 	if !img.Resolved || img.Digest == "" {
 		fmt.Fprintf(stderr, "warning: registry of %s did not answer; the job pins the tag, not a digest\n", ref)
 	}
-	nc, cc, err := clients(getenv)
+	d, err := newDeployer(getenv, f.kvPrefix, string(spec), stderr)
 	if err != nil {
 		return nil, nil, err
 	}
-	store := configstore.New(cc, f.kvPrefix)
+	store := d.Store
 	values := e.Config.Values()
 	hash := configstore.Hash(values)
 	commit := f.commit
@@ -240,8 +252,15 @@ func prepare(ctx context.Context, f releaseFlags, getenv env, stderr io.Writer) 
 		GitCommit:   commit,
 		SubmittedBy: submitter(getenv),
 	}
-	d := &deploy.Deployer{Nomad: nc, Consul: cc, Store: store, JobSpec: string(spec), Progress: stderr}
 	return d, rel, nil
+}
+
+func newDeployer(getenv env, kvPrefix, spec string, stderr io.Writer) (*deploy.Deployer, error) {
+	nc, cc, err := clients(getenv)
+	if err != nil {
+		return nil, err
+	}
+	return &deploy.Deployer{Nomad: nc, Consul: cc, Store: configstore.New(cc, kvPrefix), JobSpec: spec, Progress: stderr}, nil
 }
 
 // clients starts from each API's DefaultConfig (which reads the process

@@ -166,3 +166,24 @@ func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock
 		_ = l.Destroy()
 	}, nil
 }
+
+// All reads every snapshot of a job in one call: hash -> values.
+func (s *Store) All(ctx context.Context, namespace, job string) (map[string]map[string]string, error) {
+	folder := s.Folder(namespace, job) + "/"
+	pairs, _, err := s.client.KV().List(folder, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read config snapshots under %s from Consul: %w", folder, err)
+	}
+	all := map[string]map[string]string{}
+	for _, p := range pairs {
+		hash, key, ok := strings.Cut(strings.TrimPrefix(p.Key, folder), "/")
+		if !ok || key == "" {
+			continue
+		}
+		if all[hash] == nil {
+			all[hash] = map[string]string{}
+		}
+		all[hash][key] = string(p.Value)
+	}
+	return all, nil
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	consul "github.com/hashicorp/consul/api"
+
+	"github.com/kodekloud/counter/internal/deploy"
+	"github.com/kodekloud/counter/internal/stacktest"
+	"github.com/kodekloud/counter/internal/testredis"
+)
+
+// released is one release a test made, and what its app must show.
+type released struct {
+	rec   deploy.Record
+	redis *testredis.Server
+}
+
+// count GETs the release's app and returns the body.
+func (f *fixture) count(r released) string {
+	f.t.Helper()
+	_, body := get(f.t, f.appURL(r.rec.ConfigHash)+"/")
+	return body
+}
+
+// wantRunning checks that the job's newest version runs r's image and its
+// app counts in r's Redis.
+func (f *fixture) wantRunning(r released, how string) {
+	f.t.Helper()
+	vs := f.versions()
+	if img := vs[0].TaskGroups[0].Tasks[0].Config["image"]; img != r.rec.Image {
+		f.t.Errorf("%s: job runs %v, want %s's image %s", how, img, r.rec.Release, r.rec.Image)
+	}
+	before, _ := r.redis.Get("visitorCount")
+	n, _ := strconv.Atoi(before)
+	want := "Welcome to KODEKLOUD! Visitor Count: " + strconv.Itoa(n+1)
+	if got := f.count(r); got != want {
+		f.t.Errorf("%s: app answered %q, want %q from %s's Redis", how, got, want, r.rec.Release)
+	}
+}
+
+func (f *fixture) historyJSON() []deploy.Entry {
+	f.t.Helper()
+	out, _, code := f.deployer("history", "-env", "dev", "-json")
+	if code != exitOK {
+		f.t.Fatalf("history: exit %d", code)
+	}
+	var entries []deploy.Entry
+	if err := json.Unmarshal([]byte(out), &entries); err != nil {
+		f.t.Fatal(err)
+	}
+	return entries
+}
+
+func TestRevertBringsBackImageAndConfig(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var rs []released
+	for i := range 3 {
+		img := imageVariant(t, f.stack, i)
+		rdb := testredis.Start(t)
+		if err := rdb.Set("visitorCount", strconv.Itoa(100*(i+1))); err != nil {
+			t.Fatal(err)
+		}
+		f.writeEnv("dev", rdb, 1, "")
+		rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", img)
+		if code != exitOK || rec.Release != "v"+strconv.Itoa(i) {
+			t.Fatalf("release %d: exit %d, %+v", i, code, rec)
+		}
+		rs = append(rs, released{rec, rdb})
+	}
+	f.wantRunning(rs[2], "after three releases")
+
+	// History shows what each release changed.
+	{
+		entries := f.historyJSON()
+		if len(entries) != 3 || !entries[0].Current || entries[0].Release != "v2" {
+			t.Fatalf("history %+v, want v2 (current), v1, v0", entries)
+		}
+		for i, e := range entries {
+			r := rs[2-i].rec
+			if e.Image != r.Image || e.ConfigHash != r.ConfigHash || e.SubmittedBy != "tester" || !e.ByDeployer {
+				t.Errorf("entry %s = %+v, want image %s config %s", e.Release, e, r.Image, r.ConfigHash)
+			}
+		}
+		for i := range 2 {
+			older, newer := rs[1-i], rs[2-i]
+			want := map[string]deploy.Change{
+				"image": {Kind: "image", Field: "image", Old: older.rec.Image, New: newer.rec.Image},
+				"PORT":  {Kind: "config", Field: "PORT", Old: strconv.Itoa(older.redis.Port), New: strconv.Itoa(newer.redis.Port)},
+			}
+			got := map[string]deploy.Change{}
+			for _, c := range entries[i].Changes {
+				got[c.Field] = c
+			}
+			for k, w := range want {
+				if got[k] != w {
+					t.Errorf("%s: change %s = %+v, want %+v (all: %+v)", entries[i].Release, k, got[k], w, entries[i].Changes)
+				}
+			}
+			if _, ok := got["HOST"]; ok {
+				t.Errorf("%s: HOST did not change, history says %+v", entries[i].Release, got["HOST"])
+			}
+		}
+		if len(entries[2].Changes) != 0 {
+			t.Errorf("v0 has no predecessor, history says %+v", entries[2].Changes)
+		}
+		text, _, _ := f.deployer("history", "-env", "dev")
+		t.Logf("history:\n%s", text)
+		if !strings.Contains(text, `config PORT "`+strconv.Itoa(rs[1].redis.Port)+`" -> "`+strconv.Itoa(rs[2].redis.Port)+`"`) {
+			t.Errorf("history text lacks v2's PORT change:\n%s", text)
+		}
+	}
+
+	// The real nomad CLI, by tag name: code and config come back.
+	nomadCLI := stacktest.Binaries(t).Nomad
+	cmd := exec.Command(nomadCLI, "job", "revert", "-detach", f.job, "v0")
+	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+f.stack.NomadAddr)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nomad job revert %s v0: %v\n%s", f.job, err, out)
+	}
+	f.wantRunning(rs[0], "after nomad job revert v0")
+
+	// The deployer, by version number.
+	if rec, code, _ := f.rollbackJSON("-to-version", "1"); code != exitOK || rec.Outcome != deploy.Succeeded {
+		t.Fatalf("rollback -to-version 1: exit %d %+v", code, rec)
+	}
+	f.wantRunning(rs[1], "after deployer rollback -to-version 1")
+
+	// The deployer, by tag name.
+	if rec, code, _ := f.rollbackJSON("-to", "v2"); code != exitOK || rec.Outcome != deploy.Succeeded {
+		t.Fatalf("rollback -to v2: exit %d %+v", code, rec)
+	}
+	f.wantRunning(rs[2], "after deployer rollback -to v2")
+
+	// Rolling back to what runs changes nothing.
+	{
+		n := len(f.versions())
+		rec, code, _ := f.rollbackJSON("-to", "v2")
+		if code != exitOK || rec.Outcome != deploy.NoChange {
+			t.Errorf("rollback to the running release: exit %d outcome %q, want 0 no-change", code, rec.Outcome)
+		}
+		if len(f.versions()) != n {
+			t.Errorf("versions %d -> %d", n, len(f.versions()))
+		}
+	}
+
+	// Status shows no drift.
+	{
+		out, _, code := f.deployer("status", "-env", "dev")
+		if code != exitOK || !strings.Contains(out, "Drift:        none") {
+			t.Errorf("status: exit %d\n%s", code, out)
+		}
+	}
+
+	// Rollback to a release whose snapshot is gone is refused.
+	{
+		if _, err := f.kv.KV().DeleteTree(rs[0].rec.ConfigPath+"/", nil); err != nil {
+			t.Fatal(err)
+		}
+		n := len(f.versions())
+		_, stderr, code := f.deployer("rollback", "-env", "dev", "-to", "v0")
+		if code != exitError || !strings.Contains(stderr, "config snapshot "+rs[0].rec.ConfigPath+" is gone") {
+			t.Errorf("exit %d stderr %q, want 1 naming the missing snapshot", code, stderr)
+		}
+		if len(f.versions()) != n {
+			t.Errorf("a refused rollback changed the job: %d -> %d versions", n, len(f.versions()))
+		}
+		f.wantRunning(rs[2], "after the refused rollback")
+	}
+
+	// Status reports a hand-edited snapshot.
+	{
+		key := rs[2].rec.ConfigPath + "/PORT"
+		if _, err := f.kv.KV().Put(&consul.KVPair{Key: key, Value: []byte("6390")}, nil); err != nil {
+			t.Fatal(err)
+		}
+		out, _, code := f.deployer("status", "-env", "dev")
+		if code != exitDrift || !strings.Contains(out, rs[2].rec.ConfigPath+" was edited by hand") {
+			t.Errorf("status: exit %d, want %d and the edited snapshot named:\n%s", code, exitDrift, out)
+		}
+	}
+
+	// Status reports a hand-run nomad job run.
+	{
+		out, _, code := f.deployer("render", "-env", "dev", "-image", rs[2].rec.Image)
+		if code != exitOK {
+			t.Fatalf("render: exit %d", code)
+		}
+		var doc map[string]map[string]any
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatal(err)
+		}
+		delete(doc["Job"], "Meta")
+		file := filepath.Join(t.TempDir(), "job.json")
+		b, _ := json.Marshal(doc)
+		if err := os.WriteFile(file, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(nomadCLI, "job", "run", "-detach", "-json", file)
+		cmd.Env = append(os.Environ(), "NOMAD_ADDR="+f.stack.NomadAddr)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nomad job run: %v\n%s", err, out)
+		}
+		out, _, code = f.deployer("status", "-env", "dev", "-json")
+		var st deploy.Status
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatal(err)
+		}
+		if code != exitDrift || len(st.Drift) != 1 || !strings.Contains(st.Drift[0], "not made by the deployer") {
+			t.Errorf("status: exit %d drift %q, want %d and a hand-made version", code, st.Drift, exitDrift)
+		}
+	}
+}
+
+func (f *fixture) rollbackJSON(args ...string) (deploy.Record, int, string) {
+	f.t.Helper()
+	out, stderr, code := f.deployer(append([]string{"rollback", "-env", "dev", "-json"}, args...)...)
+	var rec deploy.Record
+	if out != "" {
+		if err := json.Unmarshal([]byte(out), &rec); err != nil {
+			f.t.Fatalf("rollback -json printed %q: %v", out, err)
+		}
+	}
+	return rec, code, stderr
+}

@@ -1,0 +1,98 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/kodekloud/counter/internal/configstore"
+	"github.com/kodekloud/counter/internal/release"
+)
+
+// GCResult says what gc kept and removed.
+type GCResult struct {
+	Job       string   `json:"job"`
+	Kept      []string `json:"kept"`    // snapshot paths a retained version uses
+	Deleted   []string `json:"deleted"` // snapshot paths no version uses
+	Untagged  []string `json:"untagged,omitempty"`
+	DryRun    bool     `json:"dry_run"`
+	Retained  int      `json:"retained_versions"`
+	Remaining int      `json:"tagged_versions"`
+}
+
+// GC deletes the job's config snapshots that no retained job version refers
+// to. Nomad keeps every tagged version, so with keep > 0 it first removes
+// the release tags of all but the newest keep versions, letting Nomad's own
+// version limit apply to them; their snapshots go in a later gc, once Nomad
+// has dropped them. GC holds the job's deploy lock, so a submit between
+// writing a snapshot and registering its job cannot lose it.
+func (d *Deployer) GC(ctx context.Context, ns, job string, keep int, dryRun bool, who string) (*GCResult, error) {
+	unlock, err := d.Store.Lock(ctx, ns, job, who)
+	if err != nil {
+		if errors.Is(err, configstore.ErrLocked) {
+			return nil, &ConflictError{Job: job, Err: err}
+		}
+		return nil, err
+	}
+	defer unlock()
+
+	q := (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx)
+	versions, _, _, err := d.Nomad.Jobs().Versions(job, false, q)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, fmt.Errorf("job %s is not registered in namespace %s: gc only removes snapshots of a job it can see", job, ns)
+		}
+		return nil, fmt.Errorf("read versions of job %s from Nomad at %s: %w", job, d.Nomad.Address(), err)
+	}
+	res := &GCResult{Job: job, DryRun: dryRun, Retained: len(versions), Kept: []string{}, Deleted: []string{}}
+
+	if keep > 0 {
+		for i, v := range versions {
+			if i < keep || v.VersionTag == nil || !vN.MatchString(v.VersionTag.Name) {
+				continue
+			}
+			res.Untagged = append(res.Untagged, v.VersionTag.Name)
+			if dryRun {
+				continue
+			}
+			if _, err := d.Nomad.Jobs().UntagVersion(job, v.VersionTag.Name, (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx)); err != nil {
+				return res, fmt.Errorf("untag %s of %s: %w", v.VersionTag.Name, job, err)
+			}
+		}
+	}
+	for _, v := range versions {
+		if v.VersionTag != nil {
+			res.Remaining++
+		}
+	}
+
+	used := map[string]bool{}
+	for _, v := range versions {
+		if h := v.Meta[release.MetaConfigHash]; h != "" {
+			used[h] = true
+		}
+	}
+	hashes, err := d.Store.List(ctx, ns, job)
+	if err != nil {
+		return res, err
+	}
+	slices.Sort(hashes)
+	for _, h := range hashes {
+		path := d.Store.Path(ns, job, h)
+		if used[h] {
+			res.Kept = append(res.Kept, path)
+			continue
+		}
+		res.Deleted = append(res.Deleted, path)
+		if dryRun {
+			continue
+		}
+		if err := d.Store.Delete(ctx, path); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}

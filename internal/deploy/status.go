@@ -1,0 +1,97 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/kodekloud/counter/internal/configstore"
+	"github.com/kodekloud/counter/internal/release"
+)
+
+// Status is the running release and whether it still is what was released.
+type Status struct {
+	Job        string            `json:"job"`
+	Namespace  string            `json:"namespace"`
+	Release    string            `json:"release"`
+	Version    uint64            `json:"version"`
+	Status     string            `json:"status"` // Nomad's job status
+	Image      string            `json:"image"`
+	ConfigHash string            `json:"config_hash,omitempty"`
+	ConfigPath string            `json:"config_path,omitempty"`
+	Config     map[string]string `json:"config,omitempty"`
+	Deployment *DeploymentStatus `json:"deployment,omitempty"`
+	Allocs     map[string]int    `json:"allocations"` // client status -> count, current version only
+	Healthy    int               `json:"healthy_allocations"`
+	Drift      []string          `json:"drift"` // empty when the job runs what was released
+}
+
+// DeploymentStatus is the latest deployment's state.
+type DeploymentStatus struct {
+	ID          string `json:"id"`
+	Version     uint64 `json:"job_version"`
+	Status      string `json:"status"`
+	Description string `json:"description"`
+}
+
+// Status reads the job's current version, its deployment and allocations,
+// and checks for drift: a version the deployer did not make, and a config
+// snapshot that is gone or was edited in Consul.
+func (d *Deployer) Status(ctx context.Context, ns, job string) (*Status, error) {
+	q := (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx)
+	j, _, err := d.Nomad.Jobs().Info(job, q)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, fmt.Errorf("job %s is not registered in namespace %s (Nomad at %s)", job, ns, d.Nomad.Address())
+		}
+		return nil, fmt.Errorf("read job %s from Nomad at %s: %w", job, d.Nomad.Address(), err)
+	}
+	e := entry(j, nil)
+	st := &Status{
+		Job: job, Namespace: ns, Release: e.Release, Version: e.Version, Status: *j.Status,
+		Image: e.Image, ConfigHash: e.ConfigHash, ConfigPath: e.ConfigPath,
+		Allocs: map[string]int{}, Drift: []string{},
+	}
+	if j.Stop != nil && *j.Stop {
+		st.Drift = append(st.Drift, "the job is stopped")
+	}
+
+	if !e.ByDeployer {
+		st.Drift = append(st.Drift, fmt.Sprintf("version %d was not made by the deployer (no %s in its meta): registered by hand, e.g. nomad job run",
+			e.Version, release.MetaConfigPath))
+	} else {
+		values, found, err := d.Store.Get(ctx, e.ConfigPath)
+		switch {
+		case err != nil:
+			return nil, err
+		case !found:
+			st.Drift = append(st.Drift, fmt.Sprintf("config snapshot %s is missing from Consul: the app cannot render its config on restart", e.ConfigPath))
+		default:
+			st.Config = values
+			if h := configstore.Hash(values); h != e.ConfigHash {
+				st.Drift = append(st.Drift, fmt.Sprintf("config snapshot %s was edited by hand: content hash %s, released as %s", e.ConfigPath, h, e.ConfigHash))
+			}
+		}
+	}
+
+	if dep, _, err := d.Nomad.Jobs().LatestDeployment(job, q); err == nil && dep != nil {
+		st.Deployment = &DeploymentStatus{ID: dep.ID, Version: dep.JobVersion, Status: dep.Status, Description: dep.StatusDescription}
+	}
+	allocs, _, err := d.Nomad.Jobs().Allocations(job, false, q)
+	if err != nil {
+		return nil, fmt.Errorf("read allocations of %s: %w", job, err)
+	}
+	for _, a := range allocs {
+		if a.JobVersion != e.Version {
+			continue
+		}
+		st.Allocs[a.ClientStatus]++
+		if a.DeploymentStatus != nil && a.DeploymentStatus.Healthy != nil && *a.DeploymentStatus.Healthy {
+			st.Healthy++
+		}
+	}
+	slices.Sort(st.Drift)
+	return st, nil
+}
