@@ -46,6 +46,11 @@ down: ## stop what make up started, and nothing else
 	go build -o bin/stack ./cmd/stack
 	bin/stack down -dir .stack
 
+.PHONY: bench
+bench: tools ## benchmarks: the app vs redis-benchmark, the deployer vs the nomad CLI (not part of make test)
+	scripts/dockerd-up
+	go run ./cmd/bench
+
 .PHONY: lint
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

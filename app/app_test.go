@@ -218,7 +218,7 @@ func TestRedisOutageAnswers503AndRecoversWithoutRestart(t *testing.T) {
 	if code, _ := get(t, c, a.url+"/healthz"); code != http.StatusOK {
 		t.Errorf("Redis down: /healthz = %d, want 200 (the process is alive)", code)
 	}
-	if !strings.Contains(a.stderr.String(), `"msg":"redis INCR failed"`) {
+	if !strings.Contains(a.stderr.String(), `"msg":"redis INCRBY failed"`) {
 		t.Errorf("the outage was not logged:\n%s", a.stderr)
 	}
 

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// incrByer is the Redis command the batcher needs.
+type incrByer interface {
+	IncrBy(ctx context.Context, key string, n int64) *redis.IntCmd
+}
+
+// batcher coalesces the increments that wait at the same moment into one
+// INCRBY and hands each its own number from the returned range: with
+// INCRBY k answering V, the batch owns V-k+1..V, which no other request can
+// get. A lone request still makes one round trip of its own, so nothing waits
+// to fill a batch; under load a round trip carries many requests, which is
+// how the app can serve more increments than Redis answers commands.
+type batcher struct {
+	db      incrByer
+	key     string
+	timeout time.Duration
+	queue   chan *waiter
+	pool    sync.Pool
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+type waiter struct {
+	n   int64
+	err error
+	// done receives once per use; buffered so a worker never blocks on a
+	// request that gave up.
+	done chan struct{}
+}
+
+// maxBatch is both the most requests one INCRBY carries and the queue's
+// capacity, so every queued request goes out in the next round trip.
+const maxBatch = 4096
+
+var (
+	errStopped    = errors.New("counter is shutting down")
+	errOverloaded = errors.New("too many requests waiting for Redis")
+)
+
+// newBatcher starts workers goroutines, each with at most one INCRBY in
+// flight.
+func newBatcher(db incrByer, key string, timeout time.Duration, workers int) *batcher {
+	b := &batcher{
+		db: db, key: key, timeout: timeout,
+		queue: make(chan *waiter, maxBatch),
+		stop:  make(chan struct{}),
+	}
+	b.pool.New = func() any { return &waiter{done: make(chan struct{}, 1)} }
+	for range workers {
+		b.wg.Add(1)
+		go b.work()
+	}
+	return b
+}
+
+// Close stops the workers after their current batch; requests still queued
+// then get errStopped.
+func (b *batcher) Close() {
+	close(b.stop)
+	b.wg.Wait()
+}
+
+func (b *batcher) drain() {
+	for {
+		select {
+		case w := <-b.queue:
+			w.err = errStopped
+			w.done <- struct{}{}
+		default:
+			return
+		}
+	}
+}
+
+// Incr returns this request's count. It takes no context and sets no timer
+// of its own, which would cost allocations on every request: the wait is
+// bounded anyway, by at most two round trips of at most b.timeout each (the
+// batch in flight, then this one), because a request is only queued if the
+// queue has room, and the queue never holds more than one batch.
+func (b *batcher) Incr() (int64, error) {
+	w := b.pool.Get().(*waiter)
+	select {
+	case b.queue <- w:
+	default:
+		b.pool.Put(w)
+		return 0, errOverloaded
+	}
+	<-w.done
+	n, err := w.n, w.err
+	b.pool.Put(w)
+	return n, err
+}
+
+func (b *batcher) work() {
+	defer b.wg.Done()
+	batch := make([]*waiter, 0, maxBatch)
+	for {
+		select {
+		case w := <-b.queue:
+			batch = append(batch[:0], w)
+		case <-b.stop:
+			b.drain()
+			return
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case w := <-b.queue:
+				batch = append(batch, w)
+			default:
+				break fill
+			}
+		}
+		k := int64(len(batch))
+		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+		end, err := b.db.IncrBy(ctx, b.key, k).Result()
+		cancel()
+		for i, w := range batch {
+			w.n, w.err = end-k+1+int64(i), err
+			w.done <- struct{}{}
+		}
+		clear(batch)
+	}
+}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kodekloud/counter/internal/resp"
+)
+
+// appPoint is one concurrency level: the app under wrk and Redis under
+// redis-benchmark, measured back to back.
+type appPoint struct {
+	Conns         int     `json:"connections"`
+	AppRPS        float64 `json:"app_rps"`
+	AppP50MS      float64 `json:"app_p50_ms"`
+	AppP99MS      float64 `json:"app_p99_ms"`
+	RedisRPS      float64 `json:"redis_benchmark_incr_rps"`
+	RedisP50MS    float64 `json:"redis_benchmark_p50_ms"`
+	RedisP99MS    float64 `json:"redis_benchmark_p99_ms"`
+	Ratio         float64 `json:"ratio_app_over_redis"`
+	CounterChecks string  `json:"counter_check"`
+}
+
+type appReport struct {
+	Points      []appPoint `json:"points"`
+	PeakRSSMiB  float64    `json:"app_peak_rss_mib"`
+	HalfRate    float64    `json:"half_peak_rate"`
+	HalfP50MS   float64    `json:"half_peak_p50_ms"`
+	HalfP99MS   float64    `json:"half_peak_p99_ms"`
+	Exact       string     `json:"exact_check"`
+	ExactOK     bool       `json:"exact_check_ok"`
+	Duration    string     `json:"duration_per_point"`
+	AppRevision string     `json:"app"`
+}
+
+// benchApp runs the app and Redis and loads both at each concurrency.
+func benchApp(ctx context.Context, root, work string, conns []int, d time.Duration, progress io.Writer) (*appReport, error) {
+	for _, tool := range []string{"redis-server", "redis-benchmark", "wrk"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("%s not found: install Debian's redis-server, redis-tools and wrk packages", tool)
+		}
+	}
+	redisPort, appPort := freePort(), freePort()
+	redisAddr := fmt.Sprintf("127.0.0.1:%d", redisPort)
+	appAddr := fmt.Sprintf("127.0.0.1:%d", appPort)
+	redis, err := startProc(ctx, filepath.Join(work, "redis.log"), nil, "redis-server",
+		"--bind", "127.0.0.1", "--port", strconv.Itoa(redisPort), "--save", "", "--appendonly", "no")
+	if err != nil {
+		return nil, err
+	}
+	defer redis.stop()
+	if err := waitFor(10*time.Second, func() error { return resp.Ping(redisAddr) }); err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	appBin := filepath.Join(work, "app")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", appBin, filepath.Join(root, "app")).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build ./app: %v\n%s", err, out)
+	}
+	app, err := startProc(ctx, filepath.Join(work, "app.log"),
+		[]string{"HOST=127.0.0.1", "PORT=" + strconv.Itoa(redisPort), "LISTEN_ADDR=" + appAddr}, appBin)
+	if err != nil {
+		return nil, err
+	}
+	defer app.stop()
+	if err := waitFor(10*time.Second, func() error { return httpOK("http://" + appAddr + "/readyz") }); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+
+	rep := &appReport{Duration: d.String(), AppRevision: gitRevision(root)}
+	for _, c := range conns {
+		fmt.Fprintf(progress, "app: c=%d: redis-benchmark -t incr, then wrk for %s\n", c, d)
+		p := appPoint{Conns: c}
+		if p.RedisRPS, p.RedisP50MS, p.RedisP99MS, err = redisBenchmark(ctx, redisPort, c, d); err != nil {
+			return nil, err
+		}
+		if _, err := resp.Do(redisAddr, "SET", "visitorCount", "0"); err != nil {
+			return nil, err
+		}
+		var requests, non2xx int
+		if p.AppRPS, p.AppP50MS, p.AppP99MS, requests, non2xx, err = wrk(ctx, appAddr, c, d); err != nil {
+			return nil, err
+		}
+		final, _ := resp.Do(redisAddr, "GET", "visitorCount")
+		// wrk stops without reading the answers still in flight, so the
+		// counter may be ahead of wrk's count by at most one per connection.
+		n, _ := strconv.Atoi(final)
+		ok := requests - non2xx
+		p.CounterChecks = fmt.Sprintf("counter %d, wrk saw %d ok + up to %d in flight", n, ok, c)
+		if n < ok || n > ok+c {
+			return nil, fmt.Errorf("c=%d: counter %d but wrk saw %d successful answers (+%d in flight at most)", c, n, ok, c)
+		}
+		p.Ratio = p.AppRPS / p.RedisRPS
+		rep.Points = append(rep.Points, p)
+	}
+
+	// The exact check: a load generator that waits for every answer.
+	if _, err := resp.Do(redisAddr, "SET", "visitorCount", "0"); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(progress, "app: exact counter check, c=64 for %s\n", d)
+	res, err := load(appAddr, 64, 0, d)
+	if err != nil {
+		return nil, fmt.Errorf("exact check: %w", err)
+	}
+	final, _ := resp.Do(redisAddr, "GET", "visitorCount")
+	n, _ := strconv.ParseInt(final, 10, 64)
+	slices.Sort(res.Counts)
+	distinct := len(slices.Compact(slices.Clone(res.Counts)))
+	rep.ExactOK = n == int64(res.OK) && distinct == res.OK && res.Failed == 0
+	rep.Exact = fmt.Sprintf("%d successful answers, %d distinct counts, %d failed; counter %d", res.OK, distinct, res.Failed, n)
+	if !rep.ExactOK {
+		return rep, fmt.Errorf("counter check failed: %s", rep.Exact)
+	}
+
+	// Latency at half of the peak throughput, open loop.
+	peak := 0.0
+	for _, p := range rep.Points {
+		peak = max(peak, p.AppRPS)
+	}
+	rep.HalfRate = peak / 2
+	fmt.Fprintf(progress, "app: latency at half of peak, %.0f req/s for %s\n", rep.HalfRate, d)
+	half, err := load(appAddr, 64, rep.HalfRate, d)
+	if err != nil {
+		return nil, fmt.Errorf("half-peak load: %w", err)
+	}
+	rep.HalfP50MS = ms(half.percentile(0.50))
+	rep.HalfP99MS = ms(half.percentile(0.99))
+	rep.PeakRSSMiB = peakRSS(app.cmd.Process.Pid)
+	return rep, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// redisBenchmark runs redis-benchmark -t incr with c clients for about d.
+func redisBenchmark(ctx context.Context, port, c int, d time.Duration) (rps, p50, p99 float64, err error) {
+	// Size the run for about d at the rate a quick probe shows.
+	n := 20000
+	probe, _, _, err := redisBenchmarkN(ctx, port, c, n)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	n = max(n, int(probe*d.Seconds()))
+	return redisBenchmarkN(ctx, port, c, n)
+}
+
+func redisBenchmarkN(ctx context.Context, port, c, n int) (rps, p50, p99 float64, err error) {
+	out, err := exec.CommandContext(ctx, "redis-benchmark", "-p", strconv.Itoa(port), "-t", "incr",
+		"-c", strconv.Itoa(c), "-n", strconv.Itoa(n), "--csv").Output()
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("redis-benchmark: %w", err)
+	}
+	rows, err := csv.NewReader(strings.NewReader(string(out))).ReadAll()
+	if err != nil || len(rows) < 2 || len(rows[1]) < 7 {
+		return 0, 0, 0, fmt.Errorf("redis-benchmark printed %q", out)
+	}
+	// "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+	rps, _ = strconv.ParseFloat(rows[1][1], 64)
+	p50, _ = strconv.ParseFloat(rows[1][4], 64)
+	p99, _ = strconv.ParseFloat(rows[1][6], 64)
+	return rps, p50, p99, nil
+}
+
+var (
+	wrkRPS     = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	wrkTotal   = regexp.MustCompile(`(\d+) requests in`)
+	wrkNon2xx  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	wrkPercent = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)`)
+)
+
+// wrk loads addr with c connections for d and parses its report.
+func wrk(ctx context.Context, addr string, c int, d time.Duration) (rps, p50, p99 float64, requests, non2xx int, err error) {
+	threads := min(2, c)
+	out, err := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(c),
+		"-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", "http://"+addr+"/").Output()
+	if err != nil {
+		return 0, 0, 0, 0, 0, fmt.Errorf("wrk: %w", err)
+	}
+	s := string(out)
+	m := wrkRPS.FindStringSubmatch(s)
+	t := wrkTotal.FindStringSubmatch(s)
+	if m == nil || t == nil {
+		return 0, 0, 0, 0, 0, fmt.Errorf("wrk printed %q", s)
+	}
+	rps, _ = strconv.ParseFloat(m[1], 64)
+	requests, _ = strconv.Atoi(t[1])
+	if n := wrkNon2xx.FindStringSubmatch(s); n != nil {
+		non2xx, _ = strconv.Atoi(n[1])
+	}
+	for _, pm := range wrkPercent.FindAllStringSubmatch(s, -1) {
+		v, _ := strconv.ParseFloat(pm[2], 64)
+		switch pm[3] {
+		case "us":
+			v /= 1000
+		case "s":
+			v *= 1000
+		}
+		if pm[1] == "50" {
+			p50 = v
+		} else {
+			p99 = v
+		}
+	}
+	return rps, p50, p99, requests, non2xx, nil
+}
+
+// peakRSS reads a process's high-water resident set size.
+func peakRSS(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
