@@ -39,11 +39,12 @@ func New(client *consul.Client, prefix string) *Store {
 }
 
 // Hash returns the content hash of a config: the first 16 hex digits of the
-// SHA-256 of its sorted KEY=VALUE lines.
+// SHA-256 of its sorted "KEY"="VALUE" lines, quoted so that no value can
+// pass for another key.
 func Hash(values map[string]string) string {
 	h := sha256.New()
 	for _, k := range slices.Sorted(maps.Keys(values)) {
-		fmt.Fprintf(h, "%s=%s\n", k, values[k])
+		fmt.Fprintf(h, "%q=%q\n", k, values[k])
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
