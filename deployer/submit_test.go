@@ -76,6 +76,12 @@ func TestSubmitCountsInTheRedisTheEnvironmentNames(t *testing.T) {
 		t.Errorf("first Redis counts %s after v1, want 42 (untouched)", v)
 	}
 
+	// A stale -check-index is a conflict and changes nothing.
+	f.writeEnv("dev", first, 1, "")
+	if _, _, code := f.deployer("submit", "-env", "dev", "-image", good, "-check-index", "1"); code != exitConflict {
+		t.Errorf("submit with a stale -check-index: exit %d, want %d", code, exitConflict)
+	}
+
 	vs := f.versions()
 	if len(vs) != 2 {
 		t.Fatalf("%d versions, want 2", len(vs))

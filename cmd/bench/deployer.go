@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
@@ -48,6 +47,8 @@ type timing struct {
 
 // bench holds what the deployer benchmark runs against.
 type bench struct {
+	work     string
+	time     string // GNU time
 	stack    *localstack.Stack
 	deployer string // binary
 	nomad    string // binary
@@ -57,25 +58,37 @@ type bench struct {
 	progress io.Writer
 }
 
+// exec runs a command and measures it. CPU time and peak RSS come from GNU
+// time, not from this process's wait4: a child forked from a Go process
+// inherits the Go process's RSS high-water mark across exec, so its own
+// figure would read as this benchmark's size.
 func (b *bench) exec(ctx context.Context, name string, args ...string) (timing, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
+	usage := filepath.Join(b.work, "usage")
+	cmd := exec.CommandContext(ctx, b.time, append([]string{"-f", "%U %S %M", "-o", usage, name}, args...)...)
 	cmd.Env = append(os.Environ(), b.env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	start := time.Now()
 	err := cmd.Run()
 	t := timing{wall: time.Since(start), stdout: out.String()}
-	if cmd.ProcessState != nil {
-		t.code = cmd.ProcessState.ExitCode()
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			t.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-			t.rssMiB = float64(ru.Maxrss) / 1024
-		}
-	}
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		return t, err
 	}
+	t.code = cmd.ProcessState.ExitCode()
+	raw, rerr := os.ReadFile(usage)
+	if rerr != nil {
+		return t, rerr
+	}
+	// GNU time writes "Command exited with non-zero status N" first when
+	// the command fails; the figures are on the last line.
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	var user, sys, rssKB float64
+	if _, err := fmt.Sscanf(lines[len(lines)-1], "%f %f %f", &user, &sys, &rssKB); err != nil {
+		return t, fmt.Errorf("GNU time wrote %q: %w", raw, err)
+	}
+	t.cpu = time.Duration((user + sys) * float64(time.Second))
+	t.rssMiB = rssKB / 1024
 	return t, nil
 }
 
@@ -98,8 +111,12 @@ func (b *bench) dep(args ...string) []string {
 }
 
 func benchDeployer(ctx context.Context, root, work string, versions, rounds int, progress io.Writer) (*deployerReport, error) {
-	b := &bench{progress: progress, envDir: filepath.Join(work, "environments"), jobFile: filepath.Join(root, "jobs", "counter.nomad.hcl")}
-	bin, err := binaries(ctx, root)
+	gnuTime, err := exec.LookPath("time")
+	if err != nil {
+		return nil, fmt.Errorf("GNU time not found (it measures each command's CPU and peak RSS): install Debian's time package")
+	}
+	b := &bench{work: work, time: gnuTime, progress: progress, envDir: filepath.Join(work, "environments"), jobFile: filepath.Join(root, "jobs", "counter.nomad.hcl")}
+	bin, err := localstack.FindBinaries(ctx, root, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -177,27 +194,11 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 		if _, err := store.Put(ctx, store.Path("default", "bench-b", configstore.Hash(values)), values); err != nil {
 			return nil, err
 		}
-		steps := []func() error{
-			func() error {
-				fmt.Fprintf(progress, "deployer: round %d: deployer submit to healthy\n", i+1)
-				t, err := b.must(ctx, nil, b.deployer, b.dep("submit", "-env", "a", "-image", image)...)
-				sub = append(sub, t)
-				return err
-			},
-			func() error {
-				fmt.Fprintf(progress, "deployer: round %d: nomad job run to healthy\n", i+1)
-				t, err := b.must(ctx, nil, b.nomad, "job", "run", "-json", jobFile)
-				run = append(run, t)
-				return err
-			},
-		}
-		if i%2 == 1 {
-			slices.Reverse(steps)
-		}
-		for _, step := range steps {
-			if err := step(); err != nil {
-				return nil, err
-			}
+		err = alternate(i,
+			b.step(ctx, &sub, fmt.Sprintf("round %d: deployer submit to healthy", i+1), b.deployer, b.dep("submit", "-env", "a", "-image", image)...),
+			b.step(ctx, &run, fmt.Sprintf("round %d: nomad job run to healthy", i+1), b.nomad, "job", "run", "-json", jobFile))
+		if err != nil {
+			return nil, err
 		}
 	}
 	rep.Comparisons = append(rep.Comparisons, compare("submit to healthy", sub, run, "nomad job run"))
@@ -206,27 +207,11 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 	var rb, rv []timing
 	for i := range rounds {
 		target := strconv.Itoa(i % 2)
-		steps := []func() error{
-			func() error {
-				fmt.Fprintf(progress, "deployer: round %d: deployer rollback -to-version %s\n", i+1, target)
-				t, err := b.must(ctx, nil, b.deployer, b.dep("rollback", "-env", "a", "-to-version", target)...)
-				rb = append(rb, t)
-				return err
-			},
-			func() error {
-				fmt.Fprintf(progress, "deployer: round %d: nomad job revert bench-b %s\n", i+1, target)
-				t, err := b.must(ctx, nil, b.nomad, "job", "revert", "bench-b", target)
-				rv = append(rv, t)
-				return err
-			},
-		}
-		if i%2 == 1 {
-			slices.Reverse(steps)
-		}
-		for _, step := range steps {
-			if err := step(); err != nil {
-				return nil, err
-			}
+		err := alternate(i,
+			b.step(ctx, &rb, fmt.Sprintf("round %d: deployer rollback -to-version %s", i+1, target), b.deployer, b.dep("rollback", "-env", "a", "-to-version", target)...),
+			b.step(ctx, &rv, fmt.Sprintf("round %d: nomad job revert bench-b %s", i+1, target), b.nomad, "job", "revert", "bench-b", target))
+		if err != nil {
+			return nil, err
 		}
 	}
 	rep.Comparisons = append(rep.Comparisons, compare("rollback to healthy", rb, rv, "nomad job revert"))
@@ -272,6 +257,28 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 	return rep, nil
 }
 
+// step returns a run of one timed command whose timing goes into into.
+func (b *bench) step(ctx context.Context, into *[]timing, what, name string, args ...string) func() error {
+	return func() error {
+		fmt.Fprintf(b.progress, "deployer: %s\n", what)
+		t, err := b.must(ctx, nil, name, args...)
+		*into = append(*into, t)
+		return err
+	}
+}
+
+// alternate runs first then second in even rounds and the other way round
+// in odd ones, so neither side always runs on a warmer stack.
+func alternate(round int, first, second func() error) error {
+	if round%2 == 1 {
+		first, second = second, first
+	}
+	if err := first(); err != nil {
+		return err
+	}
+	return second()
+}
+
 func compare(what string, deployer, baseline []timing, name string) comparison {
 	c := comparison{What: what, Baseline: name}
 	c.DeployerMS = median(deployer, func(t timing) float64 { return ms(t.wall) })
@@ -314,34 +321,6 @@ update {
 }
 `, job, quoted, port)
 	return os.WriteFile(filepath.Join(dir, name+".hcl"), []byte(src), 0o644)
-}
-
-// binaries finds nomad and consul through scripts/hashitools, and Redis and
-// the registry on PATH.
-func binaries(ctx context.Context, root string) (localstack.Binaries, error) {
-	var bin localstack.Binaries
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "hashitools"))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return bin, fmt.Errorf("scripts/hashitools: %w", err)
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		name, path, _ := strings.Cut(line, "=")
-		switch name {
-		case "nomad":
-			bin.Nomad = path
-		case "consul":
-			bin.Consul = path
-		}
-	}
-	if bin.Redis, err = exec.LookPath("redis-server"); err != nil {
-		return bin, err
-	}
-	if bin.Registry, err = exec.LookPath("docker-registry"); err != nil {
-		return bin, err
-	}
-	return bin, nil
 }
 
 // pushImage builds the app image and pushes it to the registry, returning

@@ -33,7 +33,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	conns := fs.String("c", "16,64,256", "app concurrencies")
 	dur := fs.Duration("d", 5*time.Second, "load duration per app point")
 	versions := fs.Int("versions", 50, "job versions for the history benchmark")
-	rounds := fs.Int("rounds", 3, "repetitions of each deployer comparison")
+	rounds := fs.Int("rounds", 5, "repetitions of each deployer comparison")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}

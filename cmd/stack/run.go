@@ -97,10 +97,10 @@ func up(ctx context.Context, dir string, bin localstack.Binaries, stdout, stderr
 	if err := localstack.Down(ctx, dir, io.Discard); err != nil {
 		return fmt.Errorf("stop the previous, unhealthy stack in %s: %w", dir, err)
 	}
-	var err error
 	if bin.Nomad == "" || bin.Consul == "" {
 		return usageError{"-nomad and -consul (or NOMAD_BIN and CONSUL_BIN) are required: make up finds them with scripts/hashitools"}
 	}
+	var err error
 	if bin.Redis, err = exec.LookPath("redis-server"); err != nil {
 		return fmt.Errorf("redis-server not found: install Debian's redis-server package")
 	}

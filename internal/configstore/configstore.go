@@ -13,6 +13,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
@@ -162,9 +163,12 @@ func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock
 		}
 		return nil, fmt.Errorf("%w: another deploy of %s is in progress%s", ErrLocked, job, held)
 	}
+	var once sync.Once
 	return func() {
-		_ = l.Unlock()
-		_ = l.Destroy()
+		once.Do(func() {
+			_ = l.Unlock()
+			_ = l.Destroy()
+		})
 	}, nil
 }
 

@@ -184,14 +184,6 @@ func withSubmitter(job *nomad.Job, who string) *nomad.Job {
 		cp.Meta[k] = v
 	}
 	cp.Meta[release.MetaSubmittedBy] = who
-	// The UI description names the submitter too.
-	if job.UI != nil {
-		ui := *job.UI
-		if old := job.Meta[release.MetaSubmittedBy]; old != "" {
-			ui.Description = strings.Replace(ui.Description, "submitted by "+old, "submitted by "+who, 1)
-		}
-		cp.UI = &ui
-	}
 	return &cp
 }
 
@@ -216,10 +208,10 @@ func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOp
 		return nil, err
 	}
 	base := p.ModifyBase
-	if opts.CheckIndex != nil {
-		base = *opts.CheckIndex
+	if opts.CheckIndex != nil && *opts.CheckIndex != base {
+		return nil, &ConflictError{Job: r.Env.Job, Err: fmt.Errorf("-check-index %d, but the job's modify index is %d", *opts.CheckIndex, base)}
 	}
-	if !p.Changed && opts.CheckIndex == nil {
+	if !p.Changed {
 		v := *p.Current.Version
 		rec.Version, rec.Release, rec.Outcome = &v, release.Name(v), NoChange
 		rec.Detail = fmt.Sprintf("job %s version %d already runs this release", r.Env.Job, v)

@@ -229,7 +229,12 @@ func (s *Stack) drainNomad(ctx context.Context) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// Containers of allocations Nomad did not stop in time.
+	// Nomad keeps a stopped task's container until it collects the
+	// allocation, and allocations may have been placed while draining:
+	// remove the containers of every allocation it knows of now too.
+	if now, _, err := c.Allocations().List((&nomad.QueryOptions{Namespace: "*"}).WithContext(context.Background())); err == nil {
+		allocs = append(allocs, now...)
+	}
 	for _, a := range allocs {
 		out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=com.hashicorp.nomad.alloc_id="+a.ID).Output()
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -340,4 +341,34 @@ func unmountUnder(dir string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// FindBinaries returns the programs a stack runs: nomad and consul from
+// scripts/hashitools in the repository at root (which builds the pinned
+// versions when needed, printing progress on stderr), redis-server and
+// docker-registry from PATH.
+func FindBinaries(ctx context.Context, root string, stderr io.Writer) (Binaries, error) {
+	var bin Binaries
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "hashitools"))
+	cmd.Stderr = stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return bin, fmt.Errorf("scripts/hashitools (builds nomad and consul; try make tools): %w", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		name, path, _ := strings.Cut(line, "=")
+		switch name {
+		case "nomad":
+			bin.Nomad = path
+		case "consul":
+			bin.Consul = path
+		}
+	}
+	if bin.Redis, err = exec.LookPath("redis-server"); err != nil {
+		return bin, fmt.Errorf("redis-server not found: install Debian's redis-server package")
+	}
+	if bin.Registry, err = exec.LookPath("docker-registry"); err != nil {
+		return bin, fmt.Errorf("docker-registry not found: install Debian's docker-registry package")
+	}
+	return bin, nil
 }

@@ -57,10 +57,9 @@ func (r *Release) Description() string {
 	if r.GitCommit != "" {
 		fmt.Fprintf(&b, " (commit `%s`)", r.GitCommit)
 	}
+	// Who submitted stays in meta only: the description must not change when
+	// someone else resubmits the same release.
 	fmt.Fprintf(&b, ", config `%s` from Consul KV `%s`", r.ConfigHash, r.ConfigPath)
-	if r.SubmittedBy != "" {
-		fmt.Fprintf(&b, ", submitted by %s", r.SubmittedBy)
-	}
 	b.WriteString(". Revert to an earlier version to bring back its image and its config.")
 	return b.String()
 }

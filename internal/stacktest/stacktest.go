@@ -10,9 +10,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,28 +83,10 @@ func Binaries(tb testing.TB) localstack.Binaries {
 
 func start(tb testing.TB) (*localstack.Stack, error) {
 	tb.Helper()
-	root := testimage.RepoRoot(tb)
-	var bin localstack.Binaries
-	cmd := exec.Command(filepath.Join(root, "scripts", "hashitools"))
-	cmd.Stderr = os.Stderr // a cold build takes minutes: show its progress
-	out, err := cmd.Output()
+	// A cold build of nomad and consul takes minutes: show its progress.
+	bin, err := localstack.FindBinaries(context.Background(), testimage.RepoRoot(tb), os.Stderr)
 	if err != nil {
-		return nil, fmt.Errorf("scripts/hashitools (builds nomad and consul; try make tools): %w", err)
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		name, path, _ := strings.Cut(line, "=")
-		switch name {
-		case "nomad":
-			bin.Nomad = path
-		case "consul":
-			bin.Consul = path
-		}
-	}
-	if bin.Redis, err = exec.LookPath("redis-server"); err != nil {
-		return nil, fmt.Errorf("redis-server not found (install Debian's redis-server)")
-	}
-	if bin.Registry, err = exec.LookPath("docker-registry"); err != nil {
-		return nil, fmt.Errorf("docker-registry not found (install Debian's docker-registry)")
+		return nil, err
 	}
 	lo, hi, release, err := localstack.ReserveDynamicRange()
 	if err != nil {
