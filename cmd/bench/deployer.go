@@ -16,6 +16,7 @@ import (
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/localstack"
@@ -42,6 +43,7 @@ type timing struct {
 	wall, cpu time.Duration
 	rssMiB    float64
 	stdout    string
+	stderr    string
 	code      int
 }
 
@@ -70,7 +72,7 @@ func (b *bench) exec(ctx context.Context, name string, args ...string) (timing, 
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	start := time.Now()
 	err := cmd.Run()
-	t := timing{wall: time.Since(start), stdout: out.String()}
+	t := timing{wall: time.Since(start), stdout: out.String(), stderr: errb.String()}
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		return t, err
@@ -96,7 +98,7 @@ func (b *bench) exec(ctx context.Context, name string, args ...string) (timing, 
 func (b *bench) must(ctx context.Context, ok []int, name string, args ...string) (timing, error) {
 	t, err := b.exec(ctx, name, args...)
 	if err == nil && !slices.Contains(append(ok, 0), t.code) {
-		err = fmt.Errorf("%s %s: exit %d\n%s", filepath.Base(name), strings.Join(args, " "), t.code, t.stdout)
+		err = fmt.Errorf("%s %s: exit %d\n%s%s", filepath.Base(name), strings.Join(args, " "), t.code, t.stdout, t.stderr)
 	}
 	return t, err
 }
@@ -170,46 +172,61 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 	store := configstore.New(cc, "")
 	rep := &deployerReport{Rounds: rounds, Versions: versions}
 
-	// Submit to healthy vs nomad job run of the same rendered job to healthy.
-	var sub, run []timing
-	for i := range rounds {
-		port := redisPorts[i]
-		if err := writeEnv(b.envDir, "a", "bench-a", []string{"dc1"}, port); err != nil {
-			return nil, err
-		}
-		if err := writeEnv(b.envDir, "b", "bench-b", []string{"dc1"}, port); err != nil {
-			return nil, err
-		}
-		// The plain-Nomad path gets the same job and the same config in
-		// Consul, written the way a user without the deployer would.
-		rendered, err := b.must(ctx, nil, b.deployer, b.dep("render", "-env", "b", "-image", image)...)
+	// Submit vs nomad job run of the same rendered job: to healthy, and
+	// detached (the tool's own cost up to registration).
+	var sub, run, subD, runD []timing
+	for i := range 2 * rounds {
+		detach := i >= rounds
+		port := redisPorts[i%len(redisPorts)]
+		jobFile, err := b.prepareRound(ctx, store, image, port, filepath.Join(work, fmt.Sprintf("b-%d.json", i)))
 		if err != nil {
 			return nil, err
 		}
-		jobFile := filepath.Join(work, fmt.Sprintf("b-%d.json", i))
-		if err := os.WriteFile(jobFile, []byte(rendered.stdout), 0o644); err != nil {
-			return nil, err
-		}
-		values := map[string]string{"HOST": "127.0.0.1", "PORT": strconv.Itoa(port)}
-		if _, err := store.Put(ctx, store.Path("default", "bench-b", configstore.Hash(values)), values); err != nil {
-			return nil, err
+		sa, sb, what := &sub, &run, "to healthy"
+		dargs := b.dep("submit", "-env", "a", "-image", image)
+		nargs := []string{"job", "run", "-json", jobFile}
+		if detach {
+			sa, sb, what = &subD, &runD, "detached"
+			dargs = append(dargs, "-detach")
+			nargs = []string{"job", "run", "-detach", "-json", jobFile}
 		}
 		err = alternate(i,
-			b.step(ctx, &sub, fmt.Sprintf("round %d: deployer submit to healthy", i+1), b.deployer, b.dep("submit", "-env", "a", "-image", image)...),
-			b.step(ctx, &run, fmt.Sprintf("round %d: nomad job run to healthy", i+1), b.nomad, "job", "run", "-json", jobFile))
+			b.step(ctx, sa, fmt.Sprintf("round %d: deployer submit %s", i%rounds+1, what), b.deployer, dargs...),
+			b.step(ctx, sb, fmt.Sprintf("round %d: nomad job run %s", i%rounds+1, what), b.nomad, nargs...))
 		if err != nil {
 			return nil, err
 		}
 	}
 	rep.Comparisons = append(rep.Comparisons, compare("submit to healthy", sub, run, "nomad job run"))
+	rep.Comparisons = append(rep.Comparisons, compare("submit -detach (to registered)", subD, runD, "nomad job run -detach"))
 
-	// Rollback vs nomad job revert, each to healthy, alternating targets.
+	// Rollback vs nomad job revert, each to healthy, each to the version
+	// before the current one (always another release here, and one Nomad
+	// still keeps: it drops the oldest untagged versions).
+	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+	if err != nil {
+		return nil, err
+	}
+	previous := func(job string) (string, error) {
+		j, _, err := nc.Jobs().Info(job, nil)
+		if err != nil {
+			return "", err
+		}
+		return strconv.FormatUint(*j.Version-1, 10), nil
+	}
 	var rb, rv []timing
 	for i := range rounds {
-		target := strconv.Itoa(i % 2)
-		err := alternate(i,
-			b.step(ctx, &rb, fmt.Sprintf("round %d: deployer rollback -to-version %s", i+1, target), b.deployer, b.dep("rollback", "-env", "a", "-to-version", target)...),
-			b.step(ctx, &rv, fmt.Sprintf("round %d: nomad job revert bench-b %s", i+1, target), b.nomad, "job", "revert", "bench-b", target))
+		ta, err := previous("bench-a")
+		if err != nil {
+			return nil, err
+		}
+		tb, err := previous("bench-b")
+		if err != nil {
+			return nil, err
+		}
+		err = alternate(i,
+			b.step(ctx, &rb, fmt.Sprintf("round %d: deployer rollback -to-version %s", i+1, ta), b.deployer, b.dep("rollback", "-env", "a", "-to-version", ta)...),
+			b.step(ctx, &rv, fmt.Sprintf("round %d: nomad job revert bench-b %s", i+1, tb), b.nomad, "job", "revert", "bench-b", tb))
 		if err != nil {
 			return nil, err
 		}
@@ -255,6 +272,28 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 		compare("render", render, nil, ""),
 		compare("plan", plan, nil, ""))
 	return rep, nil
+}
+
+// prepareRound points environments a and b at the Redis on port, renders b's
+// job to file for the nomad CLI and writes b's config snapshot to Consul, as
+// a user of plain Nomad would with consul kv put.
+func (b *bench) prepareRound(ctx context.Context, store *configstore.Store, image string, port int, file string) (string, error) {
+	if err := writeEnv(b.envDir, "a", "bench-a", []string{"dc1"}, port); err != nil {
+		return "", err
+	}
+	if err := writeEnv(b.envDir, "b", "bench-b", []string{"dc1"}, port); err != nil {
+		return "", err
+	}
+	rendered, err := b.must(ctx, nil, b.deployer, b.dep("render", "-env", "b", "-image", image)...)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(file, []byte(rendered.stdout), 0o644); err != nil {
+		return "", err
+	}
+	values := map[string]string{"HOST": "127.0.0.1", "PORT": strconv.Itoa(port)}
+	_, err = store.Put(ctx, store.Path("default", "bench-b", configstore.Hash(values)), values)
+	return file, err
 }
 
 // step returns a run of one timed command whose timing goes into into.
