@@ -128,6 +128,7 @@ consul {
 
 plugin "docker" {
   config {
+    extra_labels = ["node_id", "job_name"]
     gc {
       dangling_containers {
         enabled = false
@@ -188,11 +189,34 @@ func (s *Stack) nomadReady(ctx context.Context) error {
 	case !d.Healthy:
 		return fmt.Errorf("docker driver unhealthy on node %s: %s", n.Name, d.HealthDescription)
 	}
+	s.NodeID = n.ID
 	return nil
 }
 
-// drainNomad stops and purges every job so that their containers stop, waits
-// for the allocations to finish, and removes any container Nomad left.
+// removeContainers removes every container this stack's Nomad client made,
+// running or stopped: Nomad keeps a stopped task's container until it
+// collects the allocation, and forgets allocations of purged jobs. The
+// docker plugin labels each container with the node's ID.
+func removeContainers(nodeID string) error {
+	if nodeID == "" {
+		return nil
+	}
+	out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=com.hashicorp.nomad.node_id="+nodeID).Output()
+	if err != nil {
+		return fmt.Errorf("list the containers of Nomad node %s: %w", nodeID, err)
+	}
+	ids := strings.Fields(string(out))
+	if len(ids) == 0 {
+		return nil
+	}
+	if out, err := exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("remove the containers of Nomad node %s: %v: %s", nodeID, err, out)
+	}
+	return nil
+}
+
+// drainNomad stops and purges every job so that their containers stop, and
+// waits for the allocations to finish.
 func (s *Stack) drainNomad(ctx context.Context) error {
 	c, err := s.nomadClient()
 	if err != nil {
@@ -228,21 +252,6 @@ func (s *Stack) drainNomad(ctx context.Context) error {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
-	}
-	// Nomad keeps a stopped task's container until it collects the
-	// allocation, and allocations may have been placed while draining:
-	// remove the containers of every allocation it knows of now too.
-	if now, _, err := c.Allocations().List((&nomad.QueryOptions{Namespace: "*"}).WithContext(context.Background())); err == nil {
-		allocs = append(allocs, now...)
-	}
-	for _, a := range allocs {
-		out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=com.hashicorp.nomad.alloc_id="+a.ID).Output()
-		if err != nil {
-			continue
-		}
-		for _, id := range strings.Fields(string(out)) {
-			_ = exec.Command("docker", "rm", "-f", id).Run()
-		}
 	}
 	return ctx.Err()
 }

@@ -274,6 +274,11 @@ func TestDownStopsEverythingUpStarted(t *testing.T) {
 			t.Errorf("container %s of allocation %s survived Down", out, a.ID)
 		}
 	}
+	if s.NodeID == "" {
+		t.Error("Start recorded no Nomad node ID")
+	} else if out, _ := testimage.Docker("ps", "-aq", "--filter", "label=com.hashicorp.nomad.node_id="+s.NodeID); out != "" {
+		t.Errorf("containers %s of node %s survived Down", out, s.NodeID)
+	}
 	if err := s.Healthy(ctx); err == nil {
 		t.Error("the stack still answers after Down")
 	}

@@ -62,6 +62,7 @@ type Stack struct {
 	RegistryAddr string `json:"registry_addr"` // 127.0.0.1:PORT, "" without a registry
 	Dir          string `json:"dir"`
 	Ports        Ports  `json:"ports"`
+	NodeID       string `json:"nomad_node_id"` // labels the containers Nomad runs
 
 	cfg   Config
 	procs []*proc
@@ -147,6 +148,10 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
+	// Again, now with the Nomad node's ID that make down needs.
+	if err := s.writeState(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -231,6 +236,9 @@ func (s *Stack) Stop(ctx context.Context) error {
 		_ = os.Remove(pidFile(s.Dir, s.procs[i].name))
 	}
 	s.procs = nil
+	if err := removeContainers(s.NodeID); err != nil {
+		errs = append(errs, err)
+	}
 	if err := unmountUnder(s.Dir); err != nil {
 		errs = append(errs, err)
 	}
