@@ -43,8 +43,6 @@ func printConfigDiff(w io.Writer, old, new map[string]string) {
 		o, inOld := old[k]
 		n, inNew := new[k]
 		switch {
-		case !inOld && old != nil:
-			fmt.Fprintf(w, "+ %s = %q\n", k, n)
 		case !inOld:
 			fmt.Fprintf(w, "+ %s = %q\n", k, n)
 		case !inNew:

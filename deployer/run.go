@@ -144,45 +144,45 @@ func runRelease(ctx context.Context, cmd string, args []string, getenv env, stdo
 		checkIndex = &n
 	}
 
-	err := func() error {
-		d, rel, err := prepare(ctx, f, getenv, stderr)
+	d, rel, err := prepare(ctx, f, getenv, stderr)
+	if err != nil {
+		if cmd == "plan" {
+			return &exitStatus{code: 255, err: err}
+		}
+		return err
+	}
+	switch cmd {
+	case "render":
+		job, err := d.Render(ctx, rel)
 		if err != nil {
 			return err
 		}
-		switch cmd {
-		case "render":
-			job, err := d.Render(ctx, rel)
-			if err != nil {
-				return err
-			}
-			return writeJSON(stdout, map[string]any{"Job": job})
-		case "plan":
-			p, err := d.Plan(ctx, rel)
-			if err != nil {
-				return err
-			}
-			if f.json {
-				if err := writeJSON(stdout, planJSON(p)); err != nil {
-					return err
-				}
-			} else {
-				printPlan(stdout, p)
-			}
-			if p.Changed {
-				return &exitStatus{code: 1}
-			}
-			return nil
-		}
-		rec, err := d.Submit(ctx, rel, deploy.SubmitOptions{Detach: f.detach, CheckIndex: checkIndex})
-		return finishRecord(stdout, rec, err, f.json)
-	}()
-	if cmd == "plan" && err != nil {
-		if st, ok := err.(*exitStatus); ok && st.code == 1 && st.err == nil {
-			return err
-		}
+		return writeJSON(stdout, map[string]any{"Job": job})
+	case "plan":
+		return runPlan(ctx, d, rel, f.json, stdout)
+	}
+	rec, err := d.Submit(ctx, rel, deploy.SubmitOptions{Detach: f.detach, CheckIndex: checkIndex})
+	return finishRecord(stdout, rec, err, f.json)
+}
+
+// runPlan prints the plan; like nomad job plan it exits 0 for no change, 1
+// for a change and 255 for an error.
+func runPlan(ctx context.Context, d *deploy.Deployer, rel *release.Release, asJSON bool, stdout io.Writer) error {
+	p, err := d.Plan(ctx, rel)
+	if err != nil {
 		return &exitStatus{code: 255, err: err}
 	}
-	return err
+	if asJSON {
+		if err := writeJSON(stdout, planJSON(p)); err != nil {
+			return &exitStatus{code: 255, err: err}
+		}
+	} else {
+		printPlan(stdout, p)
+	}
+	if p.Changed {
+		return &exitStatus{code: 1}
+	}
+	return nil
 }
 
 // finishRecord prints what submit or rollback did and turns its outcome into
