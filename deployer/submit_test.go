@@ -146,12 +146,23 @@ func TestConcurrentSubmitsMakeOneVersionAndOneConflict(t *testing.T) {
 	before := f.snapshots()
 
 	// Both are real changes: a runs two instances now, b another Redis.
+	// Both are planned against the same job, as two operators would; the
+	// index pins that, so the outcome does not depend on which process the
+	// scheduler runs first.
 	f.writeEnv("a", a, 2, "")
+	out, _, code := f.deployer("plan", "-env", "a", "-image", good, "-json")
+	var plan struct {
+		CheckIndex uint64 `json:"check_index"`
+	}
+	if err := json.Unmarshal([]byte(out), &plan); err != nil || code != 1 || plan.CheckIndex == 0 {
+		t.Fatalf("plan: exit %d, %q, %v; want 1 and a check index", code, out, err)
+	}
+	index := strconv.FormatUint(plan.CheckIndex, 10)
 	codes := make([]int, 2)
 	var wg sync.WaitGroup
 	for i, env := range []string{"a", "b"} {
 		wg.Go(func() {
-			_, _, codes[i] = f.deployer("submit", "-env", env, "-image", good, "-detach")
+			_, _, codes[i] = f.deployer("submit", "-env", env, "-image", good, "-detach", "-check-index", index)
 		})
 	}
 	wg.Wait()
