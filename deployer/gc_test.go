@@ -83,4 +83,20 @@ func TestGCDeletesOnlyUnreferencedSnapshots(t *testing.T) {
 			t.Errorf("a dry run untagged version %d", *v.Version)
 		}
 	}
+
+	// For real: only the newest 3 keep their tags; no snapshot goes, since
+	// Nomad still holds every version until later registrations.
+	out, _, code = f.deployer("gc", "-env", "dev", "-keep", "3", "-json")
+	res = deploy.GCResult{}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != exitOK {
+		t.Fatalf("gc -keep 3: exit %d, %v", code, err)
+	}
+	if len(res.Deleted) != 0 {
+		t.Errorf("gc -keep 3 deleted %v while every version is still retained", res.Deleted)
+	}
+	for i, v := range f.versions() {
+		if tagged := v.VersionTag != nil; tagged != (i < 3) {
+			t.Errorf("version %d (newest-first #%d): tagged %v after gc -keep 3", *v.Version, i, tagged)
+		}
+	}
 }
