@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -100,12 +99,8 @@ func up(ctx context.Context, dir string, bin localstack.Binaries, stdout, stderr
 	if bin.Nomad == "" || bin.Consul == "" {
 		return usageError{"-nomad and -consul (or NOMAD_BIN and CONSUL_BIN) are required: make up finds them with scripts/hashitools"}
 	}
-	var err error
-	if bin.Redis, err = exec.LookPath("redis-server"); err != nil {
-		return fmt.Errorf("redis-server not found: install Debian's redis-server package")
-	}
-	if bin.Registry, err = exec.LookPath("docker-registry"); err != nil {
-		return fmt.Errorf("docker-registry not found: install Debian's docker-registry package")
+	if err := bin.FindServers(); err != nil {
+		return err
 	}
 	start := time.Now()
 	s, err := localstack.Start(ctx, localstack.Config{

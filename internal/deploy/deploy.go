@@ -40,8 +40,8 @@ type ConflictError struct {
 }
 
 func (e *ConflictError) Error() string {
-	return fmt.Sprintf("conflict: job %s changed while this submit was planned, so nothing was registered: %v; "+
-		"run plan again and resubmit", e.Job, e.Err)
+	return fmt.Sprintf("conflict: job %s changed, or another deploy holds it, since this command read it, so nothing was changed: %v; "+
+		"look again (plan, history) and retry", e.Job, e.Err)
 }
 
 func (e *ConflictError) Unwrap() error { return e.Err }
@@ -218,11 +218,8 @@ func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOp
 		return rec, nil
 	}
 
-	unlock, err := d.Store.Lock(ctx, r.Env.Namespace, r.Env.Job, r.SubmittedBy)
+	unlock, err := d.lock(ctx, r.Env.Namespace, r.Env.Job, r.SubmittedBy)
 	if err != nil {
-		if errors.Is(err, configstore.ErrLocked) {
-			return nil, &ConflictError{Job: r.Env.Job, Err: err}
-		}
 		return nil, err
 	}
 	defer unlock()
@@ -255,29 +252,52 @@ func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOp
 		return nil, fmt.Errorf("register job %s with Nomad at %s: %w", r.Env.Job, d.Nomad.Address(), err)
 	}
 	rec.EvalID = resp.EvalID
-
-	version, err := d.versionAt(ctx, r.Env.Namespace, r.Env.Job, resp.JobModifyIndex)
-	if err != nil {
+	if err := d.nameVersion(ctx, rec, resp.JobModifyIndex, r.Description()); err != nil {
 		return nil, err
 	}
+	unlock()
+	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (eval %s)\n", rec.Release, r.Env.Job, *rec.Version, short(resp.EvalID))
+	return d.follow(ctx, rec, opts.Detach)
+}
+
+// lock takes the job's deploy lock; another holder is a conflict.
+func (d *Deployer) lock(ctx context.Context, ns, job, who string) (unlock func(), err error) {
+	unlock, err = d.Store.Lock(ctx, ns, job, who)
+	if errors.Is(err, configstore.ErrLocked) {
+		return nil, &ConflictError{Job: job, Err: err}
+	}
+	return unlock, err
+}
+
+// nameVersion finds the version registered at modifyIndex, tags it vN with
+// desc and records both in rec. A failed tag is a warning: the version is
+// registered, and history names it vN all the same.
+func (d *Deployer) nameVersion(ctx context.Context, rec *Record, modifyIndex uint64, desc string) error {
+	version, err := d.versionAt(ctx, rec.Namespace, rec.Job, modifyIndex)
+	if err != nil {
+		return err
+	}
 	rec.Version, rec.Release = &version, release.Name(version)
-	if _, err := d.Nomad.Jobs().TagVersion(r.Env.Job, version, rec.Release, r.Description(),
-		(&nomad.WriteOptions{Namespace: r.Env.Namespace}).WithContext(ctx)); err != nil {
+	if _, err := d.Nomad.Jobs().TagVersion(rec.Job, version, rec.Release, desc,
+		(&nomad.WriteOptions{Namespace: rec.Namespace}).WithContext(ctx)); err != nil {
 		fmt.Fprintf(d.Progress, "warning: version %d registered but not tagged %s: %v\n", version, rec.Release, err)
 	}
-	unlock()
-	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (eval %s)\n", rec.Release, r.Env.Job, version, short(resp.EvalID))
+	return nil
+}
 
-	if opts.Detach {
+// follow watches the deployment of rec's version, unless detached, and
+// records how it ended and, on success, the release's URLs.
+func (d *Deployer) follow(ctx context.Context, rec *Record, detach bool) (*Record, error) {
+	if detach {
 		rec.Outcome = Detached
 		return rec, nil
 	}
-	w, err := d.Watch(ctx, r.Env.Namespace, r.Env.Job, version, resp.EvalID)
+	w, err := d.Watch(ctx, rec.Namespace, rec.Job, *rec.Version, rec.EvalID)
 	if w != nil {
 		rec.DeploymentID, rec.Outcome, rec.RevertedTo, rec.Detail = w.DeploymentID, w.Outcome, w.RevertedTo, w.Detail
 	}
 	if err == nil && rec.Outcome == Succeeded {
-		rec.URLs = d.urls(ctx, r.Env.Job, r.ConfigHash)
+		rec.URLs = d.urls(ctx, rec.Job, rec.ConfigHash)
 	}
 	return rec, err
 }

@@ -2,13 +2,11 @@ package deploy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
 	nomad "github.com/hashicorp/nomad/api"
 
-	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/release"
 )
 
@@ -30,11 +28,8 @@ type GCResult struct {
 // has dropped them. GC holds the job's deploy lock, so a submit between
 // writing a snapshot and registering its job cannot lose it.
 func (d *Deployer) GC(ctx context.Context, ns, job string, keep int, dryRun bool, who string) (*GCResult, error) {
-	unlock, err := d.Store.Lock(ctx, ns, job, who)
+	unlock, err := d.lock(ctx, ns, job, who)
 	if err != nil {
-		if errors.Is(err, configstore.ErrLocked) {
-			return nil, &ConflictError{Job: job, Err: err}
-		}
 		return nil, err
 	}
 	defer unlock()

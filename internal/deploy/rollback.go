@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -85,11 +84,8 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 		return nil, fmt.Errorf("cannot roll back %s to %s: %w; nothing was changed", job, tgtE.Release, err)
 	}
 
-	unlock, err := d.Store.Lock(ctx, ns, job, opts.Who)
+	unlock, err := d.lock(ctx, ns, job, opts.Who)
 	if err != nil {
-		if errors.Is(err, configstore.ErrLocked) {
-			return nil, &ConflictError{Job: job, Err: err}
-		}
 		return nil, err
 	}
 	defer unlock()
@@ -102,29 +98,12 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 		return nil, fmt.Errorf("revert job %s to version %d with Nomad at %s: %w", job, *target.Version, d.Nomad.Address(), err)
 	}
 	rec.EvalID = resp.EvalID
-	version, err := d.versionAt(ctx, ns, job, resp.JobModifyIndex)
-	if err != nil {
+	if err := d.nameVersion(ctx, rec, resp.JobModifyIndex, fmt.Sprintf("rollback to %s by %s", tgtE.Release, opts.Who)); err != nil {
 		return nil, err
 	}
-	rec.Version, rec.Release = &version, release.Name(version)
-	desc := fmt.Sprintf("rollback to %s by %s", tgtE.Release, opts.Who)
-	if _, err := d.Nomad.Jobs().TagVersion(job, version, rec.Release, desc, (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx)); err != nil {
-		fmt.Fprintf(d.Progress, "warning: version %d registered but not tagged %s: %v\n", version, rec.Release, err)
-	}
 	unlock()
-	fmt.Fprintf(d.Progress, "==> reverted %s to %s (version %d) as version %d (eval %s)\n", job, tgtE.Release, *target.Version, version, short(resp.EvalID))
-	if opts.Detach {
-		rec.Outcome = Detached
-		return rec, nil
-	}
-	w, err := d.Watch(ctx, ns, job, version, resp.EvalID)
-	if w != nil {
-		rec.DeploymentID, rec.Outcome, rec.RevertedTo, rec.Detail = w.DeploymentID, w.Outcome, w.RevertedTo, w.Detail
-	}
-	if err == nil && rec.Outcome == Succeeded {
-		rec.URLs = d.urls(ctx, job, tgtE.ConfigHash)
-	}
-	return rec, err
+	fmt.Fprintf(d.Progress, "==> reverted %s to %s (version %d) as version %d (eval %s)\n", job, tgtE.Release, *target.Version, *rec.Version, short(resp.EvalID))
+	return d.follow(ctx, rec, opts.Detach)
 }
 
 // pick finds the target version among versions (newest first).

@@ -372,11 +372,17 @@ func FindBinaries(ctx context.Context, root string, stderr io.Writer) (Binaries,
 			bin.Consul = path
 		}
 	}
-	if bin.Redis, err = exec.LookPath("redis-server"); err != nil {
-		return bin, fmt.Errorf("redis-server not found: install Debian's redis-server package")
+	return bin, bin.FindServers()
+}
+
+// FindServers fills in redis-server and docker-registry from PATH.
+func (b *Binaries) FindServers() error {
+	var err error
+	if b.Redis, err = exec.LookPath("redis-server"); err != nil {
+		return fmt.Errorf("redis-server not found: install Debian's redis-server package")
 	}
-	if bin.Registry, err = exec.LookPath("docker-registry"); err != nil {
-		return bin, fmt.Errorf("docker-registry not found: install Debian's docker-registry package")
+	if b.Registry, err = exec.LookPath("docker-registry"); err != nil {
+		return fmt.Errorf("docker-registry not found: install Debian's docker-registry package")
 	}
-	return bin, nil
+	return nil
 }
