@@ -4,6 +4,8 @@ package testredis
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"net"
 	"os/exec"
 	"strconv"
@@ -35,14 +37,25 @@ func Start(tb testing.TB) *Server {
 	tb.Helper()
 	s := &Server{
 		Host: "127.0.0.1",
-		Port: testenv.FreePort(tb),
 		tb:   tb,
 		bin:  testenv.LookPath(tb, "redis-server", "redis-server"),
 		dir:  tb.TempDir(),
 	}
 	tb.Cleanup(s.Stop)
-	s.Restart()
-	return s
+	// A port picked free can be taken (by another test's server or an
+	// outgoing connection) before redis-server binds it; then it exits at
+	// once, and another port is tried.
+	for attempt := 1; ; attempt++ {
+		s.Port = testenv.FreePort(tb)
+		err := s.start()
+		if err == nil {
+			return s
+		}
+		if !errors.Is(err, errExitedAtStart) || attempt == 3 {
+			tb.Fatal(err)
+		}
+		tb.Logf("%v; trying another port", err)
+	}
 }
 
 // Addr is host:port.
@@ -52,10 +65,19 @@ func (s *Server) Addr() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.
 // until it answers PING. The data set starts empty.
 func (s *Server) Restart() {
 	s.tb.Helper()
+	if err := s.start(); err != nil {
+		s.tb.Fatal(err)
+	}
+}
+
+var errExitedAtStart = errors.New("exited at start")
+
+// start runs redis-server on s.Port and waits until it answers PING.
+func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd != nil {
-		s.tb.Fatalf("redis on %s is already running", s.Addr())
+		return fmt.Errorf("redis on %s is already running", s.Addr())
 	}
 	s.log = new(bytes.Buffer)
 	cmd := exec.Command(s.bin,
@@ -64,7 +86,7 @@ func (s *Server) Restart() {
 		"--daemonize", "no", "--protected-mode", "no")
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	if err := cmd.Start(); err != nil {
-		s.tb.Fatalf("start redis-server: %v", err)
+		return fmt.Errorf("start redis-server: %w", err)
 	}
 	s.cmd, s.done = cmd, make(chan struct{})
 	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(s.done)
@@ -72,13 +94,14 @@ func (s *Server) Restart() {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if err := resp.Ping(s.Addr()); err == nil {
-			return
+			return nil
 		} else if time.Now().After(deadline) {
-			s.tb.Fatalf("redis-server on %s not ready after 10s: %v\n%s", s.Addr(), err, s.log)
+			return fmt.Errorf("redis-server on %s not ready after 10s: %v\n%s", s.Addr(), err, s.log)
 		}
 		select {
 		case <-s.done:
-			s.tb.Fatalf("redis-server on %s exited at start:\n%s", s.Addr(), s.log)
+			s.cmd = nil
+			return fmt.Errorf("redis-server on %s %w:\n%s", s.Addr(), errExitedAtStart, s.log)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
