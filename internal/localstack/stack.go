@@ -164,7 +164,9 @@ func (s *Stack) proc(name string) *proc {
 	return nil
 }
 
-// wait polls ready until it succeeds, the process dies or time runs out.
+// wait polls ready until it succeeds, the process dies or time runs out. The
+// error quotes 40 lines of the log: Nomad buffers its log until it is up, so
+// a start-up error it prints comes before the buffered lines, not after.
 func (s *Stack) wait(ctx context.Context, p *proc, what string, ready func(context.Context) error) error {
 	fmt.Fprintf(s.cfg.Progress, "waiting for %s (log: %s)\n", what, p.log)
 	start := time.Now()
@@ -177,11 +179,11 @@ func (s *Stack) wait(ctx context.Context, p *proc, what string, ready func(conte
 			return nil
 		}
 		if !p.alive() {
-			return fmt.Errorf("%s exited before it was ready: %v\nlast lines of %s:\n%s", p.name, last, p.log, tail(p.log, 15))
+			return fmt.Errorf("%s exited before it was ready: %v\nlast lines of %s:\n%s", p.name, last, p.log, tail(p.log, 40))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s not ready after %s: %v\nlast lines of %s:\n%s", p.name, time.Since(start).Round(time.Second), last, p.log, tail(p.log, 15))
+			return fmt.Errorf("%s not ready after %s: %v\nlast lines of %s:\n%s", p.name, time.Since(start).Round(time.Second), last, p.log, tail(p.log, 40))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
