@@ -104,10 +104,11 @@ func runOps(ctx context.Context, cmd string, args []string, getenv env, stdout, 
 	if err != nil {
 		return err
 	}
-	d, err := newDeployer(getenv, *kvPrefix, "", stderr)
+	d, closeClients, err := newDeployer(getenv, *kvPrefix, "", stderr)
 	if err != nil {
 		return err
 	}
+	defer closeClients()
 	ns, job := e.Namespace, e.Job
 	who := submitter(getenv)
 

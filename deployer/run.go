@@ -144,13 +144,14 @@ func runRelease(ctx context.Context, cmd string, args []string, getenv env, stdo
 		checkIndex = &n
 	}
 
-	d, rel, err := prepare(ctx, f, getenv, stderr)
+	d, rel, closeClients, err := prepare(ctx, f, getenv, stderr)
 	if err != nil {
 		if cmd == "plan" {
 			return &exitStatus{code: 255, err: err}
 		}
 		return err
 	}
+	defer closeClients()
 	switch cmd {
 	case "render":
 		job, err := d.Render(ctx, rel)
@@ -211,30 +212,31 @@ func finishRecord(stdout io.Writer, rec *deploy.Record, err error, asJSON bool) 
 }
 
 // prepare loads everything a release needs and checks it before anything is
-// written: the environment file, the job spec, the image, the clients.
-func prepare(ctx context.Context, f releaseFlags, getenv env, stderr io.Writer) (*deploy.Deployer, *release.Release, error) {
+// written: the environment file, the job spec, the image, the clients. The
+// returned func closes the clients' idle connections.
+func prepare(ctx context.Context, f releaseFlags, getenv env, stderr io.Writer) (*deploy.Deployer, *release.Release, func(), error) {
 	e, err := environment.Load(f.envDir, f.env)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	spec, err := os.ReadFile(f.jobFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read job spec: %w", err)
+		return nil, nil, nil, fmt.Errorf("read job spec: %w", err)
 	}
 	ref, err := imageref.Parse(f.image)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	img, err := imageref.Resolver{}.Resolve(ctx, ref)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if !img.Resolved || img.Digest == "" {
 		fmt.Fprintf(stderr, "warning: registry of %s did not answer; the job pins the tag, not a digest\n", ref)
 	}
-	d, err := newDeployer(getenv, f.kvPrefix, string(spec), stderr)
+	d, closeClients, err := newDeployer(getenv, f.kvPrefix, string(spec), stderr)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	store := d.Store
 	values := e.Config.Values()
@@ -252,21 +254,24 @@ func prepare(ctx context.Context, f releaseFlags, getenv env, stderr io.Writer) 
 		GitCommit:   commit,
 		SubmittedBy: submitter(getenv),
 	}
-	return d, rel, nil
+	return d, rel, closeClients, nil
 }
 
-func newDeployer(getenv env, kvPrefix, spec string, stderr io.Writer) (*deploy.Deployer, error) {
-	nc, cc, err := clients(getenv)
+// newDeployer returns a Deployer and a func that closes its clients' idle
+// connections: a process that runs many commands (the tests) would otherwise
+// keep one per command, and Nomad refuses a client's 101st connection.
+func newDeployer(getenv env, kvPrefix, spec string, stderr io.Writer) (*deploy.Deployer, func(), error) {
+	nc, cc, closeIdle, err := clients(getenv)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &deploy.Deployer{Nomad: nc, Consul: cc, Store: configstore.New(cc, kvPrefix), JobSpec: spec, Progress: stderr}, nil
+	return &deploy.Deployer{Nomad: nc, Consul: cc, Store: configstore.New(cc, kvPrefix), JobSpec: spec, Progress: stderr}, closeIdle, nil
 }
 
 // clients starts from each API's DefaultConfig (which reads the process
 // environment) and applies the variables run was given, so that tests and
 // embedders can point one run at one stack.
-func clients(getenv env) (*nomad.Client, *consul.Client, error) {
+func clients(getenv env) (*nomad.Client, *consul.Client, func(), error) {
 	nc := nomad.DefaultConfig()
 	for k, set := range map[string]func(string){
 		"NOMAD_ADDR":   func(v string) { nc.Address = v },
@@ -279,7 +284,7 @@ func clients(getenv env) (*nomad.Client, *consul.Client, error) {
 	}
 	n, err := nomad.NewClient(nc)
 	if err != nil {
-		return nil, nil, fmt.Errorf("nomad client: %w", err)
+		return nil, nil, nil, fmt.Errorf("nomad client: %w", err)
 	}
 	cc := consul.DefaultConfig()
 	for k, set := range map[string]func(string){
@@ -297,9 +302,11 @@ func clients(getenv env) (*nomad.Client, *consul.Client, error) {
 	}
 	c, err := consul.NewClient(cc)
 	if err != nil {
-		return nil, nil, fmt.Errorf("consul client: %w", err)
+		n.Close()
+		return nil, nil, nil, fmt.Errorf("consul client: %w", err)
 	}
-	return n, c, nil
+	// DefaultConfig gave cc a transport of its own, which NewClient uses.
+	return n, c, func() { n.Close(); cc.Transport.CloseIdleConnections() }, nil
 }
 
 // submitter names who submits, for the release record.

@@ -38,11 +38,11 @@ func (s *Stack) startConsul() error {
 }
 
 func (s *Stack) consulReady(ctx context.Context) error {
-	c, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr})
+	c, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr, HttpClient: s.httpClient()})
 	if err != nil {
 		return err
 	}
-	leader, err := c.Status().Leader()
+	leader, err := c.Status().LeaderWithQueryOptions((&consul.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return err
 	}
@@ -161,7 +161,7 @@ func (s *Stack) startNomad() error {
 }
 
 func (s *Stack) nomadClient() (*nomad.Client, error) {
-	return nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+	return nomad.NewClient(&nomad.Config{Address: s.NomadAddr, HttpClient: s.httpClient()})
 }
 
 // nomadReady checks that the node is ready and its docker driver healthy.

@@ -306,3 +306,16 @@ func zombie(pid int) bool {
 	out, err := exec.Command("ps", "-o", "stat=", "-p", strconv.Itoa(pid)).Output()
 	return err != nil || strings.HasPrefix(strings.TrimSpace(string(out)), "Z")
 }
+
+// Polling is what Start and `make up` do while a node comes up; a stack that
+// opened a connection per poll hit Nomad's limit of 100 per client address
+// and then never saw the node ready.
+func TestManyHealthChecksStayUnderNomadsConnectionLimit(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	for i := range 150 {
+		if err := s.Healthy(context.Background()); err != nil {
+			t.Fatalf("health check %d: %v", i+1, err)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -66,6 +67,13 @@ type Stack struct {
 
 	cfg   Config
 	procs []*proc
+
+	// httpOnce and http give every API call of the stack one connection
+	// pool. A client per poll leaves a keep-alive connection behind each
+	// time, and Nomad refuses a client's 101st connection: a node slow to
+	// become ready (a fresh dockerd) then never does.
+	httpOnce sync.Once
+	http     *http.Client
 }
 
 // Start starts every component and waits until each is healthy. On failure it
@@ -278,15 +286,22 @@ func Down(ctx context.Context, dir string, progress io.Writer) error {
 
 // registryReady checks the registry's API root.
 func (s *Stack) registryReady(ctx context.Context) error {
-	return httpOK(ctx, "http://"+s.RegistryAddr+"/v2/")
+	return s.httpOK(ctx, "http://"+s.RegistryAddr+"/v2/")
 }
 
-func httpOK(ctx context.Context, url string) error {
+func (s *Stack) httpClient() *http.Client {
+	s.httpOnce.Do(func() {
+		s.http = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	})
+	return s.http
+}
+
+func (s *Stack) httpOK(ctx context.Context, url string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := s.httpClient().Do(req)
 	if err != nil {
 		return err
 	}
