@@ -259,6 +259,10 @@ func TestDownStopsEverythingUpStarted(t *testing.T) {
 	}
 	waitForAddress(t, nc, name, "http")
 	allocs, _, _ := nc.Jobs().Allocations(name, true, nil)
+	// Nomad's per-task plugins (logmon, docker_logger) run in its group.
+	if kids := groupMembers(t, pids["nomad"]); len(kids) == 0 {
+		t.Errorf("no process in Nomad's group besides Nomad while a task runs; want its task plugins")
+	}
 
 	if err := localstack.Down(ctx, dir, io.Discard); err != nil {
 		t.Fatalf("Down: %v", err)
@@ -266,6 +270,9 @@ func TestDownStopsEverythingUpStarted(t *testing.T) {
 	for name, pid := range pids {
 		if err := syscall.Kill(pid, 0); err == nil && !zombie(pid) {
 			t.Errorf("%s (pid %d) still runs after Down", name, pid)
+		}
+		if left := groupMembers(t, pid); len(left) > 0 {
+			t.Errorf("processes %v of %s's group still run after Down", left, name)
 		}
 	}
 	for _, a := range allocs {
@@ -300,6 +307,25 @@ func recordedPIDs(t *testing.T, dir string) map[string]int {
 		pids[strings.TrimSuffix(filepath.Base(f), ".pid")] = pid
 	}
 	return pids
+}
+
+// groupMembers lists the live processes of process group pgid, its leader
+// aside.
+func groupMembers(t *testing.T, pgid int) []string {
+	t.Helper()
+	out, err := exec.Command("ps", "-e", "-o", "pid=,pgid=,stat=,args=").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[1] != strconv.Itoa(pgid) || f[0] == f[1] || strings.HasPrefix(f[2], "Z") {
+			continue
+		}
+		left = append(left, f[0]+" "+strings.Join(f[3:], " "))
+	}
+	return left
 }
 
 func zombie(pid int) bool {

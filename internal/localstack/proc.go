@@ -95,29 +95,79 @@ func runningAs(pid int, bin string) bool {
 	return exe == want || filepath.Base(exe) == filepath.Base(want)
 }
 
-// stop sends SIGTERM, waits up to grace, then SIGKILL.
+// stop sends SIGTERM, waits up to grace, then SIGKILL; then it does the same
+// to what is left of the process's group. Nomad runs a logmon and a
+// docker_logger per task as its own children, in its group; they outlive it
+// otherwise, one pair per task for as long as the machine runs.
 func (p *proc) stop(grace time.Duration) error {
-	if !p.alive() {
-		return nil
+	if !terminate(func(sig syscall.Signal) { _ = syscall.Kill(p.pid, sig) }, p.alive, grace) {
+		return fmt.Errorf("%s (pid %d) survived SIGKILL", p.name, p.pid)
 	}
-	_ = syscall.Kill(p.pid, syscall.SIGTERM)
-	deadline := time.Now().Add(grace)
-	for p.alive() {
-		if time.Now().After(deadline) {
-			_ = syscall.Kill(p.pid, syscall.SIGKILL)
-			deadline = time.Now().Add(5 * time.Second)
-			grace = 0
-			for p.alive() {
-				if time.Now().After(deadline) {
-					return fmt.Errorf("%s (pid %d) survived SIGKILL", p.name, p.pid)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			return nil
+	// Only the group's processes running p.bin: the leader is gone, so this
+	// must not trust its pid alone.
+	left := func() []int { return groupMembers(p.pid, p.bin) }
+	signalLeft := func(sig syscall.Signal) {
+		for _, pid := range left() {
+			_ = syscall.Kill(pid, sig)
 		}
-		time.Sleep(20 * time.Millisecond)
+	}
+	if !terminate(signalLeft, func() bool { return len(left()) > 0 }, grace) {
+		return fmt.Errorf("children %v of %s (pid %d) survived SIGKILL", left(), p.name, p.pid)
 	}
 	return nil
+}
+
+// terminate sends SIGTERM and waits up to grace until running reports false,
+// then sends SIGKILL and waits up to 5 s more. It reports whether it stopped.
+func terminate(signal func(syscall.Signal), running func() bool, grace time.Duration) bool {
+	if !running() {
+		return true
+	}
+	signal(syscall.SIGTERM)
+	for _, wait := range []time.Duration{grace, 5 * time.Second} {
+		deadline := time.Now().Add(wait)
+		for running() && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !running() {
+			return true
+		}
+		signal(syscall.SIGKILL)
+	}
+	return false
+}
+
+// groupMembers returns the live processes of process group pgid that run
+// bin.
+func groupMembers(pgid int, bin string) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == pgid {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// After the command name: state, ppid, pgrp.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 3 || f[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		if runningAs(pid, bin) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // recorded reads the processes a detached Start recorded in dir.
