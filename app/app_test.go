@@ -414,3 +414,41 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestRoutesAnswerOnlyTheirMethods(t *testing.T) {
+	t.Parallel()
+	rdb := testredis.Start(t)
+	a := startApp(t, rdb.Addr())
+	c := &http.Client{Timeout: 10 * time.Second}
+	tests := []struct {
+		method, path string
+		code         int
+		allow        string
+	}{
+		{"GET", "/healthz", 200, ""},
+		{"HEAD", "/healthz", 200, ""},
+		{"HEAD", "/readyz", 200, ""},
+		{"GET", "/metrics", 200, ""},
+		{"POST", "/", 405, "GET"},
+		{"HEAD", "/", 405, "GET"},
+		{"DELETE", "/healthz", 405, "GET, HEAD"},
+		{"GET", "/favicon.ico", 404, ""},
+		{"GET", "/healthz/", 404, ""},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest(tt.method, a.url+tt.path, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Errorf("%s %s: %v", tt.method, tt.path, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.code || resp.Header.Get("Allow") != tt.allow {
+			t.Errorf("%s %s = %d, Allow %q; want %d, Allow %q", tt.method, tt.path, resp.StatusCode, resp.Header.Get("Allow"), tt.code, tt.allow)
+		}
+	}
+	// Only GET / counts.
+	if v, _ := rdb.Get(counterKey); v != "" {
+		t.Errorf("redis %s = %q after no GET /, want it unset", counterKey, v)
+	}
+}

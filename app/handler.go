@@ -3,13 +3,14 @@ package main
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
 // counterKey is the Redis key the seed app counts visits in.
@@ -60,7 +61,7 @@ type handler struct {
 	timeout time.Duration
 	m       *metrics
 	log     *slog.Logger
-	mux     *http.ServeMux
+	metrics fasthttp.RequestHandler
 
 	// ok200 and err503 are the per-route series, looked up once so the hot
 	// path does no label hashing.
@@ -69,65 +70,92 @@ type handler struct {
 }
 
 func newHandler(c counter, db pinger, timeout time.Duration, m *metrics, g prometheus.Gatherer, log *slog.Logger) *handler {
-	h := &handler{
-		counter: c, db: db, timeout: timeout, m: m, log: log, mux: http.NewServeMux(),
+	return &handler{
+		counter: c, db: db, timeout: timeout, m: m, log: log,
+		metrics:      fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(g, promhttp.HandlerOpts{})),
 		ok200:        m.requests.WithLabelValues("/", "200"),
 		err503:       m.requests.WithLabelValues("/", "503"),
 		rootDuration: m.duration.WithLabelValues("/"),
 	}
-	h.mux.HandleFunc("GET /{$}", h.count)
-	h.mux.HandleFunc("GET /healthz", h.healthz)
-	h.mux.HandleFunc("GET /readyz", h.readyz)
-	h.mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
-	return h
 }
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.mux.ServeHTTP(w, r)
+// serve routes a request. GET / counts a visit, so it takes GET only; the
+// other routes also answer HEAD, as monitors send it.
+func (h *handler) serve(ctx *fasthttp.RequestCtx) {
+	var route fasthttp.RequestHandler
+	switch string(ctx.Path()) {
+	case "/":
+		if !ctx.IsGet() {
+			methodNotAllowed(ctx, "GET")
+			return
+		}
+		h.count(ctx)
+		return
+	case "/healthz":
+		route = h.healthz
+	case "/readyz":
+		route = h.readyz
+	case "/metrics":
+		route = h.metrics
+	default:
+		ctx.Error("404 page not found\n", fasthttp.StatusNotFound)
+		return
+	}
+	if !ctx.IsGet() && !ctx.IsHead() {
+		methodNotAllowed(ctx, "GET, HEAD")
+		return
+	}
+	route(ctx)
 }
+
+func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
+	// Error resets the headers, so Allow comes after it.
+	ctx.Error("405 method not allowed\n", fasthttp.StatusMethodNotAllowed)
+	ctx.Response.Header.Set(fasthttp.HeaderAllow, allow)
+}
+
+const textPlain = "text/plain; charset=utf-8"
 
 // count answers with this request's own number from the counter, so no two
 // requests can show the same number.
-func (h *handler) count(w http.ResponseWriter, r *http.Request) {
+func (h *handler) count(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	n, err := h.counter.Incr()
-	// No header is set: touching w.Header() makes net/http copy the header
-	// map on every response, and its content sniffing already answers
-	// text/plain; charset=utf-8 for these bodies.
+	ctx.SetContentType(textPlain)
 	if err != nil {
 		h.m.redisErrors.Inc()
 		h.err503.Inc()
 		h.log.Error("redis INCRBY failed", "key", counterKey, "err", err)
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("Service Unavailable: the visitor counter cannot reach Redis\n"))
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		ctx.SetBodyString("Service Unavailable: the visitor counter cannot reach Redis\n")
 		h.rootDuration.Observe(time.Since(start).Seconds())
 		return
 	}
-	buf := make([]byte, 0, 64)
-	buf = append(buf, "Welcome to KODEKLOUD! Visitor Count: "...)
-	buf = strconv.AppendInt(buf, n, 10)
-	_, _ = w.Write(buf)
+	// Appended to the response's pooled buffer: no allocation per request.
+	var digits [20]byte
+	ctx.Response.AppendBodyString("Welcome to KODEKLOUD! Visitor Count: ")
+	ctx.Response.AppendBody(strconv.AppendInt(digits[:0], n, 10))
 	h.ok200.Inc()
 	h.rootDuration.Observe(time.Since(start).Seconds())
 }
 
-func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	_, _ = w.Write([]byte("ok\n"))
+func (h *handler) healthz(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType(textPlain)
+	ctx.SetBodyString("ok\n")
 }
 
 // readyz answers 200 only while Redis answers PING, so Consul and Nomad stop
 // sending traffic to an instance that cannot count.
-func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
-	err := h.db.Ping(ctx).Err()
+func (h *handler) readyz(ctx *fasthttp.RequestCtx) {
+	pctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+	err := h.db.Ping(pctx).Err()
 	cancel()
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	ctx.SetContentType(textPlain)
 	if err != nil {
 		h.m.redisErrors.Inc()
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("not ready: redis: " + err.Error() + "\n"))
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		ctx.SetBodyString("not ready: redis: " + err.Error() + "\n")
 		return
 	}
-	_, _ = w.Write([]byte("ready\n"))
+	ctx.SetBodyString("ready\n")
 }
