@@ -3,7 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kodekloud/counter/internal/testenv"
 	"github.com/kodekloud/counter/internal/testredis"
 )
 
@@ -38,14 +37,14 @@ type app struct {
 	stderr *syncBuffer
 }
 
-// startApp runs the app against redisAddr and waits for /healthz.
+// startApp runs the app against redisAddr on a port the kernel picks, and
+// waits for /healthz.
 func startApp(t *testing.T, redisAddr string) *app {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(redisAddr)
-	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	env := map[string]string{"HOST": host, "PORT": port, "LISTEN_ADDR": listen}
+	env := map[string]string{"HOST": host, "PORT": port, "LISTEN_ADDR": "127.0.0.1:0"}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &app{url: "http://" + listen, stop: cancel, done: make(chan error, 1), stderr: new(syncBuffer)}
+	a := &app{stop: cancel, done: make(chan error, 1), stderr: new(syncBuffer)}
 	go func() {
 		a.done <- run(ctx, []string{"app"}, func(k string) string { return env[k] }, io.Discard, a.stderr)
 	}()
@@ -57,12 +56,20 @@ func startApp(t *testing.T, redisAddr string) *app {
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
+	var err error
 	for {
-		resp, err := http.Get(a.url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return a
+		if a.url == "" {
+			if addr, ok := listeningAddr(a.stderr.String()); ok {
+				a.url = "http://" + addr
+			}
+		}
+		if a.url != "" {
+			var resp *http.Response
+			if resp, err = http.Get(a.url + "/healthz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return a
+				}
 			}
 		}
 		select {
@@ -74,6 +81,18 @@ func startApp(t *testing.T, redisAddr string) *app {
 			t.Fatalf("app not healthy after 10s: %v\n%s", err, a.stderr)
 		}
 	}
+}
+
+// listeningAddr finds the address in the app's "listening" log line, which
+// names the port the kernel picked for LISTEN_ADDR=...:0.
+func listeningAddr(log string) (string, bool) {
+	for _, line := range strings.Split(log, "\n") {
+		var rec struct{ Msg, Addr string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" && rec.Addr != "" {
+			return rec.Addr, true
+		}
+	}
+	return "", false
 }
 
 // get fetches path and returns the status code and body.

@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/kodekloud/counter/internal/testenv"
 	"github.com/kodekloud/counter/internal/testimage"
 	"github.com/kodekloud/counter/internal/testredis"
 )
@@ -40,9 +40,8 @@ func TestImageServesCountFromRedis(t *testing.T) {
 	if err := rdb.Set(counterKey, "41"); err != nil {
 		t.Fatal(err)
 	}
-	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cid, err := testimage.Docker("run", "-d", "--network", "host",
-		"-e", "HOST="+rdb.Host, "-e", "PORT="+strconv.Itoa(rdb.Port), "-e", "LISTEN_ADDR="+listen, tag)
+		"-e", "HOST="+rdb.Host, "-e", "PORT="+strconv.Itoa(rdb.Port), "-e", "LISTEN_ADDR=127.0.0.1:0", tag)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,8 +54,18 @@ func TestImageServesCountFromRedis(t *testing.T) {
 	})
 
 	deadline := time.Now().Add(20 * time.Second)
+	listen := ""
 	for {
-		resp, err := http.Get("http://" + listen + "/")
+		if listen == "" {
+			// The app logs on stderr, which docker logs passes on as its own.
+			logs, _ := exec.Command("docker", "logs", cid).CombinedOutput()
+			listen, _ = listeningAddr(string(logs))
+		}
+		var resp *http.Response
+		err := fmt.Errorf("no \"listening\" line in the container's log yet")
+		if listen != "" {
+			resp, err = http.Get("http://" + listen + "/")
+		}
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -66,7 +75,7 @@ func TestImageServesCountFromRedis(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("container did not answer on %s within 20s: %v", listen, err)
+			t.Fatalf("container did not answer on %q within 20s: %v", listen, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
