@@ -76,11 +76,7 @@ func (p *proc) alive() bool {
 // runningAs reports whether pid is a live process running bin, so a recycled
 // pid is never mistaken for one of ours.
 func runningAs(pid int, bin string) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+	if st, ok := readStat(pid); !ok || st.state == "Z" {
 		return false
 	}
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
@@ -150,24 +146,31 @@ func groupMembers(pgid int, bin string) []int {
 		if err != nil || pid == pgid {
 			continue
 		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		// After the command name: state, ppid, pgrp.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 3 || f[2] != strconv.Itoa(pgid) {
-			continue
-		}
-		if runningAs(pid, bin) {
+		if st, ok := readStat(pid); ok && st.pgrp == strconv.Itoa(pgid) && runningAs(pid, bin) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// procStat holds the fields of /proc/PID/stat the stack needs.
+type procStat struct{ state, pgrp string }
+
+func readStat(pid int) (procStat, bool) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procStat{}, false
+	}
+	// "PID (COMM) STATE PPID PGRP ...", where COMM may hold anything.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return procStat{}, false
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 3 {
+		return procStat{}, false
+	}
+	return procStat{state: f[0], pgrp: f[2]}, true
 }
 
 // recorded reads the processes a detached Start recorded in dir.
