@@ -93,7 +93,7 @@ func up(ctx context.Context, dir string, bin localstack.Binaries, stdout, stderr
 	}
 	// A stack that is recorded but not healthy is stopped first, so that
 	// `make up` after a crash or reboot starts clean.
-	if err := localstack.Down(ctx, dir, io.Discard); err != nil {
+	if err := localstack.StopPrevious(ctx, dir, io.Discard); err != nil {
 		return fmt.Errorf("stop the previous, unhealthy stack in %s: %w", dir, err)
 	}
 	if bin.Nomad == "" || bin.Consul == "" {

@@ -345,3 +345,57 @@ func TestManyHealthChecksStayUnderNomadsConnectionLimit(t *testing.T) {
 		}
 	}
 }
+
+// make test and CI start the Docker engine with scripts/dockerd-up, which
+// records it in .stack; the `make up` that follows clears the unhealthy stack
+// recorded there first, and once stopped that engine as well, so its Nomad
+// never saw a docker driver. Sleeping processes stand in for the engine and
+// an agent: stopping the real engine would stop every test's containers.
+func TestStopPreviousLeavesTheDockerEngine(t *testing.T) {
+	t.Parallel()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	start := func(name string) *exec.Cmd {
+		cmd := exec.Command(sleep, "300")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		rec := fmt.Sprintf("%d %s\n", cmd.Process.Pid, sleep)
+		if err := os.WriteFile(filepath.Join(dir, name+".pid"), []byte(rec), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	engine, agent := start("dockerd"), start("consul")
+	// exited reports whether cmd has exited; it reaps it, since the test
+	// process is its parent.
+	exited := func(cmd *exec.Cmd) bool {
+		var ws syscall.WaitStatus
+		pid, _ := syscall.Wait4(cmd.Process.Pid, &ws, syscall.WNOHANG, nil)
+		return pid == cmd.Process.Pid
+	}
+
+	if err := localstack.StopPrevious(context.Background(), dir, io.Discard); err != nil {
+		t.Fatalf("StopPrevious: %v", err)
+	}
+	if !exited(agent) {
+		t.Error("StopPrevious left the previous stack's agent running")
+	}
+	if exited(engine) {
+		t.Fatal("StopPrevious stopped the Docker engine the new stack needs")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "dockerd.pid")); err != nil {
+		t.Errorf("StopPrevious dropped the engine's record, which make down needs: %v", err)
+	}
+
+	if err := localstack.Down(context.Background(), dir, io.Discard); err != nil {
+		t.Fatalf("Down: %v", err)
+	}
+	if !exited(engine) {
+		t.Error("Down left the engine that dockerd-up recorded running")
+	}
+}

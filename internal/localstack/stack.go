@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -259,9 +260,24 @@ func (s *Stack) Stop(ctx context.Context) error {
 // engine if scripts/dockerd-up started it there. Processes whose recorded pid
 // now runs another program are left alone.
 func Down(ctx context.Context, dir string, progress io.Writer) error {
+	return down(ctx, dir, progress, false)
+}
+
+// StopPrevious stops what is left of a stack recorded in dir before a new
+// one starts there. It leaves a Docker engine recorded there running, and
+// recorded, for `make down`: the new stack needs it, and scripts/dockerd-up
+// (run by `make test` or CI before `make up`) may have just started it.
+func StopPrevious(ctx context.Context, dir string, progress io.Writer) error {
+	return down(ctx, dir, progress, true)
+}
+
+func down(ctx context.Context, dir string, progress io.Writer, keepEngine bool) error {
 	ps, err := recorded(dir)
 	if err != nil {
 		return err
+	}
+	if keepEngine {
+		ps = slices.DeleteFunc(ps, func(p *proc) bool { return p.name == "dockerd" })
 	}
 	s, err := Load(dir)
 	if errors.Is(err, os.ErrNotExist) {
