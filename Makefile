@@ -39,6 +39,7 @@ release: ## build and push the current commit, submit it to ENV (default dev) on
 	echo "==> deployer submit -env $(ENV) -image $$ref"; \
 	bin/deployer submit -env $(ENV) -image "$$ref" | tee .stack/last-release.txt; \
 	url=$$(grep -o 'http://[^ ]*' .stack/last-release.txt | head -n 1); \
+	[ -n "$$url" ] || { echo "make release: the deployer named no address of a passing instance to call" >&2; exit 1; }; \
 	echo "==> curl $$url"; curl -fsS "$$url"; echo
 
 .PHONY: down

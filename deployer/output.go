@@ -145,12 +145,11 @@ func planJSON(p *deploy.Plan) map[string]any {
 
 // printRecord is submit's one-paragraph summary on stdout.
 func printRecord(w io.Writer, r *deploy.Record) {
-	switch r.Outcome {
-	case deploy.NoChange:
+	if r.Outcome == deploy.NoChange {
 		fmt.Fprintf(w, "No change: %s %s already runs %s with config %s.\n", r.Job, r.Release, r.Image, r.ConfigHash)
-		return
+	} else {
+		fmt.Fprintf(w, "%s %s %s: image %s, config %s at %s\n", r.Job, r.Release, r.Outcome, r.Image, r.ConfigHash, r.ConfigPath)
 	}
-	fmt.Fprintf(w, "%s %s %s: image %s, config %s at %s\n", r.Job, r.Release, r.Outcome, r.Image, r.ConfigHash, r.ConfigPath)
 	if r.RevertedTo != nil {
 		fmt.Fprintf(w, "Nomad reverted %s to version %d (v%d).\n", r.Job, *r.RevertedTo, *r.RevertedTo)
 	}

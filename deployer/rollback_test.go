@@ -146,6 +146,9 @@ func TestRevertBringsBackImageAndConfig(t *testing.T) {
 		if code != exitOK || rec.Outcome != deploy.NoChange {
 			t.Errorf("rollback to the running release: exit %d outcome %q, want 0 no-change", code, rec.Outcome)
 		}
+		if len(rec.URLs) == 0 {
+			t.Error("rollback to the running release named no address it runs at")
+		}
 		if len(f.versions()) != n {
 			t.Errorf("versions %d -> %d", n, len(f.versions()))
 		}

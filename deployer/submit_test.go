@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,6 +56,10 @@ func TestSubmitCountsInTheRedisTheEnvironmentNames(t *testing.T) {
 		again, code, _ := submitJSON(t, f, "-env", "dev", "-image", good)
 		if code != exitOK || again.Outcome != deploy.NoChange || again.Release != "v0" {
 			t.Errorf("resubmit: exit %d, outcome %q release %q; want 0, no-change, v0", code, again.Outcome, again.Release)
+		}
+		// make up's second run takes the address to call from this.
+		if len(again.URLs) == 0 || !slices.Equal(again.URLs, rec.URLs) {
+			t.Errorf("resubmit URLs %v, want the running release's %v", again.URLs, rec.URLs)
 		}
 		if n := len(f.versions()); n != 1 {
 			t.Errorf("%d job versions after an unchanged resubmit, want 1", n)

@@ -215,6 +215,9 @@ func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOp
 		v := *p.Current.Version
 		rec.Version, rec.Release, rec.Outcome = &v, release.Name(v), NoChange
 		rec.Detail = fmt.Sprintf("job %s version %d already runs this release", r.Env.Job, v)
+		// Where it runs, as after a submit that changed something: a script
+		// that calls the service should not care which of the two it got.
+		rec.URLs = d.urls(ctx, rec.Job, rec.ConfigHash)
 		return rec, nil
 	}
 

@@ -59,6 +59,7 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 		v := *cur.Version
 		rec.Version, rec.Release, rec.Outcome = &v, curE.Release, NoChange
 		rec.Detail = fmt.Sprintf("job %s already runs %s (version %d is the same release)", job, tgtE.Release, *target.Version)
+		rec.URLs = d.urls(ctx, job, rec.ConfigHash)
 		return rec, nil
 	}
 	if !tgtE.ByDeployer {
