@@ -76,9 +76,12 @@ func (p *proc) alive() bool {
 // runningAs reports whether pid is a live process running bin, so a recycled
 // pid is never mistaken for one of ours.
 func runningAs(pid int, bin string) bool {
-	if st, ok := readStat(pid); !ok || st.state == "Z" {
-		return false
-	}
+	st, ok := readStat(pid)
+	return ok && st.state != "Z" && runs(pid, bin)
+}
+
+// runs reports whether pid's executable is bin.
+func runs(pid int, bin string) bool {
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	if err != nil {
 		return false
@@ -141,12 +144,13 @@ func groupMembers(pgid int, bin string) []int {
 		return nil
 	}
 	var pids []int
+	group := strconv.Itoa(pgid)
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == pgid {
 			continue
 		}
-		if st, ok := readStat(pid); ok && st.pgrp == strconv.Itoa(pgid) && runningAs(pid, bin) {
+		if st, ok := readStat(pid); ok && st.pgrp == group && st.state != "Z" && runs(pid, bin) {
 			pids = append(pids, pid)
 		}
 	}
