@@ -10,60 +10,52 @@ import (
 	"strings"
 )
 
-const buildHelp = `Usage: deployer build [options] [CONTEXT]
-
-Builds the app image from CONTEXT (default ".") with docker, tags it
-REGISTRY/REPO:COMMIT (the git commit, 12 digits), labels it with the commit,
-pushes it, and prints REGISTRY/REPO:COMMIT@sha256:... for submit -image.
-
-Options:
-  -registry HOST:PORT  registry to push to (default $COUNTER_REGISTRY, else
-                       127.0.0.1:5000)
-  -repo NAME           repository (default "counter")
-  -build-arg K=V       passed to docker build; repeatable
-  -network MODE        docker build --network (e.g. host)
-  -allow-dirty         build from a work tree with uncommitted changes; the
-                       tag gets a "-dirty" suffix
-  -no-push             build and tag only
-
-Exit codes: 0 ok, 1 error, 2 usage
-`
-
+// multiFlag is a repeatable string flag.
 type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-func runBuild(ctx context.Context, args []string, getenv env, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("deployer build", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, buildHelp) }
-	registry := getenv("COUNTER_REGISTRY")
-	if registry == "" {
-		registry = "127.0.0.1:5000"
+func buildCommand() *command {
+	return &command{
+		name:     "build",
+		args:     "[options] [CONTEXT]",
+		synopsis: "Build and push the app image, tagged with the git commit",
+		doc: `Builds the app image from CONTEXT (default ".") with docker, tags it
+REGISTRY/REPO:COMMIT (the git commit, 12 digits), labels it with the commit,
+pushes it, and prints REGISTRY/REPO:COMMIT@sha256:... for submit -image.`,
+		maxArgs: 1,
+		exits:   codes(exitOK, exitError, exitUsage),
+		flags: func(fs *flag.FlagSet, sh *shell) func(context.Context, []string) error {
+			var o buildOptions
+			o.registry = sh.getenv("COUNTER_REGISTRY")
+			if o.registry == "" {
+				o.registry = "127.0.0.1:5000"
+			}
+			fs.StringVar(&o.registry, "registry", o.registry, "registry `HOST:PORT` to push to; COUNTER_REGISTRY sets the default")
+			fs.StringVar(&o.repo, "repo", "counter", "repository `NAME`")
+			fs.Var(&o.buildArgs, "build-arg", "`K=V` passed to docker build; repeatable")
+			fs.StringVar(&o.network, "network", "", "docker build --network `MODE` (e.g. host)")
+			fs.BoolVar(&o.allowDirty, "allow-dirty", false, `build from a work tree with uncommitted changes; the tag gets a "-dirty" suffix`)
+			fs.BoolVar(&o.noPush, "no-push", false, "build and tag only")
+			return func(ctx context.Context, args []string) error { return o.build(ctx, sh, args) }
+		},
 	}
-	fs.StringVar(&registry, "registry", registry, "")
-	repo := fs.String("repo", "counter", "")
-	network := fs.String("network", "", "")
-	allowDirty := fs.Bool("allow-dirty", false, "")
-	noPush := fs.Bool("no-push", false, "")
-	var buildArgs multiFlag
-	fs.Var(&buildArgs, "build-arg", "")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return err
-		}
-		return &exitStatus{code: exitUsage}
-	}
+}
+
+type buildOptions struct {
+	registry, repo, network string
+	buildArgs               multiFlag
+	allowDirty, noPush      bool
+}
+
+func (o *buildOptions) build(ctx context.Context, sh *shell, args []string) error {
+	stdout, stderr := sh.stdout, sh.stderr
 	dir := "."
-	switch fs.NArg() {
-	case 0:
-	case 1:
-		dir = fs.Arg(0)
-	default:
-		return usageError("build: want at most one CONTEXT, got %q", fs.Args())
+	if len(args) == 1 {
+		dir = args[0]
 	}
-	for _, a := range buildArgs {
+	for _, a := range o.buildArgs {
 		if !strings.Contains(a, "=") {
 			return usageError("build: -build-arg %q is not K=V", a)
 		}
@@ -77,21 +69,21 @@ func runBuild(ctx context.Context, args []string, getenv env, stdout, stderr io.
 	if status, err := output(ctx, dir, "git", "status", "--porcelain", "--untracked-files=no"); err != nil {
 		return err
 	} else if status != "" {
-		if !*allowDirty {
+		if !o.allowDirty {
 			return fmt.Errorf("%s has uncommitted changes, so commit %s does not describe the build: commit them, or pass -allow-dirty", dir, commit)
 		}
 		tag += "-dirty"
 	}
-	ref := *repo + ":" + tag
-	if registry != "" {
-		ref = registry + "/" + ref
+	ref := o.repo + ":" + tag
+	if o.registry != "" {
+		ref = o.registry + "/" + ref
 	}
 
 	dargs := []string{"build", "-t", ref, "--label", "org.opencontainers.image.revision=" + commit}
-	if *network != "" {
-		dargs = append(dargs, "--network", *network)
+	if o.network != "" {
+		dargs = append(dargs, "--network", o.network)
 	}
-	for _, a := range buildArgs {
+	for _, a := range o.buildArgs {
 		dargs = append(dargs, "--build-arg", a)
 	}
 	dargs = append(dargs, dir)
@@ -99,7 +91,7 @@ func runBuild(ctx context.Context, args []string, getenv env, stdout, stderr io.
 	if err := stream(ctx, stderr, "docker", dargs...); err != nil {
 		return fmt.Errorf("docker build: %w", err)
 	}
-	if *noPush {
+	if o.noPush {
 		fmt.Fprintln(stdout, ref)
 		return nil
 	}

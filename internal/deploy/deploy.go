@@ -48,11 +48,14 @@ func (e *ConflictError) Unwrap() error { return e.Err }
 
 // Deployer runs the pipeline against one Nomad and one Consul.
 type Deployer struct {
-	Nomad    *nomad.Client
-	Consul   *consul.Client // for the service's addresses
-	Store    *configstore.Store
-	JobSpec  string    // source of jobs/counter.nomad.hcl
-	Progress io.Writer // stderr: what the deployer waits for
+	Jobs      Jobs
+	Evals     Evaluations
+	Deploys   Deployments
+	NomadAddr string    // for messages: which Nomad answered
+	Instances Instances // the service's passing instances, for their addresses; may be nil
+	Store     *configstore.Store
+	JobSpec   string    // source of jobs/counter.nomad.hcl
+	Progress  io.Writer // stderr: what the deployer waits for
 }
 
 // Record describes a release as a submit made it; -json prints it.
@@ -82,7 +85,7 @@ func newRecord(r *release.Release) *Record {
 	return &Record{
 		Job: r.Env.Job, Namespace: r.Env.Namespace, Environment: r.Env.Name,
 		Image: r.Image.Pinned(), ImageDigest: r.Image.Digest,
-		ConfigHash: r.ConfigHash, ConfigPath: r.ConfigPath, Config: r.Config,
+		ConfigHash: r.ConfigHash(), ConfigPath: r.ConfigPath(), Config: r.Config(),
 		GitCommit: r.GitCommit, SubmittedBy: r.SubmittedBy,
 	}
 }
@@ -90,25 +93,25 @@ func newRecord(r *release.Release) *Record {
 // Render returns the job exactly as submit would register it, parsed by the
 // Nomad server from the job spec and the release's variables.
 func (d *Deployer) Render(ctx context.Context, r *release.Release) (*nomad.Job, error) {
-	job, err := d.Nomad.Jobs().ParseHCLOpts(&nomad.JobsParseRequest{
+	job, err := d.Jobs.ParseHCLOpts(&nomad.JobsParseRequest{
 		JobHCL:       d.JobSpec,
 		Variables:    r.Variables(),
 		Canonicalize: true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("render the job spec with Nomad at %s: %w", d.Nomad.Address(), err)
+		return nil, fmt.Errorf("render the job spec with Nomad at %s: %w", d.NomadAddr, err)
 	}
 	return job, nil
 }
 
 // current returns the registered job, nil when there is none.
 func (d *Deployer) current(ctx context.Context, ns, id string) (*nomad.Job, error) {
-	job, _, err := d.Nomad.Jobs().Info(id, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	job, _, err := d.Jobs.Info(id, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
 	if err != nil {
 		if isNotFound(err) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("read job %s from Nomad at %s: %w", id, d.Nomad.Address(), err)
+		return nil, fmt.Errorf("read job %s from Nomad at %s: %w", id, d.NomadAddr, err)
 	}
 	return job, nil
 }
@@ -145,7 +148,7 @@ func (d *Deployer) Plan(ctx context.Context, r *release.Release) (*Plan, error) 
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Job: job, Current: cur, NewConfig: r.Config, Changed: true}
+	p := &Plan{Job: job, Current: cur, NewConfig: r.Config(), Changed: true}
 	if cur != nil {
 		p.ModifyBase = *cur.JobModifyIndex
 		if path := cur.Meta[release.MetaConfigPath]; path != "" && d.Store != nil {
@@ -162,9 +165,9 @@ func (d *Deployer) Plan(ctx context.Context, r *release.Release) (*Plan, error) 
 	if cur != nil {
 		planned = withSubmitter(job, cur.Meta[release.MetaSubmittedBy])
 	}
-	resp, _, err := d.Nomad.Jobs().Plan(planned, true, (&nomad.WriteOptions{Namespace: r.Env.Namespace}).WithContext(ctx))
+	resp, _, err := d.Jobs.Plan(planned, true, (&nomad.WriteOptions{Namespace: r.Env.Namespace}).WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("plan job %s with Nomad at %s: %w", r.Env.Job, d.Nomad.Address(), err)
+		return nil, fmt.Errorf("plan job %s with Nomad at %s: %w", r.Env.Job, d.NomadAddr, err)
 	}
 	p.Response, p.Diff = resp, resp.Diff
 	p.Changed = cur == nil || (resp.Diff != nil && resp.Diff.Type != "None")
@@ -227,13 +230,13 @@ func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOp
 	}
 	defer unlock()
 
-	created, err := d.Store.Put(ctx, r.ConfigPath, r.Config)
+	created, err := d.Store.Put(ctx, r.ConfigPath(), r.Config())
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(d.Progress, "==> config snapshot %s (%s)\n", r.ConfigPath, map[bool]string{true: "written", false: "already stored"}[created])
+	fmt.Fprintf(d.Progress, "==> config snapshot %s (%s)\n", r.ConfigPath(), map[bool]string{true: "written", false: "already stored"}[created])
 
-	resp, _, err := d.Nomad.Jobs().RegisterOpts(p.Job, &nomad.RegisterOptions{
+	resp, _, err := d.Jobs.RegisterOpts(p.Job, &nomad.RegisterOptions{
 		EnforceIndex: true,
 		ModifyIndex:  base,
 		Submission: &nomad.JobSubmission{
@@ -245,14 +248,14 @@ func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOp
 	if err != nil {
 		if created {
 			// Use a fresh context: the snapshot must go even if ctx ended.
-			if derr := d.Store.Delete(context.Background(), r.ConfigPath); derr != nil {
+			if derr := d.Store.Delete(context.Background(), r.ConfigPath()); derr != nil {
 				err = errors.Join(err, fmt.Errorf("and the snapshot this submit wrote could not be removed: %w", derr))
 			}
 		}
-		if strings.Contains(err.Error(), "Enforcing job modify index") {
+		if isConflict(err) {
 			return nil, &ConflictError{Job: r.Env.Job, Err: err}
 		}
-		return nil, fmt.Errorf("register job %s with Nomad at %s: %w", r.Env.Job, d.Nomad.Address(), err)
+		return nil, fmt.Errorf("register job %s with Nomad at %s: %w", r.Env.Job, d.NomadAddr, err)
 	}
 	rec.EvalID = resp.EvalID
 	if err := d.nameVersion(ctx, rec, resp.JobModifyIndex, r.Description()); err != nil {
@@ -281,7 +284,7 @@ func (d *Deployer) nameVersion(ctx context.Context, rec *Record, modifyIndex uin
 		return err
 	}
 	rec.Version, rec.Release = &version, release.Name(version)
-	if _, err := d.Nomad.Jobs().TagVersion(rec.Job, version, rec.Release, desc,
+	if _, err := d.Jobs.TagVersion(rec.Job, version, rec.Release, desc,
 		(&nomad.WriteOptions{Namespace: rec.Namespace}).WithContext(ctx)); err != nil {
 		fmt.Fprintf(d.Progress, "warning: version %d registered but not tagged %s: %v\n", version, rec.Release, err)
 	}
@@ -308,10 +311,10 @@ func (d *Deployer) follow(ctx context.Context, rec *Record, detach bool) (*Recor
 // urls lists the passing instances of the job's service that run the
 // release with configHash (the service is tagged release-HASH).
 func (d *Deployer) urls(ctx context.Context, service, configHash string) []string {
-	if d.Consul == nil {
+	if d.Instances == nil {
 		return nil
 	}
-	entries, _, err := d.Consul.Health().Service(service, "release-"+configHash, true, (&consul.QueryOptions{}).WithContext(ctx))
+	entries, _, err := d.Instances.Service(service, "release-"+configHash, true, (&consul.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		fmt.Fprintf(d.Progress, "warning: list instances of %s in Consul: %v\n", service, err)
 		return nil
@@ -329,7 +332,7 @@ func (d *Deployer) urls(ctx context.Context, service, configHash string) []strin
 
 // versionAt finds the job version registered at modifyIndex.
 func (d *Deployer) versionAt(ctx context.Context, ns, id string, modifyIndex uint64) (uint64, error) {
-	versions, _, _, err := d.Nomad.Jobs().Versions(id, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	versions, _, _, err := d.Jobs.Versions(id, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
 	if err != nil {
 		return 0, fmt.Errorf("read versions of job %s: %w", id, err)
 	}

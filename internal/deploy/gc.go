@@ -35,12 +35,12 @@ func (d *Deployer) GC(ctx context.Context, ns, job string, keep int, dryRun bool
 	defer unlock()
 
 	q := (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx)
-	versions, _, _, err := d.Nomad.Jobs().Versions(job, false, q)
+	versions, _, _, err := d.Jobs.Versions(job, false, q)
 	if err != nil {
 		if isNotFound(err) {
 			return nil, fmt.Errorf("job %s is not registered in namespace %s: gc only removes snapshots of a job it can see", job, ns)
 		}
-		return nil, fmt.Errorf("read versions of job %s from Nomad at %s: %w", job, d.Nomad.Address(), err)
+		return nil, fmt.Errorf("read versions of job %s from Nomad at %s: %w", job, d.NomadAddr, err)
 	}
 	res := &GCResult{Job: job, DryRun: dryRun, Retained: len(versions), Kept: []string{}, Deleted: []string{}}
 
@@ -53,7 +53,7 @@ func (d *Deployer) GC(ctx context.Context, ns, job string, keep int, dryRun bool
 			if dryRun {
 				continue
 			}
-			if _, err := d.Nomad.Jobs().UntagVersion(job, v.VersionTag.Name, (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx)); err != nil {
+			if _, err := d.Jobs.UntagVersion(job, v.VersionTag.Name, (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx)); err != nil {
 				return res, fmt.Errorf("untag %s of %s: %w", v.VersionTag.Name, job, err)
 			}
 		}

@@ -59,12 +59,12 @@ func (c Change) String() string {
 // changed. It takes two reads: the versions with Nomad's diffs, and the
 // job's snapshot folder in Consul.
 func (d *Deployer) History(ctx context.Context, ns, job string) ([]Entry, error) {
-	versions, diffs, _, err := d.Nomad.Jobs().Versions(job, true, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	versions, diffs, _, err := d.Jobs.Versions(job, true, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
 	if err != nil {
 		if isNotFound(err) {
-			return nil, fmt.Errorf("job %s has no releases in namespace %s (Nomad at %s)", job, ns, d.Nomad.Address())
+			return nil, fmt.Errorf("job %s has no releases in namespace %s (Nomad at %s)", job, ns, d.NomadAddr)
 		}
-		return nil, fmt.Errorf("read versions of job %s from Nomad at %s: %w", job, d.Nomad.Address(), err)
+		return nil, fmt.Errorf("read versions of job %s from Nomad at %s: %w", job, d.NomadAddr, err)
 	}
 	snaps, err := d.Store.All(ctx, ns, job)
 	if err != nil {

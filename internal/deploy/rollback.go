@@ -6,7 +6,6 @@ import (
 	"maps"
 	"regexp"
 	"strconv"
-	"strings"
 
 	nomad "github.com/hashicorp/nomad/api"
 
@@ -37,12 +36,12 @@ var vN = regexp.MustCompile(`^v(\d+)$`)
 // its image still pullable where the registry answers. The revert is
 // enforced against the version that was current when checked.
 func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts RollbackOptions) (*Record, error) {
-	versions, _, _, err := d.Nomad.Jobs().Versions(job, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	versions, _, _, err := d.Jobs.Versions(job, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
 	if err != nil {
 		if isNotFound(err) {
 			return nil, fmt.Errorf("job %s has no releases in namespace %s", job, ns)
 		}
-		return nil, fmt.Errorf("read versions of job %s from Nomad at %s: %w", job, d.Nomad.Address(), err)
+		return nil, fmt.Errorf("read versions of job %s from Nomad at %s: %w", job, d.NomadAddr, err)
 	}
 	cur := versions[0]
 	target, err := pick(versions, to)
@@ -91,12 +90,12 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 	}
 	defer unlock()
 	prior := *cur.Version
-	resp, _, err := d.Nomad.Jobs().Revert(job, *target.Version, &prior, (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx), "", "")
+	resp, _, err := d.Jobs.Revert(job, *target.Version, &prior, (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx), "", "")
 	if err != nil {
-		if strings.Contains(err.Error(), "enforcing version") || strings.Contains(err.Error(), "EnforcePriorVersion") {
+		if isConflict(err) {
 			return nil, &ConflictError{Job: job, Err: err}
 		}
-		return nil, fmt.Errorf("revert job %s to version %d with Nomad at %s: %w", job, *target.Version, d.Nomad.Address(), err)
+		return nil, fmt.Errorf("revert job %s to version %d with Nomad at %s: %w", job, *target.Version, d.NomadAddr, err)
 	}
 	rec.EvalID = resp.EvalID
 	if err := d.nameVersion(ctx, rec, resp.JobModifyIndex, fmt.Sprintf("rollback to %s by %s", tgtE.Release, opts.Who)); err != nil {

@@ -41,12 +41,12 @@ type DeploymentStatus struct {
 // snapshot that is gone or was edited in Consul.
 func (d *Deployer) Status(ctx context.Context, ns, job string) (*Status, error) {
 	q := (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx)
-	j, _, err := d.Nomad.Jobs().Info(job, q)
+	j, _, err := d.Jobs.Info(job, q)
 	if err != nil {
 		if isNotFound(err) {
-			return nil, fmt.Errorf("job %s is not registered in namespace %s (Nomad at %s)", job, ns, d.Nomad.Address())
+			return nil, fmt.Errorf("job %s is not registered in namespace %s (Nomad at %s)", job, ns, d.NomadAddr)
 		}
-		return nil, fmt.Errorf("read job %s from Nomad at %s: %w", job, d.Nomad.Address(), err)
+		return nil, fmt.Errorf("read job %s from Nomad at %s: %w", job, d.NomadAddr, err)
 	}
 	e := entry(j, nil)
 	st := &Status{
@@ -76,10 +76,10 @@ func (d *Deployer) Status(ctx context.Context, ns, job string) (*Status, error) 
 		}
 	}
 
-	if dep, _, err := d.Nomad.Jobs().LatestDeployment(job, q); err == nil && dep != nil {
+	if dep, _, err := d.Jobs.LatestDeployment(job, q); err == nil && dep != nil {
 		st.Deployment = &DeploymentStatus{ID: dep.ID, Version: dep.JobVersion, Status: dep.Status, Description: dep.StatusDescription}
 	}
-	allocs, _, err := d.Nomad.Jobs().Allocations(job, false, q)
+	allocs, _, err := d.Jobs.Allocations(job, false, q)
 	if err != nil {
 		return nil, fmt.Errorf("read allocations of %s: %w", job, err)
 	}

@@ -34,7 +34,7 @@ func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, ev
 
 	var dep *nomad.Deployment
 	for dep == nil {
-		deps, _, err := d.Nomad.Jobs().Deployments(job, false, q(0))
+		deps, _, err := d.Jobs.Deployments(job, false, q(0))
 		if err != nil {
 			return nil, fmt.Errorf("read deployments of job %s: %w", job, err)
 		}
@@ -47,7 +47,7 @@ func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, ev
 			break
 		}
 		if evalID != "" {
-			ev, _, err := d.Nomad.Evaluations().Info(evalID, q(0))
+			ev, _, err := d.Evals.Info(evalID, q(0))
 			if err == nil && ev.Status == "complete" && ev.DeploymentID == "" && ev.BlockedEval == "" {
 				// The scheduler had nothing to roll out.
 				return &WatchResult{Outcome: Succeeded, Detail: "no deployment needed"}, nil
@@ -67,7 +67,7 @@ func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, ev
 	var idx uint64
 	last := ""
 	for {
-		cur, meta, err := d.Nomad.Deployments().Info(dep.ID, q(idx))
+		cur, meta, err := d.Deploys.Info(dep.ID, q(idx))
 		if err != nil {
 			if ctx.Err() != nil {
 				return res, ctx.Err()

@@ -46,7 +46,9 @@ type Resources struct {
 	Memory int `hcl:"memory,optional"` // MiB
 }
 
-// Update is the job's Nomad update strategy.
+// Update is the job's Nomad update strategy. Parse fills in every field the
+// file leaves out from the defaults below, so that render, plan and the job
+// version all show the values Nomad runs with.
 type Update struct {
 	MaxParallel      *int    `hcl:"max_parallel,optional"`
 	Canary           *int    `hcl:"canary,optional"`
@@ -223,6 +225,7 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 		e.Update = &Update{}
 	}
 	u := e.Update
+	defer u.fillDefaults()
 	for _, d := range []struct {
 		name string
 		v    *string
@@ -245,6 +248,37 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 		}
 	}
 	return diags
+}
+
+// The defaults of the update block live here, and only here: the
+// environment file is where a user sets them, so its reader is where the
+// unset ones are filled in. The job spec's variables have no defaults, since
+// the deployer always sets them all.
+const (
+	defaultMaxParallel      = 1
+	defaultCanary           = 0
+	defaultAutoRevert       = true
+	defaultAutoPromote      = false
+	defaultMinHealthyTime   = "10s"
+	defaultHealthyDeadline  = "5m"
+	defaultProgressDeadline = "10m"
+)
+
+func (u *Update) fillDefaults() {
+	orDefault(&u.MaxParallel, defaultMaxParallel)
+	orDefault(&u.Canary, defaultCanary)
+	orDefault(&u.AutoRevert, defaultAutoRevert)
+	orDefault(&u.AutoPromote, defaultAutoPromote)
+	orDefault(&u.MinHealthyTime, defaultMinHealthyTime)
+	orDefault(&u.HealthyDeadline, defaultHealthyDeadline)
+	orDefault(&u.ProgressDeadline, defaultProgressDeadline)
+}
+
+// orDefault points *p at v when the file left it unset.
+func orDefault[T any](p **T, v T) {
+	if *p == nil {
+		*p = &v
+	}
 }
 
 // blockBody returns the body of the first block of type typ, or an empty one.

@@ -2,6 +2,7 @@ package environment
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -37,6 +38,44 @@ config {
 	if got := env.Config.Values(); got["HOST"] != "redis" || got["PORT"] != "6379" || len(got) != 2 {
 		t.Errorf("Values() = %v", got)
 	}
+}
+
+func TestParseFillsEveryUpdateSetting(t *testing.T) {
+	tests := []struct {
+		name, block string
+		want        Update
+	}{
+		{"defaults/no update block", "", update(1, 0, true, false, "10s", "5m", "10m")},
+		{"defaults/empty update block", "update {}", update(1, 0, true, false, "10s", "5m", "10m")},
+		{"keeps/what the file sets", "update {\n canary = 1\n auto_promote = true\n healthy_deadline = \"45s\"\n}",
+			update(1, 1, true, true, "10s", "45s", "10m")},
+		{"keeps/false and zero", "update {\n auto_revert = false\n max_parallel = 3\n}",
+			update(3, 0, false, false, "10s", "5m", "10m")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := "datacenters = [\"dc1\"]\nconfig {\n  HOST = \"redis\"\n  PORT = 6379\n}\n" + tt.block + "\n"
+			env, err := Parse("x.hcl", "x", []byte(src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := env.Update
+			if u.MaxParallel == nil || u.Canary == nil || u.AutoRevert == nil || u.AutoPromote == nil ||
+				u.MinHealthyTime == nil || u.HealthyDeadline == nil || u.ProgressDeadline == nil {
+				t.Fatalf("a setting was left unset: %+v", u)
+			}
+			got := fmt.Sprint(*u.MaxParallel, *u.Canary, *u.AutoRevert, *u.AutoPromote, *u.MinHealthyTime, *u.HealthyDeadline, *u.ProgressDeadline)
+			want := fmt.Sprint(*tt.want.MaxParallel, *tt.want.Canary, *tt.want.AutoRevert, *tt.want.AutoPromote,
+				*tt.want.MinHealthyTime, *tt.want.HealthyDeadline, *tt.want.ProgressDeadline)
+			if got != want {
+				t.Errorf("update = %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+func update(maxParallel, canary int, autoRevert, autoPromote bool, minHealthy, healthyDeadline, progressDeadline string) Update {
+	return Update{&maxParallel, &canary, &autoRevert, &autoPromote, &minHealthy, &healthyDeadline, &progressDeadline}
 }
 
 func TestParseRejectsBadFiles(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/environment"
 	"github.com/kodekloud/counter/internal/imageref"
 )
@@ -26,16 +27,46 @@ const (
 	MetaSubmittedBy = "release_submitted_by"
 )
 
-// Release is what a submit registers as one Nomad job version.
+// Release is what a submit registers as one Nomad job version. Make one with
+// New, which derives the config, its hash and its snapshot path from the
+// environment, so that they cannot disagree.
 type Release struct {
 	Env         *environment.Environment
 	Image       imageref.Image
-	Config      map[string]string // what the app reads from its environment
-	ConfigHash  string
-	ConfigPath  string // Consul KV folder of the config snapshot
 	GitCommit   string
 	SubmittedBy string
+
+	config map[string]string
+	hash   string
+	path   string
 }
+
+// Paths names the Consul KV folder of a config snapshot; *configstore.Store
+// is one.
+type Paths interface {
+	Path(namespace, job, hash string) string
+}
+
+// New bundles an image with an environment's config into a release whose
+// config snapshot lives where paths says.
+func New(env *environment.Environment, img imageref.Image, gitCommit, submittedBy string, paths Paths) *Release {
+	values := env.Config.Values()
+	hash := configstore.Hash(values)
+	return &Release{
+		Env: env, Image: img, GitCommit: gitCommit, SubmittedBy: submittedBy,
+		config: values, hash: hash, path: paths.Path(env.Namespace, env.Job, hash),
+	}
+}
+
+// Config is what the app reads from its environment, as written to the
+// release's snapshot.
+func (r *Release) Config() map[string]string { return maps.Clone(r.config) }
+
+// ConfigHash is the content hash of Config.
+func (r *Release) ConfigHash() string { return r.hash }
+
+// ConfigPath is the Consul KV folder of the release's config snapshot.
+func (r *Release) ConfigPath() string { return r.path }
 
 // Meta is the job meta that identifies the release.
 func (r *Release) Meta() map[string]string {
@@ -43,23 +74,25 @@ func (r *Release) Meta() map[string]string {
 		MetaEnvironment: r.Env.Name,
 		MetaImage:       r.Image.String(),
 		MetaImageDigest: r.Image.Digest,
-		MetaConfigHash:  r.ConfigHash,
-		MetaConfigPath:  r.ConfigPath,
+		MetaConfigHash:  r.hash,
+		MetaConfigPath:  r.path,
 		MetaGitCommit:   r.GitCommit,
 		MetaSubmittedBy: r.SubmittedBy,
 	}
 }
 
-// Description is the Markdown the Nomad UI shows on the job page.
+// Description says what the release is, in plain text: the Nomad UI shows it
+// on the job page and, as the version tag's description, on the Versions
+// page, which does not render Markdown.
 func (r *Release) Description() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "**%s** release of `%s`", r.Env.Name, r.Image.Pinned())
+	fmt.Fprintf(&b, "%s release of %s", r.Env.Name, r.Image.Pinned())
 	if r.GitCommit != "" {
-		fmt.Fprintf(&b, " (commit `%s`)", r.GitCommit)
+		fmt.Fprintf(&b, " (commit %s)", r.GitCommit)
 	}
 	// Who submitted stays in meta only: the description must not change when
 	// someone else resubmits the same release.
-	fmt.Fprintf(&b, ", config `%s` from Consul KV `%s`", r.ConfigHash, r.ConfigPath)
+	fmt.Fprintf(&b, ", config %s from Consul KV %s", r.hash, r.path)
 	b.WriteString(". Revert to an earlier version to bring back its image and its config.")
 	return b.String()
 }
@@ -80,13 +113,13 @@ func (r *Release) Variables() string {
 	fmt.Fprintf(&b, "datacenters = [%s]\n", strings.Join(quoted, ", "))
 	num("count", e.Count)
 	str("image", r.Image.Pinned())
-	str("config_path", r.ConfigPath)
+	str("config_path", r.path)
 	num("cpu", e.Resources.CPU)
 	num("memory", e.Resources.Memory)
 	fmt.Fprintf(&b, "update = {\n  max_parallel = %d\n  canary = %d\n  auto_revert = %t\n  auto_promote = %t\n"+
 		"  min_healthy_time = %s\n  healthy_deadline = %s\n  progress_deadline = %s\n}\n",
-		intOr(u.MaxParallel, 1), intOr(u.Canary, 0), boolOr(u.AutoRevert, true), boolOr(u.AutoPromote, false),
-		quote(strOr(u.MinHealthyTime, "10s")), quote(strOr(u.HealthyDeadline, "5m")), quote(strOr(u.ProgressDeadline, "10m")))
+		*u.MaxParallel, *u.Canary, *u.AutoRevert, *u.AutoPromote,
+		quote(*u.MinHealthyTime), quote(*u.HealthyDeadline), quote(*u.ProgressDeadline))
 	b.WriteString("release = {\n")
 	meta := r.Meta()
 	for _, k := range slices.Sorted(maps.Keys(meta)) {
@@ -103,27 +136,6 @@ func quote(s string) string {
 	q := strconv.Quote(s)
 	q = strings.ReplaceAll(q, "${", "$${")
 	return strings.ReplaceAll(q, "%{", "%%{")
-}
-
-func intOr(p *int, d int) int {
-	if p == nil {
-		return d
-	}
-	return *p
-}
-
-func boolOr(p *bool, d bool) bool {
-	if p == nil {
-		return d
-	}
-	return *p
-}
-
-func strOr(p *string, d string) string {
-	if p == nil {
-		return d
-	}
-	return *p
 }
 
 // Name is the release name of a job version: its Nomad version tag.

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestEveryCommandsHelpListsItsFlagsAndExitCodes walks the command table:
+// each command's -help is what the table and its flags say.
+func TestEveryCommandsHelpListsItsFlagsAndExitCodes(t *testing.T) {
+	seen := map[string]bool{}
+	for _, c := range commands() {
+		t.Run(c.name, func(t *testing.T) {
+			if seen[c.name] {
+				t.Fatalf("two commands named %q", c.name)
+			}
+			seen[c.name] = true
+			if c.synopsis == "" || c.doc == "" || len(c.exits) == 0 {
+				t.Fatalf("command %q lacks a synopsis, a doc or its exit codes", c.name)
+			}
+			var out, errb bytes.Buffer
+			err := run(context.Background(), []string{"deployer", c.name, "-help"}, func(string) string { return "" }, &out, &errb)
+			if err != nil || errb.Len() > 0 {
+				t.Fatalf("-help: %v, stderr %q; want help on stdout only", err, errb.String())
+			}
+			help := out.String()
+			if !strings.HasPrefix(help, "Usage: deployer "+c.name+" ") {
+				t.Errorf("help starts %q", strings.SplitN(help, "\n", 2)[0])
+			}
+			fs, _ := c.flagSet(&shell{getenv: func(string) string { return "" }, stdout: &out, stderr: &errb})
+			fs.VisitAll(func(f *flag.Flag) {
+				if f.Usage == "" {
+					t.Errorf("flag -%s has no usage text", f.Name)
+				}
+				if !regexp.MustCompile(`(?m)^  -` + regexp.QuoteMeta(f.Name) + `\b`).MatchString(help) {
+					t.Errorf("help does not list -%s", f.Name)
+				}
+			})
+			for _, r := range c.required {
+				if fs.Lookup(r) == nil {
+					t.Errorf("required flag -%s is not registered", r)
+				}
+			}
+			codes := help[strings.Index(help, "\nExit codes:\n"):]
+			for _, e := range c.exits {
+				first := strings.Fields(e.meaning)[0]
+				if !regexp.MustCompile(`(?m)^  ` + strconv.Itoa(e.code) + ` +` + regexp.QuoteMeta(first)).MatchString(codes) {
+					t.Errorf("help does not list exit code %d (%s):\n%s", e.code, e.meaning, codes)
+				}
+			}
+		})
+	}
+}
+
+// TestREADMEExitCodesMatch checks the README's table of exit codes against
+// the code's, row by row.
+func TestREADMEExitCodesMatch(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := regexp.MustCompile("(?m)^\\| `?(\\d+)`? +\\| (.+?) +\\|$").FindAllStringSubmatch(string(readme), -1)
+	got := map[int]string{}
+	for _, r := range rows {
+		n, _ := strconv.Atoi(r[1])
+		got[n] = r[2]
+	}
+	for _, code := range []int{exitOK, exitError, exitUsage, exitFailed, exitAutoReverted, exitConflict, exitDrift} {
+		if general, _, _ := strings.Cut(got[code], "; plan: "); general != exitMeaning(code) {
+			t.Errorf("README exit code %d: %q, want %q", code, got[code], exitMeaning(code))
+		}
+	}
+	plan := planCommand()
+	for _, e := range plan.exits {
+		want := fmt.Sprintf("plan: %s", e.meaning)
+		if e.code == exitOK || e.code == exitPlanChanged {
+			// Shares its row with the general meaning: "... ; plan: ...".
+			if !strings.Contains(got[e.code], want) {
+				t.Errorf("README exit code %d does not say %q: %q", e.code, want, got[e.code])
+			}
+			continue
+		}
+		if got[e.code] != want {
+			t.Errorf("README exit code %d: %q, want %q", e.code, got[e.code], want)
+		}
+	}
+}
+
+func TestRollbackTarget(t *testing.T) {
+	tests := []struct {
+		name, to, toVersion string
+		wantTag             string
+		wantVersion         string // "" for none
+		wantErr             string
+	}{
+		{"default/neither", "", "", "", "", ""},
+		{"by tag", "v7", "", "v7", "", ""},
+		{"by version", "", "3", "", "3", ""},
+		{"rejects/both", "v7", "3", "", "", "give -to or -to-version, not both"},
+		{"rejects/a version that is not a number", "", "v3", "", "", `-to-version "v3" is not a version number`},
+		{"rejects/a negative version", "", "-1", "", "", `-to-version "-1" is not a version number`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := rollbackTarget(tt.to, tt.toVersion)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || exitCode(err, &bytes.Buffer{}) != exitUsage {
+					t.Fatalf("rollbackTarget = %v; want a usage error with %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := ""
+			if got.Version != nil {
+				v = strconv.FormatUint(*got.Version, 10)
+			}
+			if got.Tag != tt.wantTag || v != tt.wantVersion {
+				t.Errorf("target = %q/%s, want %q/%s", got.Tag, v, tt.wantTag, tt.wantVersion)
+			}
+		})
+	}
+}

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"strings"
+
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/kodekloud/counter/internal/configstore"
+	"github.com/kodekloud/counter/internal/deploy"
+	"github.com/kodekloud/counter/internal/environment"
+	"github.com/kodekloud/counter/internal/imageref"
+	"github.com/kodekloud/counter/internal/release"
+)
+
+// envFlags are the options of every command that works on one environment.
+type envFlags struct {
+	env, dir, kvPrefix string
+	json               bool
+}
+
+func (f *envFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.env, "env", "", "environment `NAME`: its file is environments/NAME.hcl")
+	fs.StringVar(&f.dir, "environments", "environments", "folder `DIR` of environment files")
+	fs.StringVar(&f.kvPrefix, "kv-prefix", configstore.DefaultPrefix, "Consul KV folder `PATH` of config snapshots")
+	fs.BoolVar(&f.json, "json", false, "print the result as JSON")
+}
+
+// load reads the environment file.
+func (f *envFlags) load() (*environment.Environment, error) {
+	return environment.Load(f.dir, f.env)
+}
+
+// open loads the environment and connects to its job's Nomad and Consul,
+// for the commands that work on a job already released. The returned func
+// closes the clients' idle connections.
+func (f *envFlags) open(sh *shell) (*deploy.Deployer, *environment.Environment, func(), error) {
+	e, err := f.load()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	d, closeClients, err := newDeployer(sh, f.kvPrefix, "")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return d, e, closeClients, nil
+}
+
+// releaseFlags are the options of the commands that make a release: render,
+// plan and submit.
+type releaseFlags struct {
+	envFlags
+	image, jobFile, commit string
+}
+
+func (f *releaseFlags) register(fs *flag.FlagSet) {
+	f.envFlags.register(fs)
+	fs.StringVar(&f.image, "image", "", "image `REF` to release, REPO:TAG or REPO@sha256:...; a tag is pinned to its digest "+
+		`where the registry answers; "latest" and untagged images are refused`)
+	fs.StringVar(&f.jobFile, "job", "jobs/counter.nomad.hcl", "Nomad job spec `FILE`")
+	fs.StringVar(&f.commit, "commit", "", "git commit `SHA` of the build (default: the image's org.opencontainers.image.revision label)")
+}
+
+// releaseRequired are the flags releaseFlags needs set.
+func releaseRequired() []string { return []string{"env", "image"} }
+
+// prepare loads everything a release needs and checks it before anything is
+// written: the environment file, the job spec, the image, the clients. The
+// returned func closes the clients' idle connections.
+func (f *releaseFlags) prepare(ctx context.Context, sh *shell) (*deploy.Deployer, *release.Release, func(), error) {
+	e, err := f.load()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	spec, err := os.ReadFile(f.jobFile)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read job spec: %w", err)
+	}
+	ref, err := imageref.Parse(f.image)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	img, err := imageref.Resolver{}.Resolve(ctx, ref)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if !img.Resolved || img.Digest == "" {
+		fmt.Fprintf(sh.stderr, "warning: registry of %s did not answer; the job pins the tag, not a digest\n", ref)
+	}
+	d, closeClients, err := newDeployer(sh, f.kvPrefix, string(spec))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	commit := f.commit
+	if commit == "" {
+		commit = img.Revision
+	}
+	return d, release.New(e, img, commit, submitter(ctx, sh.getenv), d.Store), closeClients, nil
+}
+
+// newDeployer returns a Deployer and a func that closes its clients' idle
+// connections: a process that runs many commands (the tests) would otherwise
+// keep one per command, and Nomad refuses a client's 101st connection.
+func newDeployer(sh *shell, kvPrefix, spec string) (*deploy.Deployer, func(), error) {
+	nc, cc, closeIdle, err := clients(sh.getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	jobs, evals, deps := deploy.NomadAPI(nc)
+	return &deploy.Deployer{
+		Jobs: jobs, Evals: evals, Deploys: deps, NomadAddr: nc.Address(),
+		Instances: cc.Health(), Store: configstore.New(cc, kvPrefix),
+		JobSpec: spec, Progress: sh.stderr,
+	}, closeIdle, nil
+}
+
+// clients starts from each API's DefaultConfig (which reads the process
+// environment) and applies the variables run was given, so that tests and
+// embedders can point one run at one stack.
+func clients(getenv func(string) string) (*nomad.Client, *consul.Client, func(), error) {
+	nc := nomad.DefaultConfig()
+	for k, set := range map[string]func(string){
+		"NOMAD_ADDR":   func(v string) { nc.Address = v },
+		"NOMAD_TOKEN":  func(v string) { nc.SecretID = v },
+		"NOMAD_REGION": func(v string) { nc.Region = v },
+	} {
+		if v := getenv(k); v != "" {
+			set(v)
+		}
+	}
+	n, err := nomad.NewClient(nc)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("nomad client: %w", err)
+	}
+	cc := consul.DefaultConfig()
+	for k, set := range map[string]func(string){
+		"CONSUL_HTTP_ADDR":  func(v string) { cc.Address = v },
+		"CONSUL_HTTP_TOKEN": func(v string) { cc.Token = v },
+	} {
+		if v := getenv(k); v != "" {
+			set(v)
+		}
+	}
+	if strings.HasPrefix(cc.Address, "https://") {
+		cc.Scheme, cc.Address = "https", strings.TrimPrefix(cc.Address, "https://")
+	} else {
+		cc.Address = strings.TrimPrefix(cc.Address, "http://")
+	}
+	c, err := consul.NewClient(cc)
+	if err != nil {
+		n.Close()
+		return nil, nil, nil, fmt.Errorf("consul client: %w", err)
+	}
+	// DefaultConfig gave cc a transport of its own, which NewClient uses.
+	return n, c, func() { n.Close(); cc.Transport.CloseIdleConnections() }, nil
+}
+
+// submitter names who releases, for the job's meta and the history: never
+// "unknown", since a release nobody can trace is what the meta is there to
+// prevent. DEPLOYER_USER wins; then git's user.email, which names a person
+// even under a shared login; then the OS user; then the uid.
+func submitter(ctx context.Context, getenv func(string) string) string {
+	if v := getenv("DEPLOYER_USER"); v != "" {
+		return v
+	}
+	if out, err := exec.CommandContext(ctx, "git", "config", "user.email").Output(); err == nil {
+		if v := strings.TrimSpace(string(out)); v != "" {
+			return v
+		}
+	}
+	for _, k := range []string{"USER", "LOGNAME"} {
+		if v := getenv(k); v != "" {
+			return v
+		}
+	}
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "uid " + strconv.Itoa(os.Getuid())
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strconv"
+
+	"github.com/kodekloud/counter/internal/deploy"
+)
+
+func submitCommand() *command {
+	return &command{
+		name:     "submit",
+		args:     "-env NAME -image REF [options]",
+		synopsis: "Release an image to an environment and watch the deployment",
+		doc: `Writes the release's config snapshot to Consul (write-once), registers the
+job as a new version named vN, and watches the deployment. Resubmitting
+what already runs changes nothing.`,
+		required: releaseRequired(),
+		exits: append([]exitDoc{{exitOK, "the deployment succeeded, or nothing changed"}},
+			codes(exitError, exitUsage, exitFailed, exitAutoReverted, exitConflict)...),
+		flags: func(fs *flag.FlagSet, sh *shell) func(context.Context, []string) error {
+			var f releaseFlags
+			f.register(fs)
+			detach := fs.Bool("detach", false, "return after registering, without watching the deployment")
+			checkIndex := fs.String("check-index", "", "register only if the job's modify `INDEX` is still this one (0: only if the job does not exist), as plan prints it")
+			return func(ctx context.Context, _ []string) error {
+				opts := deploy.SubmitOptions{Detach: *detach}
+				if *checkIndex != "" {
+					n, err := strconv.ParseUint(*checkIndex, 10, 64)
+					if err != nil {
+						return usageError("submit: -check-index %q is not a number", *checkIndex)
+					}
+					opts.CheckIndex = &n
+				}
+				d, rel, closeClients, err := f.prepare(ctx, sh)
+				if err != nil {
+					return err
+				}
+				defer closeClients()
+				rec, err := d.Submit(ctx, rel, opts)
+				return finishRecord(sh, rec, err, f.json)
+			}
+		},
+	}
+}
+
+// finishRecord prints what submit or rollback did and turns its outcome into
+// an error that carries the exit code.
+func finishRecord(sh *shell, rec *deploy.Record, err error, asJSON bool) error {
+	if rec != nil {
+		if asJSON {
+			if jerr := writeJSON(sh.stdout, rec); jerr != nil {
+				return jerr
+			}
+		} else {
+			printRecord(sh.stdout, rec)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	switch rec.Outcome {
+	case deploy.Failed:
+		return &exitStatus{code: exitFailed, err: fmt.Errorf("deployment of %s %s failed: %s", rec.Job, rec.Release, rec.Detail)}
+	case deploy.AutoReverted:
+		return &exitStatus{code: exitAutoReverted, err: fmt.Errorf("deployment of %s %s failed and Nomad reverted the job to version %d: %s",
+			rec.Job, rec.Release, *rec.RevertedTo, rec.Detail)}
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+package deploy
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/kodekloud/counter/internal/release"
+)
+
+// version builds a job version as Nomad returns it: image in the task's
+// config, the release identity in meta, the tag when there is one.
+func version(n uint64, image, hash string, stable bool, tag string) *nomad.Job {
+	meta := map[string]string{}
+	if hash != "" {
+		meta[release.MetaConfigHash] = hash
+		meta[release.MetaConfigPath] = "counter/releases/default/counter-dev/" + hash
+	}
+	j := &nomad.Job{
+		ID: ptr("counter-dev"), Version: ptr(n), Stable: ptr(stable), Meta: meta,
+		TaskGroups: []*nomad.TaskGroup{{Tasks: []*nomad.Task{{Config: map[string]any{"image": image}}}}},
+	}
+	if tag != "" {
+		j.VersionTag = &nomad.JobVersionTag{Name: tag}
+	}
+	return j
+}
+
+func TestPick(t *testing.T) {
+	// Newest first, as Nomad lists them: v4 runs what v2 ran (a rollback),
+	// v3 never turned stable, v1 was registered by hand.
+	versions := []*nomad.Job{
+		version(4, "app@sha256:b", "h2", true, "v4"),
+		version(3, "app@sha256:c", "h3", false, "v3"),
+		version(2, "app@sha256:b", "h2", true, "v2"),
+		version(1, "app@sha256:x", "", true, ""),
+		version(0, "app@sha256:a", "h1", true, "first"),
+	}
+	tests := []struct {
+		name    string
+		to      Target
+		want    uint64
+		wantErr string
+	}{
+		{"default/skips the same release, the unstable and the hand-made", Target{}, 0, ""},
+		{"tag/by its name", Target{Tag: "first"}, 0, ""},
+		{"tag/vN of a tagged version", Target{Tag: "v3"}, 3, ""},
+		{"tag/vN of an untagged version is its number", Target{Tag: "v1"}, 1, ""},
+		{"tag/unknown", Target{Tag: "v9"}, 0, `job counter-dev has no version 9`},
+		{"tag/unknown name", Target{Tag: "gold"}, 0, `has no version tagged "gold"`},
+		{"version/by number", Target{Version: ptr[uint64](2)}, 2, ""},
+		{"version/dropped by Nomad", Target{Version: ptr[uint64](7)}, 0, "Nomad keeps 5 versions: 0 to 4"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := pick(versions, tt.to)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("pick = %v, %v; want an error with %q", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *got.Version != tt.want {
+				t.Errorf("pick = version %d, want %d", *got.Version, tt.want)
+			}
+		})
+	}
+	t.Run("default/none when every earlier stable version runs the same release", func(t *testing.T) {
+		_, err := pick(versions[:3], Target{})
+		if err == nil || !strings.Contains(err.Error(), "no earlier stable release") {
+			t.Errorf("pick = %v, want no earlier stable release", err)
+		}
+	})
+}
+
+func TestChanges(t *testing.T) {
+	cfg := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	tests := []struct {
+		name     string
+		old, new Entry
+		diff     *nomad.JobDiff
+		want     []string
+	}{
+		{"nothing", Entry{Image: "a", ConfigHash: "h", Config: cfg("PORT", "1")}, Entry{Image: "a", ConfigHash: "h", Config: cfg("PORT", "1")}, nil, nil},
+		{"image", Entry{Image: "a", ConfigHash: "h", Config: cfg()}, Entry{Image: "b", ConfigHash: "h", Config: cfg()}, nil,
+			[]string{`image "a" -> "b"`}},
+		{"config keys changed, added and removed",
+			Entry{ConfigHash: "h1", Config: cfg("HOST", "r1", "PORT", "1", "OLD", "x")},
+			Entry{ConfigHash: "h2", Config: cfg("HOST", "r1", "PORT", "2", "NEW", "y")}, nil,
+			[]string{`config NEW = "y"`, `config OLD removed (was "x")`, `config PORT "1" -> "2"`}},
+		{"a snapshot that is gone", Entry{ConfigHash: "h1"}, Entry{ConfigHash: "h2", Config: cfg("PORT", "2")}, nil,
+			[]string{`config PORT = "2"`, `config snapshot "h1" -> "h2"`}},
+		{"job fields, without what the release identity explains",
+			Entry{ConfigHash: "h", Config: cfg()}, Entry{ConfigHash: "h", Config: cfg()},
+			&nomad.JobDiff{
+				Fields: []*nomad.FieldDiff{
+					{Type: "Edited", Name: "Meta[release_image]", Old: "a", New: "b"},
+					{Type: "None", Name: "Priority", Old: "50", New: "50"},
+				},
+				Objects: []*nomad.ObjectDiff{{Type: "Edited", Name: "UI", Fields: []*nomad.FieldDiff{{Type: "Edited", Name: "Description", Old: "x", New: "y"}}}},
+				TaskGroups: []*nomad.TaskGroupDiff{{
+					Type: "Edited", Name: "web",
+					Fields: []*nomad.FieldDiff{{Type: "Edited", Name: "Count", Old: "1", New: "3"}},
+					Tasks: []*nomad.TaskDiff{{
+						Type: "Edited", Name: "app",
+						Objects: []*nomad.ObjectDiff{
+							{Type: "Edited", Name: "Config", Fields: []*nomad.FieldDiff{{Type: "Edited", Name: "image", Old: "a", New: "b"}}},
+							{Type: "Edited", Name: "Template", Fields: []*nomad.FieldDiff{{Type: "Edited", Name: "EmbeddedTmpl", Old: "x", New: "y"}}},
+							{Type: "Edited", Name: "Resources", Fields: []*nomad.FieldDiff{{Type: "Edited", Name: "MemoryMB", Old: "64", New: "128"}}},
+						},
+					}},
+				}},
+			},
+			[]string{`job group[web].Count "1" -> "3"`, `job group[web].task[app].Resources.MemoryMB "64" -> "128"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, c := range changes(&tt.old, &tt.new, tt.diff) {
+				got = append(got, c.String())
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("changes =\n  %q\nwant\n  %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestProgressLine(t *testing.T) {
+	tests := []struct {
+		name string
+		dep  *nomad.Deployment
+		want string
+	}{
+		{"one group", &nomad.Deployment{ID: "7b985fef-1234", Status: "running", TaskGroups: map[string]*nomad.DeploymentState{
+			"web": {DesiredTotal: 3, HealthyAllocs: 1, UnhealthyAllocs: 0},
+		}}, "deployment 7b985fef running: web: 1/3 healthy, 0 unhealthy"},
+		{"canaries, groups in name order", &nomad.Deployment{ID: "abc", Status: "running", TaskGroups: map[string]*nomad.DeploymentState{
+			"web": {DesiredTotal: 2, DesiredCanaries: 1, PlacedCanaries: []string{"x"}},
+			"api": {DesiredTotal: 1, UnhealthyAllocs: 1},
+		}}, "deployment abc running: api: 0/1 healthy, 1 unhealthy; web: 0/2 healthy, 0 unhealthy, canaries 1/1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := progressLine(tt.dep); got != tt.want {
+				t.Errorf("progressLine =\n  %s\nwant\n  %s", got, tt.want)
+			}
+		})
+	}
+}
