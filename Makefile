@@ -12,8 +12,12 @@ build: ## build the app and the deployer into bin/
 	go build -o bin/app ./app
 	@[ ! -d deployer ] || go build -o bin/deployer ./deployer
 
+.PHONY: setup
+setup: ## install the Debian packages that are missing (silent when none is)
+	@scripts/setup
+
 .PHONY: image
-image: ## build the app image counter:$(GIT_COMMIT) from the Dockerfile
+image: setup ## build the app image counter:$(GIT_COMMIT) from the Dockerfile
 	scripts/dockerd-up
 	scripts/image counter:$(GIT_COMMIT)
 
@@ -22,7 +26,7 @@ tools: ## build (or find) the pinned nomad and consul binaries
 	scripts/hashitools >/dev/null
 
 .PHONY: up
-up: tools ## start the local stack, build the app and release it to dev
+up: setup tools ## start the local stack, build the app and release it to dev
 	STACK_DIR=$(CURDIR)/.stack scripts/dockerd-up
 	go build -o bin/stack ./cmd/stack
 	go build -o bin/deployer ./deployer
@@ -48,7 +52,7 @@ down: ## stop what make up started, and nothing else
 	bin/stack down -dir .stack
 
 .PHONY: bench
-bench: tools ## benchmarks: the app vs redis-benchmark, the deployer vs the nomad CLI (not part of make test)
+bench: setup tools ## benchmarks: the app vs redis-benchmark, the deployer vs the nomad CLI (not part of make test)
 	scripts/dockerd-up
 	go run ./cmd/bench
 
@@ -58,6 +62,6 @@ lint: ## gofmt and go vet
 	go vet ./...
 
 .PHONY: test
-test: lint tools ## run every test, with the race detector, on real servers
+test: setup lint tools ## run every test, with the race detector, on real servers
 	scripts/dockerd-up
 	go test -race -count=1 -timeout 30m ./...
