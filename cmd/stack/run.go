@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -91,16 +92,23 @@ func up(ctx context.Context, dir string, bin localstack.Binaries, stdout, stderr
 		printAddrs(stdout, s)
 		return nil
 	}
+	// Everything the new stack needs is checked before anything of the old
+	// one is stopped: a typo in -nomad must not take a stack down.
+	if bin.Nomad == "" || bin.Consul == "" {
+		return usageError{"-nomad and -consul (or NOMAD_BIN and CONSUL_BIN) are required: make up finds them with scripts/hashitools"}
+	}
+	for flag, path := range map[string]string{"-nomad": bin.Nomad, "-consul": bin.Consul} {
+		if _, err := exec.LookPath(path); err != nil {
+			return usageError{fmt.Sprintf("%s %s: not an executable program: %v", flag, path, err)}
+		}
+	}
+	if err := bin.FindServers(); err != nil {
+		return err
+	}
 	// A stack that is recorded but not healthy is stopped first, so that
 	// `make up` after a crash or reboot starts clean.
 	if err := localstack.StopPrevious(ctx, dir, io.Discard); err != nil {
 		return fmt.Errorf("stop the previous, unhealthy stack in %s: %w", dir, err)
-	}
-	if bin.Nomad == "" || bin.Consul == "" {
-		return usageError{"-nomad and -consul (or NOMAD_BIN and CONSUL_BIN) are required: make up finds them with scripts/hashitools"}
-	}
-	if err := bin.FindServers(); err != nil {
-		return err
 	}
 	start := time.Now()
 	s, err := localstack.Start(ctx, localstack.Config{

@@ -27,6 +27,10 @@ func (s *Stack) startConsul() error {
 			"dns": -1, "grpc": -1, "grpc_tls": -1,
 		},
 		"log_level": "INFO",
+		// A local stack makes no outside calls: no update check, no
+		// anonymous signature sent with it.
+		"disable_update_check":        true,
+		"disable_anonymous_signature": true,
 	}
 	file := filepath.Join(s.Dir, "consul.json")
 	b, _ := json.MarshalIndent(cfg, "", "  ")
@@ -90,7 +94,8 @@ http:
 	return err
 }
 
-// nomadConfig is the Nomad agent configuration. The cloud fingerprinters are
+// nomadConfig is the Nomad agent configuration. It turns off the update
+// check, the one call home a dev agent makes. The cloud fingerprinters are
 // denied because this machine's AWS_CA_BUNDLE breaks the AWS one and the
 // others probe link-local metadata addresses. Dangling-container GC is off so
 // that stacks running side by side on one Docker engine leave each other's
@@ -99,6 +104,10 @@ const nomadConfig = `
 data_dir  = %q
 bind_addr = "127.0.0.1"
 log_level = "INFO"
+
+# A local stack makes no outside calls.
+disable_update_check        = true
+disable_anonymous_signature = true
 
 ports {
   http = %d
@@ -196,21 +205,34 @@ func (s *Stack) nomadReady(ctx context.Context) error {
 // removeContainers removes every container this stack's Nomad client made,
 // running or stopped: Nomad keeps a stopped task's container until it
 // collects the allocation, and forgets allocations of purged jobs. The
-// docker plugin labels each container with the node's ID.
-func removeContainers(nodeID string) error {
-	if nodeID == "" {
+// docker plugin labels each container with the node's ID. An engine that
+// does not answer (it died with the machine) is said, not an error: its
+// containers stopped with it.
+func (s *Stack) removeContainers() error {
+	if s.NodeID == "" {
 		return nil
 	}
-	out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=com.hashicorp.nomad.node_id="+nodeID).Output()
+	docker := s.cfg.Docker
+	if docker == "" {
+		docker = "docker"
+	}
+	label := "label=com.hashicorp.nomad.node_id=" + s.NodeID
+	out, err := exec.Command(docker, "ps", "-aq", "--filter", label).Output()
 	if err != nil {
-		return fmt.Errorf("list the containers of Nomad node %s: %w", nodeID, err)
+		if exec.Command(docker, "version", "--format", "{{.Server.Version}}").Run() != nil {
+			s.say("the Docker engine does not answer, so the containers of Nomad node %s stopped with it; "+
+				"once it runs, docker ps -a --filter %s lists any left", s.NodeID, label)
+			return nil
+		}
+		return fmt.Errorf("list the containers of Nomad node %s: %w", s.NodeID, err)
 	}
 	ids := strings.Fields(string(out))
 	if len(ids) == 0 {
 		return nil
 	}
-	if out, err := exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).CombinedOutput(); err != nil {
-		return fmt.Errorf("remove the containers of Nomad node %s: %v: %s", nodeID, err, out)
+	s.say("removing %d container(s) of Nomad node %s", len(ids), s.NodeID)
+	if out, err := exec.Command(docker, append([]string{"rm", "-f"}, ids...)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("remove the containers of Nomad node %s: %v: %s", s.NodeID, err, out)
 	}
 	return nil
 }

@@ -65,6 +65,31 @@ func TestStackComesUpHealthy(t *testing.T) {
 	if _, ok := services["nomad-client"]; !ok {
 		t.Errorf("consul services %v lack nomad-client: Nomad is not using this Consul", services)
 	}
+
+	// No outside calls: both agents say their update check is off, and
+	// neither log shows one (Nomad's would come within 30 s of its start).
+	nself, err := nc.Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off, _ := nself.Config["DisableUpdateCheck"].(bool); !off {
+		t.Errorf("Nomad's DisableUpdateCheck = %v, want true: a local stack makes no outside calls", nself.Config["DisableUpdateCheck"])
+	}
+	cself, err := cc.Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off, _ := cself["DebugConfig"]["DisableUpdateCheck"].(bool); !off {
+		t.Errorf("Consul's DisableUpdateCheck = %v, want true", cself["DebugConfig"]["DisableUpdateCheck"])
+	}
+	for _, name := range []string{"nomad", "consul"} {
+		log := s.LogTail(name, 100000)
+		for _, call := range []string{"checkpoint", "check for updates"} {
+			if strings.Contains(log, call) {
+				t.Errorf("%s.log mentions %q: the agent tried to call home", name, call)
+			}
+		}
+	}
 }
 
 // kvJob runs the project's image with HOST and PORT rendered by Nomad's

@@ -53,6 +53,7 @@ type Config struct {
 	Detach   bool          // leave the processes running after this process exits
 	Progress io.Writer     // what the stack waits for; nil for silence
 	Timeout  time.Duration // for each component to become healthy; 0 means 90s
+	Docker   string        // the docker CLI, to remove Nomad's containers; "" means docker
 }
 
 // Stack is a running local stack.
@@ -232,7 +233,9 @@ func (s *Stack) Env() []string {
 }
 
 // Stop drains Nomad (stops every job so no container outlives it), then stops
-// each process the stack started, newest first. It stops nothing else.
+// each process the stack started, newest first, and removes what is left of
+// Nomad's containers before it stops a Docker engine the stack recorded. It
+// stops nothing else.
 func (s *Stack) Stop(ctx context.Context) error {
 	var errs []error
 	if p := s.proc("nomad"); p != nil && p.alive() {
@@ -240,27 +243,48 @@ func (s *Stack) Stop(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("drain nomad: %w", err))
 		}
 	}
+	var engine *proc
 	for i := len(s.procs) - 1; i >= 0; i-- {
-		if err := s.procs[i].stop(15 * time.Second); err != nil {
+		p := s.procs[i]
+		if p.name == "dockerd" {
+			engine = p
+			continue
+		}
+		if err := p.stop(15 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
-		_ = os.Remove(pidFile(s.Dir, s.procs[i].name))
+		_ = os.Remove(pidFile(s.Dir, p.name))
 	}
-	s.procs = nil
-	if err := removeContainers(s.NodeID); err != nil {
+	// Containers go while the engine that runs them still answers.
+	if err := s.removeContainers(); err != nil {
 		errs = append(errs, err)
 	}
+	if engine != nil {
+		if err := engine.stop(15 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+		_ = os.Remove(pidFile(s.Dir, engine.name))
+	}
+	s.procs = nil
 	if err := unmountUnder(s.Dir); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
+// say writes a line of progress, if anyone listens.
+func (s *Stack) say(format string, args ...any) {
+	if s.cfg.Progress != nil {
+		fmt.Fprintf(s.cfg.Progress, format+"\n", args...)
+	}
+}
+
 // Down stops the stack that a detached Start recorded in dir, and the Docker
 // engine if scripts/dockerd-up started it there. Processes whose recorded pid
-// now runs another program are left alone.
+// now runs another program are left alone. A stack already down, or whose
+// processes died with the machine, is no error: Down says what was gone.
 func Down(ctx context.Context, dir string, progress io.Writer) error {
-	return down(ctx, dir, progress, false)
+	return down(ctx, dir, progress, false, "")
 }
 
 // StopPrevious stops what is left of a stack recorded in dir before a new
@@ -268,10 +292,10 @@ func Down(ctx context.Context, dir string, progress io.Writer) error {
 // recorded, for `make down`: the new stack needs it, and scripts/dockerd-up
 // (run by `make test` or CI before `make up`) may have just started it.
 func StopPrevious(ctx context.Context, dir string, progress io.Writer) error {
-	return down(ctx, dir, progress, true)
+	return down(ctx, dir, progress, true, "")
 }
 
-func down(ctx context.Context, dir string, progress io.Writer, keepEngine bool) error {
+func down(ctx context.Context, dir string, progress io.Writer, keepEngine bool, docker string) error {
 	ps, err := recorded(dir)
 	if err != nil {
 		return err
@@ -290,12 +314,16 @@ func down(ctx context.Context, dir string, progress io.Writer, keepEngine bool) 
 		return err
 	}
 	s.procs = ps
+	s.cfg.Progress, s.cfg.Docker = progress, docker
+	if len(ps) == 0 {
+		s.say("no process recorded in %s: the stack is already down", dir)
+	}
 	for _, p := range ps {
-		state := "not running"
 		if p.alive() {
-			state = fmt.Sprintf("pid %d", p.pid)
+			s.say("stopping %s (pid %d)", p.name, p.pid)
+		} else {
+			s.say("%s: already gone (pid %d is not running it)", p.name, p.pid)
 		}
-		fmt.Fprintf(progress, "stopping %s (%s)\n", p.name, state)
 	}
 	return s.Stop(ctx)
 }
