@@ -168,7 +168,7 @@ func (c *command) help(fs *flag.FlagSet) string {
 		if name != "" {
 			head += " " + name
 		}
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
 			if _, err := strconv.Atoi(f.DefValue); err == nil {
 				text += fmt.Sprintf(" (default %s)", f.DefValue)
 			} else {

@@ -115,12 +115,7 @@ func newDeployer(sh *shell, kvPrefix, spec string) (*deploy.Deployer, func(), er
 	if err != nil {
 		return nil, nil, err
 	}
-	jobs, evals, deps := deploy.NomadAPI(nc)
-	return &deploy.Deployer{
-		Jobs: jobs, Evals: evals, Deploys: deps, NomadAddr: nc.Address(),
-		Instances: cc.Health(), Store: configstore.New(cc, kvPrefix),
-		JobSpec: spec, Progress: sh.stderr,
-	}, closeIdle, nil
+	return deploy.New(nc, cc, configstore.New(cc, kvPrefix), spec, sh.stderr), closeIdle, nil
 }
 
 // clients starts from each API's DefaultConfig (which reads the process

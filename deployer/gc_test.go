@@ -18,9 +18,11 @@ func TestGCDeletesOnlyUnreferencedSnapshots(t *testing.T) {
 	const releases = 10
 	for i := range releases {
 		f.writeEnv("dev", testredis.Start(t), 1, "")
-		args := []string{"-env", "dev", "-image", good}
+		// Each waits for the deployment before it; only the last one is
+		// watched.
+		args := []string{"-env", "dev", "-image", good, "-wait", "2m"}
 		if i < releases-1 {
-			args = append(args, "-detach") // only the last one is watched
+			args = append(args, "-detach")
 		}
 		if rec, code, _ := submitJSON(t, f, args...); code != exitOK {
 			t.Fatalf("release %d: exit %d %+v", i, code, rec)

@@ -14,10 +14,22 @@ func printRecord(w io.Writer, r *deploy.Record) {
 	} else {
 		fmt.Fprintf(w, "%s %s %s: image %s, config %s at %s\n", r.Job, r.Release, r.Outcome, r.Image, r.ConfigHash, r.ConfigPath)
 	}
+	if r.Repair != "" {
+		fmt.Fprintf(w, "Repaired drift: %s.\n", r.Repair)
+	}
 	if r.RevertedTo != nil {
-		fmt.Fprintf(w, "Nomad reverted %s to version %d (v%d).\n", r.Job, *r.RevertedTo, *r.RevertedTo)
+		fmt.Fprintf(w, "Nomad reverted %s to %s (job version %d).\n", r.Job, r.RevertedToRelease, *r.RevertedTo)
+	}
+	if len(r.Causes) > 0 {
+		fmt.Fprintln(w, "Why it failed:")
+		for _, c := range r.Causes {
+			fmt.Fprintf(w, "  %s\n", c)
+		}
 	}
 	for _, u := range r.URLs {
 		fmt.Fprintf(w, "  %s\n", u)
+	}
+	if r.UI != "" {
+		fmt.Fprintf(w, "Nomad UI: %s\n", r.UI)
 	}
 }

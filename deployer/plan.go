@@ -65,11 +65,20 @@ func printPlan(w io.Writer, p *deploy.Plan) {
 		fmt.Fprintf(w, "No change: job %q already runs this release.\n", *p.Job.ID)
 		return
 	}
+	if p.Repair != "" {
+		fmt.Fprintf(w, "Drift: %s.\n\n", p.Repair)
+	}
 	if p.Diff != nil {
 		printJobDiff(w, p.Diff)
 	}
 	fmt.Fprintln(w)
 	printConfigDiff(w, p.OldConfig, p.NewConfig)
+	if len(p.Unplaceable) > 0 {
+		fmt.Fprintln(w, "\nScheduler dry-run: WARNING: Nomad cannot place this release; submit refuses it:")
+		for _, r := range p.Unplaceable {
+			fmt.Fprintf(w, "  * %s\n", r)
+		}
+	}
 	if p.Current != nil {
 		fmt.Fprintf(w, "\nJob modify index: %d (deployer submit -check-index %d submits only if the job is unchanged)\n",
 			p.ModifyBase, p.ModifyBase)
@@ -181,6 +190,8 @@ func planJSON(p *deploy.Plan) map[string]any {
 		"diff":        p.Diff,
 		"config":      map[string]any{"old": p.OldConfig, "new": p.NewConfig},
 		"check_index": p.ModifyBase,
+		"unplaceable": p.Unplaceable,
+		"repair":      p.Repair,
 	}
 	if p.Response != nil {
 		out["annotations"] = p.Response.Annotations

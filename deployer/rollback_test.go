@@ -127,8 +127,10 @@ func TestRevertBringsBackImageAndConfig(t *testing.T) {
 	}
 	f.wantRunning(rs[0], "after nomad job revert v0")
 
-	// The deployer, by version number.
-	if rec, code, _ := f.rollbackJSON("-to-version", "1"); code != exitOK || rec.Outcome != deploy.Succeeded {
+	// The deployer, by version number. The revert above was detached, so
+	// its deployment may still run: a rollback waits for it rather than
+	// cancel it.
+	if rec, code, _ := f.rollbackJSON("-to-version", "1", "-wait", "1m"); code != exitOK || rec.Outcome != deploy.Succeeded {
 		t.Fatalf("rollback -to-version 1: exit %d %+v", code, rec)
 	}
 	f.wantRunning(rs[1], "after deployer rollback -to-version 1")

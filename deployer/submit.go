@@ -24,9 +24,11 @@ what already runs changes nothing.`,
 			var f releaseFlags
 			f.register(fs)
 			detach := fs.Bool("detach", false, "return after registering, without watching the deployment")
+			wait := fs.Duration("wait", 0, "wait up to `DURATION` for another deploy of the job to end, instead of a conflict (exit 5)")
+			unplaceable := fs.Bool("allow-unplaceable", false, "register even when Nomad cannot place the release now (it waits for capacity)")
 			checkIndex := fs.String("check-index", "", "register only if the job's modify `INDEX` is still this one (0: only if the job does not exist), as plan prints it")
 			return func(ctx context.Context, _ []string) error {
-				opts := deploy.SubmitOptions{Detach: *detach}
+				opts := deploy.SubmitOptions{Detach: *detach, Wait: *wait, AllowUnplaceable: *unplaceable}
 				if *checkIndex != "" {
 					n, err := strconv.ParseUint(*checkIndex, 10, 64)
 					if err != nil {
@@ -65,8 +67,8 @@ func finishRecord(sh *shell, rec *deploy.Record, err error, asJSON bool) error {
 	case deploy.Failed:
 		return &exitStatus{code: exitFailed, err: fmt.Errorf("deployment of %s %s failed: %s", rec.Job, rec.Release, rec.Detail)}
 	case deploy.AutoReverted:
-		return &exitStatus{code: exitAutoReverted, err: fmt.Errorf("deployment of %s %s failed and Nomad reverted the job to version %d: %s",
-			rec.Job, rec.Release, *rec.RevertedTo, rec.Detail)}
+		return &exitStatus{code: exitAutoReverted, err: fmt.Errorf("deployment of %s %s failed and Nomad reverted the job to %s (job version %d): %s",
+			rec.Job, rec.Release, rec.RevertedToRelease, *rec.RevertedTo, rec.Detail)}
 	}
 	return nil
 }

@@ -123,8 +123,17 @@ progress_deadline = "30s"`)
 	if code != exitAutoReverted || brk.Outcome != deploy.AutoReverted || brk.RevertedTo == nil || *brk.RevertedTo != 0 {
 		t.Fatalf("broken submit: exit %d, record %+v; want %d, auto-reverted to 0", code, brk, exitAutoReverted)
 	}
-	if !strings.Contains(stderr, "reverted the job to version 0") {
-		t.Errorf("stderr does not say Nomad reverted:\n%s", stderr)
+	if !strings.Contains(stderr, "reverted the job to v0 (job version 0)") {
+		t.Errorf("stderr does not say Nomad reverted to v0:\n%s", stderr)
+	}
+	// Why it failed, in the instance's own words: it exited, and said why.
+	if len(brk.Causes) == 0 {
+		t.Fatalf("the failed submit names no cause: %+v", brk)
+	}
+	c := brk.Causes[0]
+	if c.ExitCode == nil || *c.ExitCode == 0 || !strings.Contains(strings.Join(c.Stderr, "\n"), `unexpected arguments ["not-an-argument"]`) ||
+		!strings.Contains(strings.Join(c.Events, "\n"), "Terminated") {
+		t.Errorf("cause = %+v; want the exit code, the Terminated event and the app's own complaint from its stderr", c)
 	}
 	vs := f.versions()
 	if len(vs) < 3 {
@@ -145,7 +154,7 @@ func TestConcurrentSubmitsMakeOneVersionAndOneConflict(t *testing.T) {
 	a, b := testredis.Start(t), testredis.Start(t)
 	f.writeEnv("a", a, 1, "")
 	f.writeEnv("b", b, 1, "")
-	if _, code, _ := submitJSON(t, f, "-env", "a", "-image", good, "-detach"); code != exitOK {
+	if _, code, _ := submitJSON(t, f, "-env", "a", "-image", good); code != exitOK {
 		t.Fatalf("first submit: exit %d", code)
 	}
 	before := f.snapshots()

@@ -13,8 +13,14 @@ resources {
   memory = 64
 }
 
+# A dev loop: one canary replaces the running instance once it is healthy
+# (3 s of passing checks); one that is not healthy 30 s after it starts fails
+# the release, and Nomad reverts it, while the old instance keeps serving.
 update {
-  auto_revert      = true
-  min_healthy_time = "3s"
-  healthy_deadline = "45s"
+  canary            = 1
+  auto_promote      = true
+  auto_revert       = true
+  min_healthy_time  = "3s"
+  healthy_deadline  = "30s"
+  progress_deadline = "45s"
 }

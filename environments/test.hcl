@@ -13,7 +13,10 @@ resources {
 }
 
 update {
-  auto_revert      = true
-  min_healthy_time = "10s"
-  healthy_deadline = "2m"
+  canary            = 1
+  auto_promote      = true
+  auto_revert       = true
+  min_healthy_time  = "10s"
+  healthy_deadline  = "2m"
+  progress_deadline = "3m"
 }

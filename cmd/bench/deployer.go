@@ -171,6 +171,10 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 	}
 	store := configstore.New(cc, "")
 	rep := &deployerReport{Rounds: rounds, Versions: versions}
+	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+	if err != nil {
+		return nil, err
+	}
 
 	// Submit vs nomad job run of the same rendered job: to healthy, and
 	// detached (the tool's own cost up to registration).
@@ -181,6 +185,14 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 		jobFile, err := b.prepareRound(ctx, store, image, port, filepath.Join(work, fmt.Sprintf("b-%d.json", i)))
 		if err != nil {
 			return nil, err
+		}
+		// A detached round leaves deployments running; the deployer refuses
+		// to cancel one (nomad job run would), so each round starts once the
+		// last ones have ended, outside the timings.
+		for _, job := range []string{"bench-a", "bench-b"} {
+			if err := waitIdle(ctx, nc, job); err != nil {
+				return nil, err
+			}
 		}
 		sa, sb, what := &sub, &run, "to healthy"
 		dargs := b.dep("submit", "-env", "a", "-image", image)
@@ -203,10 +215,6 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 	// Rollback vs nomad job revert, each to healthy, each to the version
 	// before the current one (always another release here, and one Nomad
 	// still keeps: it drops the oldest untagged versions).
-	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
-	if err != nil {
-		return nil, err
-	}
 	previous := func(job string) (string, error) {
 		j, _, err := nc.Jobs().Info(job, nil)
 		if err != nil {
@@ -216,6 +224,11 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 	}
 	var rb, rv []timing
 	for i := range rounds {
+		for _, job := range []string{"bench-a", "bench-b"} {
+			if err := waitIdle(ctx, nc, job); err != nil {
+				return nil, err
+			}
+		}
 		ta, err := previous("bench-a")
 		if err != nil {
 			return nil, err
@@ -240,7 +253,7 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 		if err := writeEnv(b.envDir, "c", "bench-c", []string{"nowhere"}, 20000+i); err != nil {
 			return nil, err
 		}
-		if _, err := b.must(ctx, nil, b.deployer, b.dep("submit", "-env", "c", "-image", image, "-detach")...); err != nil {
+		if _, err := b.must(ctx, nil, b.deployer, b.dep("submit", "-env", "c", "-image", image, "-detach", "-allow-unplaceable")...); err != nil {
 			return nil, err
 		}
 	}
@@ -277,6 +290,21 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 // prepareRound points environments a and b at the Redis on port, renders b's
 // job to file for the nomad CLI and writes b's config snapshot to Consul, as
 // a user of plain Nomad would with consul kv put.
+// waitIdle waits until no deployment of job is running.
+func waitIdle(ctx context.Context, nc *nomad.Client, job string) error {
+	return waitFor(3*time.Minute, func() error {
+		dep, _, err := nc.Jobs().LatestDeployment(job, (&nomad.QueryOptions{}).WithContext(ctx))
+		if err != nil || dep == nil {
+			return nil // no job yet, or no deployment
+		}
+		switch dep.Status {
+		case "successful", "failed", "cancelled":
+			return nil
+		}
+		return fmt.Errorf("deployment %s of %s is %s", dep.ID, job, dep.Status)
+	})
+}
+
 func (b *bench) prepareRound(ctx context.Context, store *configstore.Store, image string, port int, file string) (string, error) {
 	if err := writeEnv(b.envDir, "a", "bench-a", []string{"dc1"}, port); err != nil {
 		return "", err

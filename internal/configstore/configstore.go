@@ -55,9 +55,21 @@ func (s *Store) Folder(namespace, job string) string {
 	return s.prefix + "/" + namespace + "/" + job
 }
 
-// Path is the snapshot path of a config with the given hash.
-func (s *Store) Path(namespace, job, hash string) string {
-	return s.Folder(namespace, job) + "/" + hash
+// Path is the path of the snapshot called name: a config's content hash,
+// or RepairName of it.
+func (s *Store) Path(namespace, job, name string) string {
+	return s.Folder(namespace, job) + "/" + name
+}
+
+// RepairName names the nth fresh snapshot of a config whose first one was
+// edited or deleted by hand (n from 2). Snapshots are write-once, so a
+// repair writes a new one rather than fixing the old.
+func RepairName(hash string, n int) string { return fmt.Sprintf("%s-r%d", hash, n) }
+
+// HashOf returns the config hash a snapshot name stands for.
+func HashOf(name string) string {
+	hash, _, _ := strings.Cut(name, "-r")
+	return hash
 }
 
 // Put writes values at path in one transaction that fails if any key
@@ -119,7 +131,7 @@ func (s *Store) Delete(ctx context.Context, path string) error {
 	return nil
 }
 
-// List returns the hashes of the snapshots stored for a job.
+// List returns the names of the snapshots stored for a job.
 func (s *Store) List(ctx context.Context, namespace, job string) ([]string, error) {
 	folder := s.Folder(namespace, job) + "/"
 	keys, _, err := s.client.KV().Keys(folder, "/", (&consul.QueryOptions{}).WithContext(ctx))
@@ -135,17 +147,32 @@ func (s *Store) List(ctx context.Context, namespace, job string) ([]string, erro
 	return hashes, nil
 }
 
+// LockTTL is the deploy lock's session TTL. A deployer that dies without
+// unlocking (kill -9, a lost machine) stops renewing it, and Consul deletes
+// the lock once the session expires: within twice the TTL, as Consul
+// promises.
+const LockTTL = 10 * time.Second
+
 // Lock takes the job's deploy lock without waiting, so two deployers never
-// change one job at once: the second gets ErrLocked. The lock is a Consul
-// session lock, released by unlock or, if this process dies, when its
-// session's TTL runs out.
+// change one job at once: the second gets ErrLocked, with what holder wrote.
+// The lock lives in a Consul session renewed while it is held, and deleted
+// with it (behavior "delete"), so a dead holder leaves nothing behind.
 func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock func(), err error) {
-	key := s.prefix + "/.locks/" + namespace + "/" + job
+	key := s.LockKey(namespace, job)
 	l, err := s.client.LockOpts(&consul.LockOptions{
-		Key:          key,
-		Value:        []byte(holder),
-		SessionName:  "deployer " + job,
-		SessionTTL:   "15s",
+		Key:   key,
+		Value: []byte(holder),
+		SessionOpts: &consul.SessionEntry{
+			Name:     "deployer " + job,
+			TTL:      LockTTL.String(),
+			Behavior: consul.SessionBehaviorDelete,
+			// Consul's default lock delay (15 s) would keep the lock from a
+			// new holder after a dead one's session expires. Two holders at
+			// once cannot both change the job: Nomad enforces the modify
+			// index and the prior version.
+			LockDelay: time.Millisecond,
+		},
+		SessionTTL:   LockTTL.String(),
 		LockTryOnce:  true,
 		LockWaitTime: 200 * time.Millisecond,
 	})
@@ -159,7 +186,7 @@ func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock
 	if lost == nil {
 		held := ""
 		if p, _, err := s.client.KV().Get(key, nil); err == nil && p != nil {
-			held = fmt.Sprintf(" (held by %s)", p.Value)
+			held = fmt.Sprintf(": held by %s", p.Value)
 		}
 		return nil, fmt.Errorf("%w: another deploy of %s is in progress%s", ErrLocked, job, held)
 	}
@@ -172,7 +199,12 @@ func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock
 	}, nil
 }
 
-// All reads every snapshot of a job in one call: hash -> values.
+// LockKey is the KV key of a job's deploy lock.
+func (s *Store) LockKey(namespace, job string) string {
+	return s.prefix + "/.locks/" + namespace + "/" + job
+}
+
+// All reads every snapshot of a job in one call: name -> values.
 func (s *Store) All(ctx context.Context, namespace, job string) (map[string]map[string]string, error) {
 	folder := s.Folder(namespace, job) + "/"
 	pairs, _, err := s.client.KV().List(folder, (&consul.QueryOptions{}).WithContext(ctx))

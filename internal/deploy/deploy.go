@@ -11,8 +11,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
@@ -51,6 +54,7 @@ type Deployer struct {
 	Jobs      Jobs
 	Evals     Evaluations
 	Deploys   Deployments
+	Logs      LogTailer // failing tasks' stderr; may be nil
 	NomadAddr string    // for messages: which Nomad answered
 	Instances Instances // the service's passing instances, for their addresses; may be nil
 	Store     *configstore.Store
@@ -76,13 +80,20 @@ type Record struct {
 	DeploymentID string            `json:"deployment_id,omitempty"`
 	Outcome      Outcome           `json:"outcome"`
 	RevertedTo   *uint64           `json:"reverted_to_version,omitempty"`
-	Detail       string            `json:"detail,omitempty"`
+	// RevertedToRelease names the version Nomad went back to by its tag.
+	RevertedToRelease string  `json:"reverted_to_release,omitempty"`
+	Detail            string  `json:"detail,omitempty"`
+	Causes            []Cause `json:"causes,omitempty"` // why the deployment failed, per failing instance
+	// Repair says how this release repaired drift of the running one's config.
+	Repair string `json:"repair,omitempty"`
 	// URLs are the release's instances that pass their health check.
 	URLs []string `json:"urls,omitempty"`
+	// UI is the job's page in the Nomad UI.
+	UI string `json:"ui,omitempty"`
 }
 
-func newRecord(r *release.Release) *Record {
-	return &Record{
+func (d *Deployer) newRecord(r *release.Release) *Record {
+	return &Record{UI: d.uiURL(r.Env.Namespace, r.Env.Job),
 		Job: r.Env.Job, Namespace: r.Env.Namespace, Environment: r.Env.Name,
 		Image: r.Image.Pinned(), ImageDigest: r.Image.Digest,
 		ConfigHash: r.ConfigHash(), ConfigPath: r.ConfigPath(), Config: r.Config(),
@@ -134,21 +145,25 @@ type Plan struct {
 	NewConfig  map[string]string
 	Changed    bool
 	ModifyBase uint64 // the job modify index the plan was made against
+	// Unplaceable says why Nomad could not place the release; empty when it can.
+	Unplaceable []string
+	// Release is the release to submit: the one planned, reading its config
+	// from the snapshot Plan picked.
+	Release *release.Release
+	// Repair says how the release repairs drift of the running release's
+	// config snapshot; empty when there is none.
+	Repair string
 }
 
 // Plan asks Nomad for the diff between the release and the registered job.
 // Volatile identity (who submits) is carried over from the running version
 // so that resubmitting the same release is no change.
 func (d *Deployer) Plan(ctx context.Context, r *release.Release) (*Plan, error) {
-	job, err := d.Render(ctx, r)
-	if err != nil {
-		return nil, err
-	}
 	cur, err := d.current(ctx, r.Env.Namespace, r.Env.Job)
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Job: job, Current: cur, NewConfig: r.Config(), Changed: true}
+	p := &Plan{Current: cur, NewConfig: r.Config(), Changed: true}
 	if cur != nil {
 		p.ModifyBase = *cur.JobModifyIndex
 		if path := cur.Meta[release.MetaConfigPath]; path != "" && d.Store != nil {
@@ -161,6 +176,17 @@ func (d *Deployer) Plan(ctx context.Context, r *release.Release) (*Plan, error) 
 			}
 		}
 	}
+	if d.Store != nil {
+		if r, p.Repair, err = d.snapshotFor(ctx, r, cur, p.OldConfig); err != nil {
+			return nil, err
+		}
+	}
+	p.Release = r
+	job, err := d.Render(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	p.Job = job
 	planned := job
 	if cur != nil {
 		planned = withSubmitter(job, cur.Meta[release.MetaSubmittedBy])
@@ -171,12 +197,64 @@ func (d *Deployer) Plan(ctx context.Context, r *release.Release) (*Plan, error) 
 	}
 	p.Response, p.Diff = resp, resp.Diff
 	p.Changed = cur == nil || (resp.Diff != nil && resp.Diff.Type != "None")
+	p.Unplaceable = placementFailures(resp.FailedTGAllocs, job.Datacenters)
 	if !p.Changed {
 		// The same release, resubmitted: register nothing, not even a new
 		// submitter.
 		p.Job = planned
 	}
 	return p, nil
+}
+
+// snapshotFor picks the snapshot the release's config is read from. The
+// running version's, when it holds the same config intact, so that
+// resubmitting a release changes nothing. When that one was edited or
+// deleted by hand (drift), a fresh one, so that the release repairs it as a
+// new version; repair says so. Otherwise the config's first snapshot, or, if
+// someone edited that one, a fresh one too.
+func (d *Deployer) snapshotFor(ctx context.Context, r *release.Release, cur *nomad.Job, curConfig map[string]string) (*release.Release, string, error) {
+	curPath := ""
+	if cur != nil && cur.Meta[release.MetaConfigHash] == r.ConfigHash() {
+		curPath = cur.Meta[release.MetaConfigPath]
+		if curConfig != nil && configstore.Hash(curConfig) == r.ConfigHash() {
+			same, err := r.WithSnapshot(path.Base(curPath), d.Store)
+			if err == nil && same.ConfigPath() == curPath {
+				return same, "", nil
+			}
+		}
+	}
+	const tries = 100
+	for n := 1; n <= tries; n++ {
+		name := r.ConfigHash()
+		if n > 1 {
+			name = configstore.RepairName(name, n)
+		}
+		cand, err := r.WithSnapshot(name, d.Store)
+		if err != nil {
+			return nil, "", err
+		}
+		if cand.ConfigPath() == curPath {
+			continue
+		}
+		values, found, err := d.Store.Get(ctx, cand.ConfigPath())
+		if err != nil {
+			return nil, "", err
+		}
+		if found && configstore.Hash(values) != r.ConfigHash() {
+			continue // edited by hand: snapshots are never rewritten
+		}
+		repair := ""
+		if curPath != "" {
+			what := "deleted"
+			if curConfig != nil {
+				what = fmt.Sprintf("edited by hand (content hash %s)", configstore.Hash(curConfig))
+			}
+			repair = fmt.Sprintf("the running release's config snapshot %s was %s: this release restores its config at %s as a new version",
+				curPath, what, cand.ConfigPath())
+		}
+		return cand, repair, nil
+	}
+	return nil, "", fmt.Errorf("no free snapshot for config %s after %d tries under %s", r.ConfigHash(), tries, d.Store.Folder(r.Env.Namespace, r.Env.Job))
 }
 
 // withSubmitter returns a copy of job whose meta names who as submitter.
@@ -193,6 +271,13 @@ func withSubmitter(job *nomad.Job, who string) *nomad.Job {
 // SubmitOptions tune Submit.
 type SubmitOptions struct {
 	Detach bool // return after registering
+	// Wait is how long to wait for another deploy of the job (the deploy
+	// lock, or Nomad's active deployment) to end, instead of answering a
+	// conflict at once.
+	Wait time.Duration
+	// AllowUnplaceable registers a release that Nomad cannot place now, for
+	// clusters that add capacity when asked.
+	AllowUnplaceable bool
 	// CheckIndex, when set, is the job modify index the caller planned
 	// against (like nomad job run -check-index); 0 means the job must not exist.
 	CheckIndex *uint64
@@ -205,14 +290,22 @@ type SubmitOptions struct {
 // it. It then names the version vN and, unless detached, watches the
 // deployment.
 func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOptions) (*Record, error) {
-	rec := newRecord(r)
 	p, err := d.Plan(ctx, r)
 	if err != nil {
 		return nil, err
 	}
+	r = p.Release
+	rec := d.newRecord(r)
+	rec.Repair = p.Repair
+	if p.Repair != "" {
+		fmt.Fprintf(d.Progress, "==> drift: %s\n", p.Repair)
+	}
 	base := p.ModifyBase
 	if opts.CheckIndex != nil && *opts.CheckIndex != base {
 		return nil, &ConflictError{Job: r.Env.Job, Err: fmt.Errorf("-check-index %d, but the job's modify index is %d", *opts.CheckIndex, base)}
+	}
+	if p.Changed && len(p.Unplaceable) > 0 && !opts.AllowUnplaceable {
+		return nil, &UnplaceableError{Job: r.Env.Job, Reasons: p.Unplaceable}
 	}
 	if !p.Changed {
 		v := *p.Current.Version
@@ -224,7 +317,10 @@ func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOp
 		return rec, nil
 	}
 
-	unlock, err := d.lock(ctx, r.Env.Namespace, r.Env.Job, r.SubmittedBy)
+	// The lock is held until the deployment ends, so that no other release
+	// of this job cancels it halfway; a detached submit hands over to
+	// Nomad's active deployment, which the next release respects.
+	unlock, err := d.acquire(ctx, r.Env.Namespace, r.Env.Job, fmt.Sprintf("%s, submit of %s", r.SubmittedBy, r.Image.Pinned()), opts.Wait)
 	if err != nil {
 		return nil, err
 	}
@@ -261,18 +357,77 @@ func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOp
 	if err := d.nameVersion(ctx, rec, resp.JobModifyIndex, r.Description()); err != nil {
 		return nil, err
 	}
-	unlock()
 	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (eval %s)\n", rec.Release, r.Env.Job, *rec.Version, short(resp.EvalID))
 	return d.follow(ctx, rec, opts.Detach)
 }
 
-// lock takes the job's deploy lock; another holder is a conflict.
-func (d *Deployer) lock(ctx context.Context, ns, job, who string) (unlock func(), err error) {
-	unlock, err = d.Store.Lock(ctx, ns, job, who)
+// lock takes the job's deploy lock; another holder is a conflict. what
+// says who takes it for what; the lock records it with the time, for the
+// message a second deployer gets.
+func (d *Deployer) lock(ctx context.Context, ns, job, what string) (unlock func(), err error) {
+	holder := fmt.Sprintf("%s, since %s", what, time.Now().UTC().Format(time.RFC3339))
+	unlock, err = d.Store.Lock(ctx, ns, job, holder)
 	if errors.Is(err, configstore.ErrLocked) {
 		return nil, &ConflictError{Job: job, Err: err}
 	}
 	return unlock, err
+}
+
+// acquire takes the job's deploy lock once no deployment of the job is
+// under way, waiting up to wait for both, and returns the unlock func.
+func (d *Deployer) acquire(ctx context.Context, ns, job, what string, wait time.Duration) (func(), error) {
+	deadline := time.Now().Add(wait)
+	said := ""
+	for {
+		unlock, err := d.lock(ctx, ns, job, what)
+		if err == nil {
+			if err = d.idle(ctx, ns, job); err == nil {
+				return unlock, nil
+			}
+			unlock()
+		}
+		var conflict *ConflictError
+		if !errors.As(err, &conflict) || time.Now().After(deadline) {
+			return nil, err
+		}
+		if msg := conflict.Err.Error(); msg != said {
+			fmt.Fprintf(d.Progress, "==> waiting (up to %s) for another deploy of %s: %s\n", time.Until(deadline).Round(time.Second), job, msg)
+			said = msg
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// idle makes sure no deployment of the job is under way: a new version
+// would make Nomad cancel it. One may be running after a detached release,
+// or one made with the nomad CLI or UI.
+func (d *Deployer) idle(ctx context.Context, ns, job string) error {
+	dep, _, err := d.Jobs.LatestDeployment(job, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("read the latest deployment of %s from Nomad at %s: %w", job, d.NomadAddr, err)
+	}
+	if dep != nil && activeDeployment(dep.Status) {
+		return &ConflictError{Job: job, Err: fmt.Errorf("deployment %s of job version %d is %s (%s); a new version would cancel it: "+
+			"wait for it to end (deployer status)", short(dep.ID), dep.JobVersion, dep.Status, dep.StatusDescription)}
+	}
+	return nil
+}
+
+// activeDeployment reports whether a deployment in this status may still
+// place or stop allocations.
+func activeDeployment(status string) bool {
+	switch status {
+	case "running", "paused", "pending", "blocked", "unblocking", "initializing":
+		return true
+	}
+	return false
 }
 
 // nameVersion finds the version registered at modifyIndex, tags it vN with
@@ -302,10 +457,39 @@ func (d *Deployer) follow(ctx context.Context, rec *Record, detach bool) (*Recor
 	if w != nil {
 		rec.DeploymentID, rec.Outcome, rec.RevertedTo, rec.Detail = w.DeploymentID, w.Outcome, w.RevertedTo, w.Detail
 	}
+	if err == nil && (rec.Outcome == Failed || rec.Outcome == AutoReverted) {
+		if rec.DeploymentID != "" {
+			rec.Causes = d.causes(ctx, rec.Namespace, rec.DeploymentID)
+		}
+		if rec.RevertedTo != nil {
+			rec.RevertedToRelease = d.releaseName(ctx, rec.Namespace, rec.Job, *rec.RevertedTo)
+		}
+	}
 	if err == nil && rec.Outcome == Succeeded {
 		rec.URLs = d.urls(ctx, rec.Job, rec.ConfigHash)
 	}
 	return rec, err
+}
+
+// uiURL is the job's page in the Nomad UI of the Nomad the deployer talks to.
+func (d *Deployer) uiURL(ns, job string) string {
+	if d.NomadAddr == "" {
+		return ""
+	}
+	return strings.TrimSuffix(d.NomadAddr, "/") + "/ui/jobs/" + url.PathEscape(job) + "@" + url.PathEscape(ns)
+}
+
+// releaseName is the release name of a job version: its tag, or vN.
+func (d *Deployer) releaseName(ctx context.Context, ns, job string, version uint64) string {
+	versions, _, _, err := d.Jobs.Versions(job, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	if err == nil {
+		for _, v := range versions {
+			if *v.Version == version && v.VersionTag != nil && v.VersionTag.Name != "" {
+				return v.VersionTag.Name
+			}
+		}
+	}
+	return release.Name(version)
 }
 
 // urls lists the passing instances of the job's service that run the

@@ -28,7 +28,7 @@ type GCResult struct {
 // has dropped them. GC holds the job's deploy lock, so a submit between
 // writing a snapshot and registering its job cannot lose it.
 func (d *Deployer) GC(ctx context.Context, ns, job string, keep int, dryRun bool, who string) (*GCResult, error) {
-	unlock, err := d.lock(ctx, ns, job, who)
+	unlock, err := d.lock(ctx, ns, job, who+", gc")
 	if err != nil {
 		return nil, err
 	}
@@ -66,18 +66,18 @@ func (d *Deployer) GC(ctx context.Context, ns, job string, keep int, dryRun bool
 
 	used := map[string]bool{}
 	for _, v := range versions {
-		if h := v.Meta[release.MetaConfigHash]; h != "" {
-			used[h] = true
+		if p := v.Meta[release.MetaConfigPath]; p != "" {
+			used[p] = true
 		}
 	}
-	hashes, err := d.Store.List(ctx, ns, job)
+	names, err := d.Store.List(ctx, ns, job)
 	if err != nil {
 		return res, err
 	}
-	slices.Sort(hashes)
-	for _, h := range hashes {
-		path := d.Store.Path(ns, job, h)
-		if used[h] {
+	slices.Sort(names)
+	for _, name := range names {
+		path := d.Store.Path(ns, job, name)
+		if used[path] {
 			res.Kept = append(res.Kept, path)
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -112,8 +113,8 @@ func entry(v *nomad.Job, snaps map[string]map[string]string) Entry {
 	if v.VersionTag != nil && v.VersionTag.Name != "" {
 		e.Release, e.Tagged = v.VersionTag.Name, true
 	}
-	if e.ConfigHash != "" {
-		e.Config = snaps[e.ConfigHash]
+	if e.ConfigPath != "" {
+		e.Config = snaps[path.Base(e.ConfigPath)]
 	}
 	return e
 }

@@ -2,11 +2,14 @@ package deploy
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/kodekloud/counter/internal/configstore"
 )
 
 // Jobs is the part of Nomad's jobs API that the deployer calls; *nomad.Jobs
@@ -31,9 +34,11 @@ type Evaluations interface {
 	Info(evalID string, q *nomad.QueryOptions) (*nomad.Evaluation, *nomad.QueryMeta, error)
 }
 
-// Deployments reads one deployment; *nomad.Deployments is one.
+// Deployments reads a deployment and its allocations; *nomad.Deployments is
+// one.
 type Deployments interface {
 	Info(deploymentID string, q *nomad.QueryOptions) (*nomad.Deployment, *nomad.QueryMeta, error)
+	Allocations(deploymentID string, q *nomad.QueryOptions) ([]*nomad.AllocationListStub, *nomad.QueryMeta, error)
 }
 
 // Instances lists a service's instances; *consul.Health is one.
@@ -41,9 +46,14 @@ type Instances interface {
 	Service(service, tag string, passingOnly bool, q *consul.QueryOptions) ([]*consul.ServiceEntry, *consul.QueryMeta, error)
 }
 
-// NomadAPI gathers the Nomad calls of a Deployer from one client.
-func NomadAPI(c *nomad.Client) (Jobs, Evaluations, Deployments) {
-	return c.Jobs(), c.Evaluations(), c.Deployments()
+// New returns a Deployer that works through the real Nomad and Consul
+// clients, keeping its config snapshots in store.
+func New(nc *nomad.Client, cc *consul.Client, store *configstore.Store, jobSpec string, progress io.Writer) *Deployer {
+	return &Deployer{
+		Jobs: nc.Jobs(), Evals: nc.Evaluations(), Deploys: nc.Deployments(), Logs: nomadLogs{nc},
+		NomadAddr: nc.Address(), Instances: cc.Health(), Store: store,
+		JobSpec: jobSpec, Progress: progress,
+	}
 }
 
 // isConflict reports whether Nomad refused a write because the job changed

@@ -159,3 +159,105 @@ func TestProgressLine(t *testing.T) {
 		})
 	}
 }
+
+func TestPlacementFailures(t *testing.T) {
+	tests := []struct {
+		name   string
+		failed map[string]*nomad.AllocationMetric
+		dcs    []string
+		want   []string
+	}{
+		{"none", nil, nil, nil},
+		{"no node in a datacenter Nomad counted", map[string]*nomad.AllocationMetric{
+			"web": {NodesEvaluated: 0, NodesAvailable: map[string]int{"dc9": 0}},
+		}, nil, []string{`task group "web": no nodes were eligible for evaluation`, `task group "web": no nodes are available in datacenter "dc9"`}},
+		// What a real Nomad v1.11.2 answers for a datacenter it never saw.
+		{"a datacenter Nomad never saw", map[string]*nomad.AllocationMetric{
+			"web": {NodesEvaluated: 0, NodesAvailable: map[string]int{}},
+		}, []string{"dc9", "dc*"}, []string{`task group "web": no nodes were eligible for evaluation`, `task group "web": no nodes are available in datacenter "dc9"`}},
+		{"resources exhausted", map[string]*nomad.AllocationMetric{
+			"web": {NodesEvaluated: 1, NodesExhausted: 1, DimensionExhausted: map[string]int{"memory": 1}, NodesAvailable: map[string]int{"dc1": 1}},
+		}, []string{"dc1"}, []string{`task group "web": resources exhausted on 1 nodes`, `task group "web": dimension "memory" exhausted on 1 nodes`}},
+		{"constraints, groups in name order", map[string]*nomad.AllocationMetric{
+			"web": {NodesEvaluated: 2, ConstraintFiltered: map[string]int{`${attr.kernel.name} = windows`: 2}},
+			"api": {NodesEvaluated: 2, QuotaExhausted: []string{"cpu"}},
+		}, nil, []string{`task group "api": quota limit hit "cpu"`, `task group "web": constraint "${attr.kernel.name} = windows": 2 nodes excluded by filter`}},
+		{"no reason given", map[string]*nomad.AllocationMetric{"web": {NodesEvaluated: 3}}, nil,
+			[]string{`task group "web": the scheduler gave no reason`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := placementFailures(tt.failed, tt.dcs); !slices.Equal(got, tt.want) {
+				t.Errorf("placementFailures =\n  %q\nwant\n  %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFailingPutsUnhealthyFirstAndSkipsHealthy(t *testing.T) {
+	stub := func(id string, healthy *bool) *nomad.AllocationListStub {
+		a := &nomad.AllocationListStub{ID: id}
+		if healthy != nil {
+			a.DeploymentStatus = &nomad.AllocDeploymentStatus{Healthy: healthy}
+		}
+		return a
+	}
+	got := failing([]*nomad.AllocationListStub{stub("pending", nil), stub("ok", ptr(true)), stub("bad", ptr(false))})
+	var ids []string
+	for _, a := range got {
+		ids = append(ids, a.ID)
+	}
+	if want := []string{"bad", "pending"}; !slices.Equal(ids, want) {
+		t.Errorf("failing = %v, want %v", ids, want)
+	}
+}
+
+func TestDescribeATaskThatExited(t *testing.T) {
+	events := []*nomad.TaskEvent{
+		{Type: "Received"}, {Type: "Task Setup", DisplayMessage: "Building Task Directory"},
+		{Type: "Started", DisplayMessage: "Task started by client"},
+		{Type: nomad.TaskTerminated, DisplayMessage: "Exit Code: 1", ExitCode: 1},
+		{Type: "Restarting", DisplayMessage: "Task restarting in 15s"},
+		{Type: "Started", DisplayMessage: "Task started by client"},
+		{Type: nomad.TaskTerminated, DisplayMessage: "Exit Code: 2", ExitCode: 2},
+		{Type: "Not Restarting", DisplayMessage: "Exceeded allowed attempts 2 in interval 30m0s"},
+	}
+	a := &nomad.AllocationListStub{ID: "0123456789abcdef", JobVersion: 4, ClientStatus: "failed", NodeName: "node-1"}
+	c := describe(a, "app", &nomad.TaskState{Events: events})
+	if c.ExitCode == nil || *c.ExitCode != 2 {
+		t.Errorf("exit code %v, want the last one, 2", c.ExitCode)
+	}
+	if len(c.Events) != maxEvents || c.Events[len(c.Events)-1] != "Not Restarting: Exceeded allowed attempts 2 in interval 30m0s" {
+		t.Errorf("events %q, want the last %d, newest last", c.Events, maxEvents)
+	}
+	c.Stderr = lastLines("ial line\nfirst\n\nsecond\nthird\n", 2, true)
+	s := c.String()
+	for _, want := range []string{"instance 01234567 (job version 4, node node-1) task \"app\" is failed, last exit code 2", "      second\n      third"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("cause text lacks %q:\n%s", want, s)
+		}
+	}
+}
+
+func TestLastLines(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		n    int
+		cut  bool
+		want []string
+	}{
+		{"whole log", "a\nb\n", 8, false, []string{"a", "b"}},
+		{"cut mid-line drops the piece", "tail of a\nb\nc\n", 8, true, []string{"b", "c"}},
+		{"keeps the last n", "a\nb\nc\nd\n", 2, false, []string{"c", "d"}},
+		{"skips blank lines", "a\n\n  \nb", 8, false, []string{"a", "b"}},
+		{"empty", "", 8, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := lastLines(tt.in, tt.n, tt.cut); !slices.Equal(got, tt.want) {
+				t.Errorf("lastLines = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

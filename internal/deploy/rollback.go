@@ -6,6 +6,7 @@ import (
 	"maps"
 	"regexp"
 	"strconv"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 
@@ -25,6 +26,7 @@ type Target struct {
 // RollbackOptions tune Rollback.
 type RollbackOptions struct {
 	Detach   bool
+	Wait     time.Duration // as SubmitOptions.Wait
 	Resolver imageref.Resolver
 	Who      string
 }
@@ -50,6 +52,7 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 	}
 	curE, tgtE := entry(cur, nil), entry(target, nil)
 	rec := &Record{
+		UI:  d.uiURL(ns, job),
 		Job: job, Namespace: ns, Environment: target.Meta[release.MetaEnvironment],
 		Image: tgtE.Image, ImageDigest: tgtE.ImageDigest, ConfigHash: tgtE.ConfigHash, ConfigPath: tgtE.ConfigPath,
 		GitCommit: tgtE.GitCommit, SubmittedBy: opts.Who,
@@ -84,7 +87,17 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 		return nil, fmt.Errorf("cannot roll back %s to %s: %w; nothing was changed", job, tgtE.Release, err)
 	}
 
-	unlock, err := d.lock(ctx, ns, job, opts.Who)
+	// The target must still fit the cluster: its datacenters and resources
+	// are those of its day.
+	plan, _, err := d.Jobs.Plan(target, false, (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("plan the revert of %s to %s with Nomad at %s: %w", job, tgtE.Release, d.NomadAddr, err)
+	}
+	if why := placementFailures(plan.FailedTGAllocs, target.Datacenters); len(why) > 0 {
+		return nil, &UnplaceableError{Job: job, Reasons: why}
+	}
+
+	unlock, err := d.acquire(ctx, ns, job, fmt.Sprintf("%s, rollback to %s", opts.Who, tgtE.Release), opts.Wait)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +114,6 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 	if err := d.nameVersion(ctx, rec, resp.JobModifyIndex, fmt.Sprintf("rollback to %s by %s", tgtE.Release, opts.Who)); err != nil {
 		return nil, err
 	}
-	unlock()
 	fmt.Fprintf(d.Progress, "==> reverted %s to %s (version %d) as version %d (eval %s)\n", job, tgtE.Release, *target.Version, *rec.Version, short(resp.EvalID))
 	return d.follow(ctx, rec, opts.Detach)
 }

@@ -225,7 +225,7 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 		e.Update = &Update{}
 	}
 	u := e.Update
-	defer u.fillDefaults()
+	durations := map[string]time.Duration{}
 	for _, d := range []struct {
 		name string
 		v    *string
@@ -233,11 +233,16 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 		if d.v == nil {
 			continue
 		}
-		if dur, err := time.ParseDuration(*d.v); err != nil || dur < 0 {
+		dur, err := time.ParseDuration(*d.v)
+		if err != nil || dur < 0 {
 			bad(attrRange(body, "update", d.name), "Invalid duration",
 				fmt.Sprintf("%s = %q: want a duration such as \"10s\" or \"5m\".", d.name, *d.v))
+			continue
 		}
+		durations[d.name] = dur
 	}
+	diags = append(diags, u.checkDeadlines(body, durations)...)
+	u.fillDefaults(durations)
 	for _, n := range []struct {
 		name string
 		v    *int
@@ -254,24 +259,72 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 // environment file is where a user sets them, so its reader is where the
 // unset ones are filled in. The job spec's variables have no defaults, since
 // the deployer always sets them all.
+//
+// One canary, promoted automatically once healthy, keeps the running
+// instances serving until their replacement passes its checks, even with
+// one instance; a failed one is reverted by Nomad.
 const (
-	defaultMaxParallel      = 1
-	defaultCanary           = 0
-	defaultAutoRevert       = true
-	defaultAutoPromote      = false
-	defaultMinHealthyTime   = "10s"
-	defaultHealthyDeadline  = "5m"
-	defaultProgressDeadline = "10m"
+	defaultMaxParallel     = 1
+	defaultCanary          = 1
+	defaultAutoRevert      = true
+	defaultAutoPromote     = true
+	defaultMinHealthyTime  = "10s"
+	defaultHealthyDeadline = "5m"
+	// progressSlack is how long after healthy_deadline an unset
+	// progress_deadline ends a deployment that makes no progress. Nomad's
+	// own default, 10 minutes whatever healthy_deadline says, is how a
+	// release with a 45 s healthy_deadline kept its submitter waiting 10
+	// minutes.
+	progressSlack = 30 * time.Second
 )
 
-func (u *Update) fillDefaults() {
+func (u *Update) fillDefaults(durations map[string]time.Duration) {
 	orDefault(&u.MaxParallel, defaultMaxParallel)
 	orDefault(&u.Canary, defaultCanary)
 	orDefault(&u.AutoRevert, defaultAutoRevert)
 	orDefault(&u.AutoPromote, defaultAutoPromote)
 	orDefault(&u.MinHealthyTime, defaultMinHealthyTime)
 	orDefault(&u.HealthyDeadline, defaultHealthyDeadline)
-	orDefault(&u.ProgressDeadline, defaultProgressDeadline)
+	healthy, ok := durations["healthy_deadline"]
+	if !ok {
+		healthy, _ = time.ParseDuration(defaultHealthyDeadline)
+	}
+	orDefault(&u.ProgressDeadline, (healthy + progressSlack).String())
+}
+
+// checkDeadlines refuses deadlines with which a deployment could wait longer
+// than its settings say, or that Nomad would refuse with a less clear word.
+func (u *Update) checkDeadlines(body *hclsyntax.Body, d map[string]time.Duration) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	bad := func(name, summary, detail string) {
+		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: detail,
+			Subject: attrRange(body, "update", name).Ptr()})
+	}
+	healthy, setHealthy := d["healthy_deadline"]
+	progress, setProgress := d["progress_deadline"]
+	minHealthy, setMin := d["min_healthy_time"]
+	if setHealthy && healthy == 0 {
+		bad("healthy_deadline", "Invalid healthy_deadline", "healthy_deadline = 0: an instance needs some time to turn healthy.")
+	}
+	if setProgress && progress == 0 {
+		bad("progress_deadline", "No progress deadline",
+			"progress_deadline = 0 turns Nomad's deadline off, so a release that never turns healthy is never failed or reverted: set one, e.g. healthy_deadline plus 30s.")
+	}
+	if !setHealthy {
+		healthy, _ = time.ParseDuration(defaultHealthyDeadline)
+	}
+	if setProgress && progress != 0 && progress <= healthy {
+		bad("progress_deadline", "progress_deadline too short",
+			fmt.Sprintf("progress_deadline = %s must be longer than healthy_deadline = %s: Nomad refuses a job otherwise.", progress, healthy))
+	}
+	if !setMin {
+		minHealthy, _ = time.ParseDuration(defaultMinHealthyTime)
+	}
+	if minHealthy >= healthy {
+		bad("min_healthy_time", "min_healthy_time too long",
+			fmt.Sprintf("min_healthy_time = %s must be shorter than healthy_deadline = %s, or no instance can ever turn healthy in time.", minHealthy, healthy))
+	}
+	return diags
 }
 
 // orDefault points *p at v when the file left it unset.

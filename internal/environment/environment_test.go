@@ -45,12 +45,14 @@ func TestParseFillsEveryUpdateSetting(t *testing.T) {
 		name, block string
 		want        Update
 	}{
-		{"defaults/no update block", "", update(1, 0, true, false, "10s", "5m", "10m")},
-		{"defaults/empty update block", "update {}", update(1, 0, true, false, "10s", "5m", "10m")},
-		{"keeps/what the file sets", "update {\n canary = 1\n auto_promote = true\n healthy_deadline = \"45s\"\n}",
-			update(1, 1, true, true, "10s", "45s", "10m")},
-		{"keeps/false and zero", "update {\n auto_revert = false\n max_parallel = 3\n}",
-			update(3, 0, false, false, "10s", "5m", "10m")},
+		{"defaults/no update block", "", update(1, 1, true, true, "10s", "5m", "5m30s")},
+		{"defaults/empty update block", "update {}", update(1, 1, true, true, "10s", "5m", "5m30s")},
+		{"defaults/progress deadline follows the healthy deadline", "update {\n healthy_deadline = \"45s\"\n min_healthy_time = \"3s\"\n}",
+			update(1, 1, true, true, "3s", "45s", "1m15s")},
+		{"keeps/what the file sets", "update {\n canary = 2\n auto_promote = false\n progress_deadline = \"20m\"\n}",
+			update(1, 2, true, false, "10s", "5m", "20m")},
+		{"keeps/false and zero", "update {\n auto_revert = false\n canary = 0\n max_parallel = 3\n}",
+			update(3, 0, false, true, "10s", "5m", "5m30s")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -113,6 +115,14 @@ func TestParseRejectsBadFiles(t *testing.T) {
 			[]string{"bad.hcl:6", "Unclosed configuration block"}},
 		{"rejects/bad job name", "job = \"counter prod\"\n" + good,
 			[]string{"bad.hcl:1,7", "Invalid job name"}},
+		{"rejects/no progress deadline", good + "update {\n  progress_deadline = \"0s\"\n}\n",
+			[]string{"bad.hcl:7,23", "No progress deadline", "never failed or reverted"}},
+		{"rejects/progress deadline within the healthy deadline", good + "update {\n  healthy_deadline = \"45s\"\n  progress_deadline = \"45s\"\n}\n",
+			[]string{"bad.hcl:8,23", "progress_deadline too short", "progress_deadline = 45s must be longer than healthy_deadline = 45s"}},
+		{"rejects/progress deadline within the default healthy deadline", good + "update {\n  progress_deadline = \"2m\"\n}\n",
+			[]string{"bad.hcl:7,23", "must be longer than healthy_deadline = 5m0s"}},
+		{"rejects/min healthy time past the healthy deadline", good + "update {\n  healthy_deadline = \"5s\"\n}\n",
+			[]string{"bad.hcl:6", "min_healthy_time too long", "min_healthy_time = 10s must be shorter than healthy_deadline = 5s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -41,10 +41,10 @@ type Release struct {
 	path   string
 }
 
-// Paths names the Consul KV folder of a config snapshot; *configstore.Store
-// is one.
+// Paths names the Consul KV folder of a config snapshot from its name;
+// *configstore.Store is one.
 type Paths interface {
-	Path(namespace, job, hash string) string
+	Path(namespace, job, name string) string
 }
 
 // New bundles an image with an environment's config into a release whose
@@ -56,6 +56,17 @@ func New(env *environment.Environment, img imageref.Image, gitCommit, submittedB
 		Env: env, Image: img, GitCommit: gitCommit, SubmittedBy: submittedBy,
 		config: values, hash: hash, path: paths.Path(env.Namespace, env.Job, hash),
 	}
+}
+
+// WithSnapshot returns the release with its config at the snapshot called
+// name, which must be one of its config's (its hash, or a repair of it).
+func (r *Release) WithSnapshot(name string, paths Paths) (*Release, error) {
+	if configstore.HashOf(name) != r.hash {
+		return nil, fmt.Errorf("snapshot %q does not hold config %s", name, r.hash)
+	}
+	cp := *r
+	cp.path = paths.Path(r.Env.Namespace, r.Env.Job, name)
+	return &cp, nil
 }
 
 // Config is what the app reads from its environment, as written to the

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+
+	"github.com/kodekloud/counter/internal/configstore"
+	"github.com/kodekloud/counter/internal/deploy"
+	"github.com/kodekloud/counter/internal/testredis"
+)
+
+// editEnv replaces old with new in environments/NAME.hcl.
+func (f *fixture) editEnv(name, old, new string) {
+	f.t.Helper()
+	path := filepath.Join(f.dir, "environments", name+".hcl")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		f.t.Fatalf("%s has no %q", path, old)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// lockKey is the deploy lock of the fixture's job.
+func (f *fixture) lockKey() string {
+	return configstore.New(f.kv, "").LockKey("default", f.job)
+}
+
+// waitForLock waits until someone holds the job's deploy lock.
+func (f *fixture) waitForLock(within time.Duration) {
+	f.t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if p, _, err := f.kv.KV().Get(f.lockKey(), nil); err == nil && p != nil && p.Session != "" {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	f.t.Fatalf("nobody took the deploy lock %s within %s", f.lockKey(), within)
+}
+
+func TestUnplaceableReleaseIsRefusedAndWritesNothing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	rdb := testredis.Start(t)
+	f.writeEnv("dev", rdb, 1, "")
+	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK {
+		t.Fatalf("first release: exit %d %+v", code, rec)
+	}
+	before, versions := f.snapshots(), len(f.versions())
+
+	tests := []struct {
+		name, old, new, want string
+	}{
+		{"no node in the datacenter", `datacenters = ["dc1"]`, `datacenters = ["dc9"]`, `no nodes are available in datacenter "dc9"`},
+		{"a memory ask no node can give", "memory = 32", "memory = 1000000000", `dimension "memory" exhausted`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f.writeEnv("dev", rdb, 1, "")
+			f.editEnv("dev", tt.old, tt.new)
+			start := time.Now()
+			out, stderr, code := f.deployer("submit", "-env", "dev", "-image", good)
+			if code != exitError || !strings.Contains(stderr, "Nomad cannot place job "+f.job+", so nothing was written") || !strings.Contains(stderr, tt.want) {
+				t.Errorf("submit: exit %d, stderr:\n%s\nwant exit %d naming %q", code, stderr, exitError, tt.want)
+			}
+			if out != "" {
+				t.Errorf("stdout %q, want nothing", out)
+			}
+			if took := time.Since(start); took > 30*time.Second {
+				t.Errorf("refused after %s, want within seconds", took)
+			}
+			if after := f.snapshots(); len(after) != len(before) {
+				t.Errorf("snapshots %v after, %v before: the refused release wrote one", after, before)
+			}
+			if n := len(f.versions()); n != versions {
+				t.Errorf("%d versions, want %d: the refused release registered one", n, versions)
+			}
+			// plan shows the same reasons, and exits 1 for a change, as
+			// nomad job plan does.
+			pout, _, pcode := f.deployer("plan", "-env", "dev", "-image", good)
+			if pcode != exitPlanChanged || !strings.Contains(pout, tt.want) {
+				t.Errorf("plan: exit %d, stdout:\n%s\nwant %d naming %q", pcode, pout, exitPlanChanged, tt.want)
+			}
+		})
+	}
+}
+
+// A release arriving while another one's deployment is watched is a
+// conflict, and does not cancel it: the lock is held until the end.
+func TestASecondReleaseDuringADeploymentIsAConflictAndCancelsNothing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	a, b := testredis.Start(t), testredis.Start(t)
+	// A deployment that takes a while: 8 s of min_healthy_time.
+	f.writeEnv("a", a, 1, "min_healthy_time = \"8s\"\nhealthy_deadline = \"40s\"\nprogress_deadline = \"60s\"")
+	f.writeEnv("b", b, 1, "")
+
+	var first deploy.Record
+	var firstCode int
+	var wg sync.WaitGroup
+	wg.Go(func() { first, firstCode, _ = submitJSON(t, f, "-env", "a", "-image", good) })
+	f.waitForLock(60 * time.Second)
+
+	_, stderr, code := f.deployer("submit", "-env", "b", "-image", good)
+	if code != exitConflict || !strings.Contains(stderr, "held by tester, submit of") {
+		t.Errorf("second submit: exit %d, stderr:\n%s\nwant %d and who holds the lock", code, stderr, exitConflict)
+	}
+	wg.Wait()
+	if firstCode != exitOK || first.Outcome != deploy.Succeeded {
+		t.Fatalf("first submit: exit %d, outcome %q (%s); want it to succeed, not be cancelled", firstCode, first.Outcome, first.Detail)
+	}
+	if n := len(f.versions()); n != 1 {
+		t.Errorf("%d versions, want 1: the conflicting release registered one", n)
+	}
+	// After it, the second goes through.
+	if rec, code, _ := submitJSON(t, f, "-env", "b", "-image", good); code != exitOK || rec.Outcome != deploy.Succeeded {
+		t.Errorf("submit after the first ended: exit %d %+v", code, rec)
+	}
+}
+
+// A deployer killed while it holds the lock leaves nothing that blocks: its
+// session expires and the lock goes with it.
+func TestAKilledDeployerLeavesNoLockBehind(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	a, b := testredis.Start(t), testredis.Start(t)
+	f.writeEnv("a", a, 1, "min_healthy_time = \"5s\"\nhealthy_deadline = \"40s\"\nprogress_deadline = \"60s\"")
+	f.writeEnv("b", b, 1, "")
+
+	// This test binary is the deployer when called by that name
+	// (testscript.Main), so the deployer can run as a process of its own.
+	bin := filepath.Join(t.TempDir(), "deployer")
+	if err := os.Symlink(os.Args[0], bin); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "submit", "-env", "a", "-image", good,
+		"-environments", filepath.Join(f.dir, "environments"), "-job", filepath.Join(f.dir, "jobs", "counter.nomad.hcl"))
+	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+f.env["NOMAD_ADDR"], "CONSUL_HTTP_ADDR="+f.env["CONSUL_HTTP_ADDR"], "DEPLOYER_USER=killed")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.waitForLock(60 * time.Second)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	killed := time.Now()
+
+	// Right away, it is still a conflict: the dead holder's session lives
+	// until its TTL runs out.
+	if _, stderr, code := f.deployer("submit", "-env", "b", "-image", good); code != exitConflict {
+		t.Errorf("submit right after the kill: exit %d, want %d:\n%s", code, exitConflict, stderr)
+	}
+	// Then Consul removes the lock: within twice the TTL, as it promises.
+	for {
+		p, _, err := f.kv.KV().Get(f.lockKey(), &consul.QueryOptions{})
+		if err == nil && p == nil {
+			break
+		}
+		if time.Since(killed) > 2*configstore.LockTTL+5*time.Second {
+			t.Fatalf("the killed deployer's lock is still there %s after the kill: %+v", time.Since(killed).Round(time.Second), p)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("the lock went %s after the kill (TTL %s)", time.Since(killed).Round(100*time.Millisecond), configstore.LockTTL)
+	if rec, code, _ := submitJSON(t, f, "-env", "b", "-image", good, "-wait", "60s"); code != exitOK || rec.Outcome != deploy.Succeeded {
+		t.Errorf("submit after the lock went: exit %d %+v", code, rec)
+	}
+}
