@@ -42,9 +42,10 @@ release: ## build and push the current commit, submit it to ENV (default dev) on
 	  || { tail -n 20 .stack/build.log; exit 1; }; \
 	echo "==> deployer submit -env $(ENV) -image $$ref"; \
 	bin/deployer submit -env $(ENV) -image "$$ref" | tee .stack/last-release.txt; \
-	url=$$(grep -o 'http://[^ ]*' .stack/last-release.txt | head -n 1); \
+	url=$$(sed -n 's|^  \(http://[^ ]*\)$$|\1|p' .stack/last-release.txt | head -n 1); \
 	[ -n "$$url" ] || { echo "make release: the deployer named no address of a passing instance to call" >&2; exit 1; }; \
-	echo "==> curl $$url"; curl -fsS "$$url"; echo
+	echo "==> curl $$url"; curl -fsS "$$url"; echo; \
+	sed -n 's|^Nomad UI: |==> Nomad UI: |p' .stack/last-release.txt
 
 .PHONY: down
 down: ## stop what make up started, and nothing else

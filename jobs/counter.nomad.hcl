@@ -2,6 +2,10 @@
 # one environment file and one pinned image; the config the app reads lives
 # at config_path in Consul KV, a path that belongs to this release alone, so
 # reverting to this job version brings its config back too.
+#
+# The variables have no defaults: the deployer sets every one of them from
+# the environment file, whose reader (internal/environment) holds the
+# defaults, so there is one place to look.
 
 variable "job_name" {
   type        = string
@@ -9,8 +13,7 @@ variable "job_name" {
 }
 
 variable "namespace" {
-  type    = string
-  default = "default"
+  type = string
 }
 
 variable "datacenters" {
@@ -18,8 +21,7 @@ variable "datacenters" {
 }
 
 variable "count" {
-  type    = number
-  default = 1
+  type = number
 }
 
 variable "image" {
@@ -33,13 +35,11 @@ variable "config_path" {
 }
 
 variable "cpu" {
-  type    = number
-  default = 100
+  type = number
 }
 
 variable "memory" {
-  type    = number
-  default = 64
+  type = number
 }
 
 variable "update" {
@@ -65,7 +65,10 @@ variable "description" {
 }
 
 job "counter" {
-  id          = var.job_name
+  id = var.job_name
+  # The Nomad UI lists jobs by name: with the ID as name, dev and prod can be
+  # told apart there.
+  name        = var.job_name
   namespace   = var.namespace
   datacenters = var.datacenters
   type        = "service"
@@ -89,6 +92,10 @@ job "counter" {
 
   group "web" {
     count = var.count
+
+    # An instance being replaced leaves Consul's passing list first, and
+    # stops 2 s later, so that clients that found it there finish with it.
+    shutdown_delay = "2s"
 
     network {
       port "http" {}

@@ -129,7 +129,7 @@ func up(ctx context.Context, dir string, bin localstack.Binaries, stdout, stderr
 }
 
 func printAddrs(w io.Writer, s *localstack.Stack) {
-	fmt.Fprintf(w, "Nomad API:   %s  (UI: %s/ui/ when built with the ui tag)\n", s.NomadAddr, s.NomadAddr)
+	fmt.Fprintf(w, "Nomad API:   %s  (UI: %s/ui/)\n", s.NomadAddr, s.NomadAddr)
 	fmt.Fprintf(w, "Consul UI:   http://%s/ui/\n", s.ConsulAddr)
 	fmt.Fprintf(w, "Redis:       %s\n", s.RedisAddr)
 	if s.RegistryAddr != "" {

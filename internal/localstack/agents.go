@@ -198,6 +198,16 @@ func (s *Stack) nomadReady(ctx context.Context) error {
 	case !d.Healthy:
 		return fmt.Errorf("docker driver unhealthy on node %s: %s", n.Name, d.HealthDescription)
 	}
+	// Jobs with Consul services and templates are constrained to nodes that
+	// have fingerprinted Consul, which comes a moment after the node turns
+	// ready: until then the scheduler cannot place them.
+	node, _, err := c.Nodes().Info(n.ID, q)
+	if err != nil {
+		return err
+	}
+	if node.Attributes["consul.version"] == "" {
+		return fmt.Errorf("node %s has not fingerprinted Consul yet", n.Name)
+	}
 	s.NodeID = n.ID
 	return nil
 }

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/kodekloud/counter/internal/testenv"
+	"github.com/kodekloud/counter/internal/testimage"
+	"github.com/kodekloud/counter/internal/testredis"
+)
+
+// TestNomadUIRevertBringsBackImageAndConfig is the Nomad UI path of a
+// rollback, in a real browser: two releases that differ in image and in
+// Redis port; on the job's Versions page, "Revert Version" on the first and
+// its confirmation; then the app itself must answer with the first
+// release's image and count in the first release's Redis.
+func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
+	t.Parallel()
+	chromium := testenv.LookPath(t, "chromium", "chromium")
+	f := newFixture(t)
+	var rs []released
+	for i := range 2 {
+		rdb := testredis.Start(t)
+		f.writeEnv("dev", rdb, 1, "")
+		rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", imageVariant(t, f.stack, i))
+		if code != exitOK || rec.Release != fmt.Sprintf("v%d", i) {
+			t.Fatalf("release %d: exit %d %+v", i, code, rec)
+		}
+		rs = append(rs, released{rec: rec, redis: rdb})
+	}
+	f.wantRunning(rs[1], "before the revert")
+
+	b := newBrowser(t, chromium)
+	ui := f.stack.NomadAddr + "/ui/jobs/" + f.job + "@default"
+
+	// The jobs list names the job by its ID, so dev and prod differ there.
+	b.do("open the jobs list", chromedp.Navigate(f.stack.NomadAddr+"/ui/jobs"),
+		chromedp.WaitVisible(fmt.Sprintf(`//a[normalize-space(.)=%q]`, f.job)))
+
+	// The production build of the UI has no data-test attributes: find the
+	// version's block by its heading, and its buttons by their words.
+	version := `//section[contains(@class,"job-version")][.//header[starts-with(normalize-space(.), "Version #0 ")]]`
+	revert := version + `//div[contains(@class,"two-step-button")]//button[contains(normalize-space(.), "Revert Version")]`
+	confirm := version + `//div[contains(@class,"two-step-button")]//button[normalize-space(.)="Yes, Revert Version"]`
+	b.do("open the Versions page", chromedp.Navigate(ui+"/versions"), chromedp.WaitVisible(revert))
+	b.do("click Revert Version on version 0", chromedp.Click(revert), chromedp.WaitVisible(confirm))
+	b.do("confirm", chromedp.Click(confirm))
+
+	dep := f.waitForDeployment(2, 2*time.Minute)
+	if dep.Status != "successful" {
+		b.save("after the revert")
+		t.Fatalf("the revert's deployment %s is %s: %s", dep.ID, dep.Status, dep.StatusDescription)
+	}
+	f.wantRunning(rs[0], "after the revert in the Nomad UI")
+	if t.Failed() {
+		b.do("reopen the Versions page", chromedp.Navigate(ui+"/versions"), chromedp.WaitVisible(`//section[contains(@class,"job-version")]`))
+		b.save("versions after the revert")
+	}
+}
+
+// waitForDeployment waits until job version's deployment ends.
+func (f *fixture) waitForDeployment(version uint64, within time.Duration) *nomad.Deployment {
+	f.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		deps, _, err := f.nomad.Jobs().Deployments(f.job, false, nil)
+		if err == nil {
+			for _, d := range deps {
+				if d.JobVersion == version && d.Status != "running" && d.Status != "pending" {
+					return d
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("no finished deployment of %s version %d after %s (%v)", f.job, version, within, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// browser is one headless Chromium tab for one test.
+type browser struct {
+	t   *testing.T
+	ctx context.Context
+}
+
+func newBrowser(t *testing.T, chromium string) *browser {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.NoSandbox, // the tests run as root in CI
+		chromedp.DisableGPU,
+		chromedp.WindowSize(1280, 1600),
+		chromedp.UserDataDir(t.TempDir()),
+		// No calls off this machine: nothing but the page's own.
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelTab(); cancelAlloc() })
+	// The first run starts the browser and ties it to its context: this
+	// one, not a step's, whose timeout would close it.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start %s: %v", chromium, err)
+	}
+	return &browser{t: t, ctx: ctx}
+}
+
+// do runs steps, bounded in time (the UI long-polls, so nothing waits for
+// the page to go idle), and on failure saves what the page showed.
+func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	b.t.Logf("browser: %s", what)
+	ctx, cancel := context.WithTimeout(b.ctx, 45*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		b.save(what)
+		b.t.Fatalf("browser: %s: %v", what, err)
+	}
+}
+
+// save writes a screenshot and the HTML of the page to the test artifacts
+// folder ($TEST_ARTIFACTS, else .artifacts in the repository), and logs where.
+func (b *browser) save(what string) {
+	b.t.Helper()
+	dir := os.Getenv("TEST_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(testimage.RepoRoot(b.t), ".artifacts")
+	}
+	name := regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(b.t.Name()+"-"+what, "-")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.t.Logf("artifacts: %v", err)
+		return
+	}
+	// A fresh context: the step's own may be what ran out.
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	if png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot()); err == nil {
+		path := filepath.Join(dir, name+".png")
+		if err := os.WriteFile(path, png, 0o644); err == nil {
+			b.t.Logf("screenshot of the page: %s", path)
+		}
+	}
+	if html, err := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("html"))); err == nil {
+		path := filepath.Join(dir, name+".html")
+		if err := os.WriteFile(path, []byte(html), 0o644); err == nil {
+			b.t.Logf("HTML of the page: %s", path)
+		}
+	}
+}
