@@ -325,7 +325,15 @@ func down(ctx context.Context, dir string, progress io.Writer, keepEngine bool, 
 			s.say("%s: already gone (pid %d is not running it)", p.name, p.pid)
 		}
 	}
-	return s.Stop(ctx)
+	if err := s.Stop(ctx); err != nil {
+		return err
+	}
+	// Nothing of this stack is left to reach: the next down has nothing to
+	// do, and says so.
+	if err := os.Remove(filepath.Join(dir, "stack.json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // registryReady checks the registry's API root.
