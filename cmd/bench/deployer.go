@@ -256,6 +256,12 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 		if _, err := b.must(ctx, nil, b.deployer, b.dep("submit", "-env", "c", "-image", image, "-detach", "-allow-unplaceable")...); err != nil {
 			return nil, err
 		}
+		// Nothing can be placed, so the version's deployment would run until
+		// its progress deadline, and the deployer would not cancel it for the
+		// next version: end it here.
+		if err := failDeployment(ctx, nc, "bench-c"); err != nil {
+			return nil, err
+		}
 	}
 	var hist, nhist, render, plan []timing
 	for range 10 {
@@ -290,6 +296,18 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 // prepareRound points environments a and b at the Redis on port, renders b's
 // job to file for the nomad CLI and writes b's config snapshot to Consul, as
 // a user of plain Nomad would with consul kv put.
+// failDeployment marks the job's running deployment failed.
+func failDeployment(ctx context.Context, nc *nomad.Client, job string) error {
+	dep, _, err := nc.Jobs().LatestDeployment(job, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil || dep == nil || dep.Status != "running" {
+		return err
+	}
+	if _, _, err := nc.Deployments().Fail(dep.ID, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("end deployment %s of %s: %w", dep.ID, job, err)
+	}
+	return nil
+}
+
 // waitIdle waits until no deployment of job is running.
 func waitIdle(ctx context.Context, nc *nomad.Client, job string) error {
 	return waitFor(3*time.Minute, func() error {

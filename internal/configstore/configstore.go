@@ -188,7 +188,7 @@ func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock
 		if p, _, err := s.client.KV().Get(key, nil); err == nil && p != nil {
 			held = fmt.Sprintf(": held by %s", p.Value)
 		}
-		return nil, fmt.Errorf("%w: another deploy of %s is in progress%s", ErrLocked, job, held)
+		return nil, fmt.Errorf("%w: another deploy of %s is in progress%s; retry once it ends, or with -wait", ErrLocked, job, held)
 	}
 	var once sync.Once
 	return func() {

@@ -43,8 +43,7 @@ type ConflictError struct {
 }
 
 func (e *ConflictError) Error() string {
-	return fmt.Sprintf("conflict: job %s changed, or another deploy holds it, since this command read it, so nothing was changed: %v; "+
-		"look again (plan, history) and retry", e.Job, e.Err)
+	return fmt.Sprintf("conflict on job %s, so nothing was changed: %v", e.Job, e.Err)
 }
 
 func (e *ConflictError) Unwrap() error { return e.Err }
@@ -302,7 +301,7 @@ func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOp
 	}
 	base := p.ModifyBase
 	if opts.CheckIndex != nil && *opts.CheckIndex != base {
-		return nil, &ConflictError{Job: r.Env.Job, Err: fmt.Errorf("-check-index %d, but the job's modify index is %d", *opts.CheckIndex, base)}
+		return nil, &ConflictError{Job: r.Env.Job, Err: fmt.Errorf("it changed since it was planned: -check-index %d, but its modify index is %d; plan again", *opts.CheckIndex, base)}
 	}
 	if p.Changed && len(p.Unplaceable) > 0 && !opts.AllowUnplaceable {
 		return nil, &UnplaceableError{Job: r.Env.Job, Reasons: p.Unplaceable}
@@ -349,7 +348,7 @@ func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOp
 			}
 		}
 		if isConflict(err) {
-			return nil, &ConflictError{Job: r.Env.Job, Err: err}
+			return nil, &ConflictError{Job: r.Env.Job, Err: fmt.Errorf("it changed since this command read it (%w); look again (plan, history) and retry", err)}
 		}
 		return nil, fmt.Errorf("register job %s with Nomad at %s: %w", r.Env.Job, d.NomadAddr, err)
 	}
@@ -414,8 +413,8 @@ func (d *Deployer) idle(ctx context.Context, ns, job string) error {
 		return fmt.Errorf("read the latest deployment of %s from Nomad at %s: %w", job, d.NomadAddr, err)
 	}
 	if dep != nil && activeDeployment(dep.Status) {
-		return &ConflictError{Job: job, Err: fmt.Errorf("deployment %s of job version %d is %s (%s); a new version would cancel it: "+
-			"wait for it to end (deployer status)", short(dep.ID), dep.JobVersion, dep.Status, dep.StatusDescription)}
+		return &ConflictError{Job: job, Err: fmt.Errorf("deployment %s of job version %d is %s (%s), and a new version would cancel it: "+
+			"retry once it ends (deployer status), or with -wait", short(dep.ID), dep.JobVersion, dep.Status, dep.StatusDescription)}
 	}
 	return nil
 }

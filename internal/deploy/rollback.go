@@ -106,7 +106,7 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 	resp, _, err := d.Jobs.Revert(job, *target.Version, &prior, (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx), "", "")
 	if err != nil {
 		if isConflict(err) {
-			return nil, &ConflictError{Job: job, Err: err}
+			return nil, &ConflictError{Job: job, Err: fmt.Errorf("it changed since this command read it (%w); look again (history) and retry", err)}
 		}
 		return nil, fmt.Errorf("revert job %s to version %d with Nomad at %s: %w", job, *target.Version, d.NomadAddr, err)
 	}

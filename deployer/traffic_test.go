@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kodekloud/counter/internal/deploy"
+	"github.com/kodekloud/counter/internal/stacktest"
+	"github.com/kodekloud/counter/internal/testredis"
+)
+
+// load is a client of the service as a real one finds it: through Consul's
+// list of passing instances, refreshed every 100 ms, reading every answer.
+type load struct {
+	mu      sync.Mutex
+	ok      int      // 200 answers
+	failed  []string // what went wrong, for the report
+	empty   int      // refreshes that found no passing instance
+	stop    context.CancelFunc
+	done    chan struct{}
+	counted map[int]bool // counts seen: no two answers may share one
+}
+
+// startLoad sends requests to the fixture's job until stopped, at most
+// 100,000 and for at most 5 minutes.
+func (f *fixture) startLoad(t *testing.T) *load {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	l := &load{stop: cancel, done: make(chan struct{}), counted: map[int]bool{}}
+	client := &http.Client{Timeout: 3 * time.Second}
+	go func() {
+		defer close(l.done)
+		var urls []string
+		refreshed := time.Time{}
+		for i := 0; i < 100000 && ctx.Err() == nil; i++ {
+			if time.Since(refreshed) > 100*time.Millisecond {
+				entries, _, err := f.kv.Health().Service(f.job, "", true, nil)
+				if err == nil {
+					urls = urls[:0]
+					for _, e := range entries {
+						urls = append(urls, fmt.Sprintf("http://%s:%d/", e.Service.Address, e.Service.Port))
+					}
+					if len(urls) == 0 {
+						l.mu.Lock()
+						l.empty++
+						l.mu.Unlock()
+					}
+				}
+				refreshed = time.Now()
+			}
+			if len(urls) == 0 {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			l.get(client, urls[i%len(urls)])
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	t.Cleanup(func() { l.stop(); <-l.done })
+	return l
+}
+
+func (l *load) get(c *http.Client, url string) {
+	res, err := c.Get(url)
+	var body []byte
+	if err == nil {
+		body, err = io.ReadAll(res.Body)
+		res.Body.Close()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case err != nil:
+		l.failed = append(l.failed, fmt.Sprintf("GET %s: %v", url, err))
+	case res.StatusCode != http.StatusOK:
+		l.failed = append(l.failed, fmt.Sprintf("GET %s: %s: %s", url, res.Status, body))
+	default:
+		n, err := strconv.Atoi(strings.TrimPrefix(string(body), "Welcome to KODEKLOUD! Visitor Count: "))
+		if err != nil || l.counted[n] {
+			l.failed = append(l.failed, fmt.Sprintf("GET %s: answer %q (repeated or not a count)", url, body))
+			return
+		}
+		l.counted[n] = true
+		l.ok++
+	}
+}
+
+// snapshot returns what the load saw so far.
+func (l *load) snapshot() (ok, empty int, failed []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ok, l.empty, append([]string(nil), l.failed...)
+}
+
+// halt stops the load and waits for its last request.
+func (l *load) halt() { l.stop(); <-l.done }
+
+// TestTrafficSurvivesGoodAndBadReleases runs a client through a good release
+// and then four bad ones. The old instance serves until its replacement
+// passes its checks, so the client never finds the passing list empty and
+// never gets a failed answer; each bad release fails within seconds naming
+// its cause, and Redis counted exactly the answers the client got.
+func TestTrafficSurvivesGoodAndBadReleases(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, bad := releaseImages(t, f.stack)
+	// v0 counts in a Redis of its own, so that its snapshot is its alone.
+	rdb0, rdb := testredis.Start(t), testredis.Start(t)
+	const update = "min_healthy_time = \"1s\"\nhealthy_deadline = \"10s\"\nprogress_deadline = \"20s\""
+	f.writeEnv("dev", rdb0, 1, update)
+	first, code, _ := submitJSON(t, f, "-env", "dev", "-image", good)
+	if code != exitOK {
+		t.Fatalf("first release: exit %d %+v", code, first)
+	}
+	l := f.startLoad(t)
+	waitFor(t, 30*time.Second, "the load's first answers", func() bool { ok, _, _ := l.snapshot(); return ok > 0 })
+
+	// A good release: another build of the same code, counting in rdb from
+	// a million on, so that no answer repeats one of rdb0's.
+	const offset = 1000000
+	if err := rdb.Set("visitorCount", strconv.Itoa(offset)); err != nil {
+		t.Fatal(err)
+	}
+	f.writeEnv("dev", rdb, 1, update)
+	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", imageVariant(t, f.stack, 1)); code != exitOK || rec.Outcome != deploy.Succeeded {
+		t.Fatalf("good release: exit %d %+v", code, rec)
+	}
+	if ok, empty, failed := l.snapshot(); empty > 0 || len(failed) > 0 {
+		t.Errorf("through a good release: %d answers, the passing list empty %d times, %d failed: %q", ok, empty, len(failed), failed)
+	}
+	running := "v1"
+
+	nomadCLI := stacktest.Binaries(t).Nomad
+	closed := testredis.Start(t)
+	closed.Stop()
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T) (args []string)
+		want    string // in the failure's causes: task events or stderr
+	}{
+		{"a Redis port nothing listens on", func(t *testing.T) []string {
+			f.writeEnv("dev", closed, 1, update)
+			return []string{"-image", good}
+		}, "connect: connection refused"},
+		{"a binary that exits", func(t *testing.T) []string {
+			f.writeEnv("dev", rdb, 1, update)
+			return []string{"-image", bad}
+		}, `unexpected arguments ["not-an-argument"]`},
+		{"a registry that does not answer", func(t *testing.T) []string {
+			f.writeEnv("dev", rdb, 1, update)
+			return []string{"-image", closedAddr(t) + "/counter:v1"}
+		}, "Driver Failure: Failed to pull"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"-env", "dev", "-wait", "1m"}, tt.prepare(t)...)
+			start := time.Now()
+			rec, code, stderr := submitJSON(t, f, args...)
+			took := time.Since(start)
+			if code != exitAutoReverted || rec.RevertedToRelease != running {
+				t.Errorf("exit %d, reverted to %q; want %d and back to %s\n%s", code, rec.RevertedToRelease, exitAutoReverted, running, stderr)
+			}
+			if took > 90*time.Second {
+				t.Errorf("the bad release took %s to fail, want well under 2 minutes", took.Round(time.Second))
+			}
+			if len(rec.Causes) == 0 || !strings.Contains(fmt.Sprint(rec.Causes), tt.want) {
+				t.Errorf("causes %+v, want them to show %q", rec.Causes, tt.want)
+			}
+			t.Logf("failed and reverted in %s; cause: %v", took.Round(100*time.Millisecond), rec.Causes)
+		})
+	}
+
+	// nomad job revert to a release whose snapshot is gone: the template
+	// never renders, the canary never turns healthy, and Nomad reverts it.
+	t.Run("nomad job revert to a deleted snapshot", func(t *testing.T) {
+		if _, err := f.kv.KV().DeleteTree(first.ConfigPath+"/", nil); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "the last deployment to end", func() bool {
+			dep, _, err := f.nomad.Jobs().LatestDeployment(f.job, nil)
+			return err == nil && dep != nil && dep.Status != "running" && dep.Status != "pending"
+		})
+		revert := *f.versions()[0].Version + 1
+		cmd := exec.Command(nomadCLI, "job", "revert", "-detach", f.job, "v0")
+		cmd.Env = append(os.Environ(), "NOMAD_ADDR="+f.stack.NomadAddr)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nomad job revert: %v\n%s", err, out)
+		}
+		if dep := f.waitForDeployment(revert, 90*time.Second); dep.Status != "failed" {
+			t.Errorf("the revert to a deleted snapshot: deployment %s, want failed", dep.Status)
+		} else {
+			t.Logf("the revert's deployment failed: %s", dep.StatusDescription)
+		}
+	})
+
+	// The client ran throughout; then Redis must hold exactly its answers.
+	time.Sleep(500 * time.Millisecond)
+	l.halt()
+	ok, empty, failed := l.snapshot()
+	counted := -offset
+	for _, r := range []*testredis.Server{rdb0, rdb} {
+		v, _ := r.Get("visitorCount")
+		n, _ := strconv.Atoi(v)
+		counted += n
+	}
+	t.Logf("load: %d answers, the passing list empty %d times, %d failed; the Redis counters add up to %d", ok, empty, len(failed), counted)
+	if len(failed) > 0 || empty > 0 {
+		t.Errorf("%d failed requests, the passing list empty %d times: %q", len(failed), empty, failed)
+	}
+	if counted != ok {
+		t.Errorf("Redis counted %d, the client got %d answers", counted, ok)
+	}
+}
+
+// waitFor polls cond every 200 ms until it holds, failing the test after
+// within.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after %s", what, within)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
