@@ -1,0 +1,147 @@
+package main
+
+import (
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/kodekloud/counter/internal/release"
+	"github.com/kodekloud/counter/internal/testredis"
+)
+
+// TestSimultaneousReleasesMakeOneVersionPerRound races two releases of one
+// job, round after round: two submits, then a submit against a rollback.
+// Each round makes exactly one new version; the other command is a conflict
+// (exit 5); no deployment is cancelled; no snapshot is left that no version
+// uses.
+func TestSimultaneousReleasesMakeOneVersionPerRound(t *testing.T) {
+	t.Parallel()
+	const rounds = 20
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	redis := []*testredis.Server{testredis.Start(t), testredis.Start(t), testredis.Start(t)}
+	const update = "min_healthy_time = \"1s\"\nhealthy_deadline = \"20s\""
+	// running is the Redis the current release counts in; each round's
+	// releases name the other two, so both are real changes.
+	running := 0
+	f.writeEnv("dev", redis[running], 1, update)
+	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK {
+		t.Fatalf("first release: exit %d %+v", code, rec)
+	}
+
+	// race runs both commands, the second after a delay that goes from 0
+	// to 1.6 s over the rounds: at once they collide on the lock; a moment
+	// later the first has registered and its deployment runs, which the
+	// second must not cancel.
+	race := func(t *testing.T, round int, cmds [2][]string) []int {
+		t.Helper()
+		codes := make([]int, 2)
+		var wg sync.WaitGroup
+		for i, args := range cmds {
+			wg.Go(func() {
+				if i == 1 {
+					time.Sleep(time.Duration(round%5) * 400 * time.Millisecond)
+				}
+				_, _, codes[i] = f.deployer(args...)
+			})
+		}
+		wg.Wait()
+		slices.Sort(codes)
+		return codes
+	}
+	check := func(t *testing.T, round int, what string, codes []int, versionsBefore int) {
+		t.Helper()
+		versions := f.versions()
+		if !slices.Equal(codes, []int{exitOK, exitConflict}) || len(versions) != versionsBefore+1 {
+			t.Fatalf("round %d, %s: exit codes %v, %d new versions; want [0 5] and one", round, what, codes, len(versions)-versionsBefore)
+		}
+		deps, _, err := f.nomad.Jobs().Deployments(f.job, true, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range deps {
+			if d.Status == "cancelled" {
+				t.Fatalf("round %d, %s: deployment %s of version %d was cancelled: %s", round, what, d.ID, d.JobVersion, d.StatusDescription)
+			}
+		}
+		used := map[string]bool{}
+		for _, v := range versions {
+			used[v.Meta[release.MetaConfigPath]+"/"] = true
+		}
+		for _, s := range f.snapshots() {
+			if !used[s] {
+				t.Fatalf("round %d, %s: snapshot %s is used by no version", round, what, s)
+			}
+		}
+	}
+
+	t.Run("submit against submit", func(t *testing.T) {
+		for round := range rounds {
+			a, b := (running+1)%3, (running+2)%3
+			f.writeEnv("a", redis[a], 1, update)
+			f.writeEnv("b", redis[b], 1, update)
+			before := len(f.versions())
+			codes := race(t, round, [2][]string{
+				{"submit", "-env", "a", "-image", good},
+				{"submit", "-env", "b", "-image", good},
+			})
+			check(t, round, "submit against submit", codes, before)
+			running = f.runningRedis(redis)
+		}
+	})
+	t.Run("submit against rollback", func(t *testing.T) {
+		for round := range rounds {
+			// The rollback goes to the newest older release, which counts in
+			// another Redis; the submit names the third.
+			prev := f.previousRedis(redis)
+			other := 3 - running - prev
+			f.writeEnv("a", redis[other], 1, update)
+			before := len(f.versions())
+			codes := race(t, round, [2][]string{
+				{"submit", "-env", "a", "-image", good},
+				{"rollback", "-env", "a"},
+			})
+			check(t, round, "submit against rollback", codes, before)
+			running = f.runningRedis(redis)
+		}
+	})
+}
+
+// runningRedis is the index of the Redis the job's current version counts in.
+func (f *fixture) runningRedis(redis []*testredis.Server) int {
+	f.t.Helper()
+	return f.redisOf(f.versions()[0], redis)
+}
+
+// previousRedis is the Redis of the newest stable version older than the
+// current one that counts elsewhere: where a rollback goes.
+func (f *fixture) previousRedis(redis []*testredis.Server) int {
+	f.t.Helper()
+	vs := f.versions()
+	cur := f.redisOf(vs[0], redis)
+	for _, v := range vs[1:] {
+		if r := f.redisOf(v, redis); r != cur && v.Stable != nil && *v.Stable {
+			return r
+		}
+	}
+	f.t.Fatal("no earlier stable release counts in another Redis")
+	return -1
+}
+
+// redisOf is the index of the Redis a job version counts in, read from its
+// config snapshot.
+func (f *fixture) redisOf(v *nomad.Job, redis []*testredis.Server) int {
+	f.t.Helper()
+	port := f.snapshot(v.Meta[release.MetaConfigPath])["PORT"]
+	for i, r := range redis {
+		if strconv.Itoa(r.Port) == port {
+			return i
+		}
+	}
+	f.t.Fatalf("version %d counts in no Redis of the test (PORT %q)", *v.Version, port)
+	return -1
+}
