@@ -128,13 +128,11 @@ func (c *command) run(ctx context.Context, args []string, sh *shell) error {
 		fmt.Fprint(sh.stderr, c.help(fs))
 		return &exitStatus{code: exitUsage}
 	}
-	var missing []string
 	for _, r := range c.required {
-		if fs.Lookup(r).Value.String() == "" {
-			missing = append(missing, "-"+r)
+		if fs.Lookup(r).Value.String() != "" {
+			continue
 		}
-	}
-	if len(missing) > 0 {
+		// Name them all, as the usage line does.
 		fmt.Fprint(sh.stderr, c.help(fs))
 		verb := "is"
 		if len(c.required) > 1 {

@@ -72,7 +72,7 @@ func TestREADMEExitCodesMatch(t *testing.T) {
 		n, _ := strconv.Atoi(r[1])
 		got[n] = r[2]
 	}
-	for _, code := range []int{exitOK, exitError, exitUsage, exitFailed, exitAutoReverted, exitConflict, exitDrift} {
+	for _, code := range []int{exitOK, exitError, exitUsage, exitFailed, exitAutoReverted, exitConflict, exitDrift, exitUnknown} {
 		if general, _, _ := strings.Cut(got[code], "; plan: "); general != exitMeaning(code) {
 			t.Errorf("README exit code %d: %q, want %q", code, got[code], exitMeaning(code))
 		}
@@ -125,6 +125,30 @@ func TestRollbackTarget(t *testing.T) {
 			}
 			if got.Tag != tt.wantTag || v != tt.wantVersion {
 				t.Errorf("target = %q/%s, want %q/%s", got.Tag, v, tt.wantTag, tt.wantVersion)
+			}
+		})
+	}
+}
+
+func TestSubmitterIsNeverUnknown(t *testing.T) {
+	tests := []struct {
+		name        string
+		env         map[string]string
+		git, osUser string
+		want        string
+	}{
+		{"DEPLOYER_USER first", map[string]string{"DEPLOYER_USER": "ci-bot", "USER": "root"}, "dev@example.com", "root", "ci-bot"},
+		{"then git's user.email", map[string]string{"USER": "root"}, "dev@example.com", "root", "dev@example.com"},
+		{"then $USER", map[string]string{"USER": "alice", "LOGNAME": "bob"}, "", "root", "alice"},
+		{"then $LOGNAME", map[string]string{"LOGNAME": "bob"}, "", "root", "bob"},
+		{"then the OS user, as under root in a container", nil, "", "root", "root"},
+		{"then the uid", nil, "", "", "uid 65532"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := who(func(k string) string { return tt.env[k] }, func() string { return tt.git }, func() string { return tt.osUser }, 65532)
+			if got != tt.want {
+				t.Errorf("who = %q, want %q", got, tt.want)
 			}
 		})
 	}

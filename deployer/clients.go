@@ -164,23 +164,36 @@ func clients(getenv func(string) string) (*nomad.Client, *consul.Client, func(),
 // prevent. DEPLOYER_USER wins; then git's user.email, which names a person
 // even under a shared login; then the OS user; then the uid.
 func submitter(ctx context.Context, getenv func(string) string) string {
-	if v := getenv("DEPLOYER_USER"); v != "" {
-		return v
+	gitEmail := func() string {
+		out, err := exec.CommandContext(ctx, "git", "config", "user.email").Output()
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(out))
 	}
-	if out, err := exec.CommandContext(ctx, "git", "config", "user.email").Output(); err == nil {
-		if v := strings.TrimSpace(string(out)); v != "" {
+	osUser := func() string {
+		if u, err := user.Current(); err == nil {
+			return u.Username
+		}
+		return ""
+	}
+	return who(getenv, gitEmail, osUser, os.Getuid())
+}
+
+// who picks the first name it has, in submitter's order.
+func who(getenv func(string) string, gitEmail, osUser func() string, uid int) string {
+	for _, name := range []func() string{
+		func() string { return getenv("DEPLOYER_USER") },
+		gitEmail,
+		func() string { return getenv("USER") },
+		func() string { return getenv("LOGNAME") },
+		osUser,
+	} {
+		if v := name(); v != "" {
 			return v
 		}
 	}
-	for _, k := range []string{"USER", "LOGNAME"} {
-		if v := getenv(k); v != "" {
-			return v
-		}
-	}
-	if u, err := user.Current(); err == nil && u.Username != "" {
-		return u.Username
-	}
-	return "uid " + strconv.Itoa(os.Getuid())
+	return "uid " + strconv.Itoa(uid)
 }
 
 func writeJSON(w io.Writer, v any) error {

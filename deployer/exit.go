@@ -18,6 +18,7 @@ const (
 	exitAutoReverted = 4
 	exitConflict     = 5
 	exitDrift        = 6
+	exitUnknown      = 7
 
 	exitPlanChanged = 1
 	exitPlanError   = 255
@@ -41,6 +42,8 @@ func exitMeaning(code int) string {
 		return "conflict: the job changed since it was read, or another deploy holds its lock; nothing was changed"
 	case exitDrift:
 		return "drift: the running job is not what the deployer released"
+	case exitUnknown:
+		return "the release is registered, but the deployer lost contact before its deployment ended: deployer status tells"
 	}
 	return fmt.Sprintf("exit code %d has no meaning", code)
 }

@@ -20,7 +20,7 @@ deployment. Default target: the newest stable version older than the
 current one that runs a different release.`,
 		required: []string{"env"},
 		exits: append([]exitDoc{{exitOK, "the deployment succeeded, or the release already runs"}},
-			codes(exitError, exitUsage, exitFailed, exitAutoReverted, exitConflict)...),
+			codes(exitError, exitUsage, exitFailed, exitAutoReverted, exitConflict, exitUnknown)...),
 		flags: func(fs *flag.FlagSet, sh *shell) func(context.Context, []string) error {
 			var f envFlags
 			f.register(fs)

@@ -98,6 +98,22 @@ func TestUnplaceableReleaseIsRefusedAndWritesNothing(t *testing.T) {
 			}
 		})
 	}
+
+	// Registered anyway, the blocked placement is reported within seconds,
+	// not waited on until the progress deadline.
+	t.Run("registered anyway, reported at once", func(t *testing.T) {
+		f.writeEnv("dev", rdb, 1, "")
+		f.editEnv("dev", `datacenters = ["dc1"]`, `datacenters = ["dc9"]`)
+		start := time.Now()
+		rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good, "-allow-unplaceable")
+		took := time.Since(start)
+		if code != exitFailed || !strings.Contains(rec.Detail, `no nodes are available in datacenter "dc9"`) || !strings.Contains(rec.Detail, "stays registered") {
+			t.Errorf("exit %d, detail %q; want %d, Nomad's reason and that the job stays registered\n%s", code, rec.Detail, exitFailed, stderr)
+		}
+		if took > 20*time.Second {
+			t.Errorf("reported after %s, want within seconds", took.Round(time.Second))
+		}
+	})
 }
 
 // A release arriving while another one's deployment is watched is a
@@ -121,16 +137,20 @@ func TestASecondReleaseDuringADeploymentIsAConflictAndCancelsNothing(t *testing.
 	if code != exitConflict || !strings.Contains(stderr, "held by tester, submit of") {
 		t.Errorf("second submit: exit %d, stderr:\n%s\nwant %d and who holds the lock", code, stderr, exitConflict)
 	}
+	if n := len(f.versions()); n != 1 {
+		t.Errorf("%d versions, want 1: the conflicting release registered one", n)
+	}
+	// With -wait, it waits for the first to end, then goes through.
+	waited, code, stderr := submitJSON(t, f, "-env", "b", "-image", good, "-wait", "1m")
+	if code != exitOK || waited.Outcome != deploy.Succeeded || !strings.Contains(stderr, "==> waiting (up to") {
+		t.Errorf("submit -wait: exit %d %+v; want it to wait, then succeed\n%s", code, waited, stderr)
+	}
 	wg.Wait()
 	if firstCode != exitOK || first.Outcome != deploy.Succeeded {
 		t.Fatalf("first submit: exit %d, outcome %q (%s); want it to succeed, not be cancelled", firstCode, first.Outcome, first.Detail)
 	}
-	if n := len(f.versions()); n != 1 {
-		t.Errorf("%d versions, want 1: the conflicting release registered one", n)
-	}
-	// After it, the second goes through.
-	if rec, code, _ := submitJSON(t, f, "-env", "b", "-image", good); code != exitOK || rec.Outcome != deploy.Succeeded {
-		t.Errorf("submit after the first ended: exit %d %+v", code, rec)
+	if n := len(f.versions()); n != 2 {
+		t.Errorf("%d versions, want 2: the first and the one that waited", n)
 	}
 }
 

@@ -19,7 +19,7 @@ job as a new version named vN, and watches the deployment. Resubmitting
 what already runs changes nothing.`,
 		required: releaseRequired(),
 		exits: append([]exitDoc{{exitOK, "the deployment succeeded, or nothing changed"}},
-			codes(exitError, exitUsage, exitFailed, exitAutoReverted, exitConflict)...),
+			codes(exitError, exitUsage, exitFailed, exitAutoReverted, exitConflict, exitUnknown)...),
 		flags: func(fs *flag.FlagSet, sh *shell) func(context.Context, []string) error {
 			var f releaseFlags
 			f.register(fs)
@@ -66,6 +66,8 @@ func finishRecord(sh *shell, rec *deploy.Record, err error, asJSON bool) error {
 	switch rec.Outcome {
 	case deploy.Failed:
 		return &exitStatus{code: exitFailed, err: fmt.Errorf("deployment of %s %s failed: %s", rec.Job, rec.Release, rec.Detail)}
+	case deploy.Unknown:
+		return &exitStatus{code: exitUnknown, err: fmt.Errorf("%s %s: %s", rec.Job, rec.Release, rec.Detail)}
 	case deploy.AutoReverted:
 		return &exitStatus{code: exitAutoReverted, err: fmt.Errorf("deployment of %s %s failed and Nomad reverted the job to %s (job version %d): %s",
 			rec.Job, rec.Release, rec.RevertedToRelease, *rec.RevertedTo, rec.Detail)}

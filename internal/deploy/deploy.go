@@ -33,6 +33,9 @@ const (
 	Detached     Outcome = "registered"    // -detach: registered, not watched
 	Failed       Outcome = "failed"        // the deployment failed
 	AutoReverted Outcome = "auto-reverted" // it failed and Nomad went back to an earlier version
+	// Unknown: the release is registered, but the deployer lost contact
+	// while watching its deployment.
+	Unknown Outcome = "unknown"
 )
 
 // ConflictError means the job changed between planning and registering (or
@@ -288,42 +291,26 @@ type SubmitOptions struct {
 // and a snapshot this submit created is removed again if nothing registered
 // it. It then names the version vN and, unless detached, watches the
 // deployment.
-func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOptions) (*Record, error) {
-	p, err := d.Plan(ctx, r)
-	if err != nil {
-		return nil, err
+func (d *Deployer) Submit(ctx context.Context, r0 *release.Release, opts SubmitOptions) (*Record, error) {
+	p, rec, err := d.planSubmit(ctx, r0, opts)
+	if err != nil || rec.Outcome == NoChange {
+		return rec, err
 	}
-	r = p.Release
-	rec := d.newRecord(r)
-	rec.Repair = p.Repair
-	if p.Repair != "" {
-		fmt.Fprintf(d.Progress, "==> drift: %s\n", p.Repair)
-	}
-	base := p.ModifyBase
-	if opts.CheckIndex != nil && *opts.CheckIndex != base {
-		return nil, &ConflictError{Job: r.Env.Job, Err: fmt.Errorf("it changed since it was planned: -check-index %d, but its modify index is %d; plan again", *opts.CheckIndex, base)}
-	}
-	if p.Changed && len(p.Unplaceable) > 0 && !opts.AllowUnplaceable {
-		return nil, &UnplaceableError{Job: r.Env.Job, Reasons: p.Unplaceable}
-	}
-	if !p.Changed {
-		v := *p.Current.Version
-		rec.Version, rec.Release, rec.Outcome = &v, release.Name(v), NoChange
-		rec.Detail = fmt.Sprintf("job %s version %d already runs this release", r.Env.Job, v)
-		// Where it runs, as after a submit that changed something: a script
-		// that calls the service should not care which of the two it got.
-		rec.URLs = d.urls(ctx, rec.Job, rec.ConfigHash)
-		return rec, nil
-	}
-
 	// The lock is held until the deployment ends, so that no other release
 	// of this job cancels it halfway; a detached submit hands over to
 	// Nomad's active deployment, which the next release respects.
-	unlock, err := d.acquire(ctx, r.Env.Namespace, r.Env.Job, fmt.Sprintf("%s, submit of %s", r.SubmittedBy, r.Image.Pinned()), opts.Wait)
+	unlock, waited, err := d.acquire(ctx, r0.Env.Namespace, r0.Env.Job, fmt.Sprintf("%s, submit of %s", r0.SubmittedBy, r0.Image.Pinned()), opts.Wait)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	if waited {
+		// Another release ended meanwhile: plan again against what runs now.
+		if p, rec, err = d.planSubmit(ctx, r0, opts); err != nil || rec.Outcome == NoChange {
+			return rec, err
+		}
+	}
+	r, base := p.Release, p.ModifyBase
 
 	created, err := d.Store.Put(ctx, r.ConfigPath(), r.Config())
 	if err != nil {
@@ -360,6 +347,36 @@ func (d *Deployer) Submit(ctx context.Context, r *release.Release, opts SubmitOp
 	return d.follow(ctx, rec, opts.Detach)
 }
 
+// planSubmit plans the release and checks what must hold before anything
+// is written. A release that already runs gets its record, as no change.
+func (d *Deployer) planSubmit(ctx context.Context, r *release.Release, opts SubmitOptions) (*Plan, *Record, error) {
+	p, err := d.Plan(ctx, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	r = p.Release
+	rec := d.newRecord(r)
+	rec.Repair = p.Repair
+	if p.Repair != "" {
+		fmt.Fprintf(d.Progress, "==> drift: %s\n", p.Repair)
+	}
+	if opts.CheckIndex != nil && *opts.CheckIndex != p.ModifyBase {
+		return nil, nil, &ConflictError{Job: r.Env.Job, Err: fmt.Errorf("it changed since it was planned: -check-index %d, but its modify index is %d; plan again", *opts.CheckIndex, p.ModifyBase)}
+	}
+	if p.Changed && len(p.Unplaceable) > 0 && !opts.AllowUnplaceable {
+		return nil, nil, &UnplaceableError{Job: r.Env.Job, Reasons: p.Unplaceable}
+	}
+	if !p.Changed {
+		v := *p.Current.Version
+		rec.Version, rec.Release, rec.Outcome = &v, release.Name(v), NoChange
+		rec.Detail = fmt.Sprintf("job %s version %d already runs this release", r.Env.Job, v)
+		// Where it runs, as after a submit that changed something: a script
+		// that calls the service should not care which of the two it got.
+		rec.URLs = d.urls(ctx, rec.Job, rec.ConfigHash)
+	}
+	return p, rec, nil
+}
+
 // lock takes the job's deploy lock; another holder is a conflict. what
 // says who takes it for what; the lock records it with the time, for the
 // message a second deployer gets.
@@ -373,21 +390,22 @@ func (d *Deployer) lock(ctx context.Context, ns, job, what string) (unlock func(
 }
 
 // acquire takes the job's deploy lock once no deployment of the job is
-// under way, waiting up to wait for both, and returns the unlock func.
-func (d *Deployer) acquire(ctx context.Context, ns, job, what string, wait time.Duration) (func(), error) {
+// under way, waiting up to wait for both. It returns the unlock func and
+// whether it waited.
+func (d *Deployer) acquire(ctx context.Context, ns, job, what string, wait time.Duration) (func(), bool, error) {
 	deadline := time.Now().Add(wait)
 	said := ""
 	for {
 		unlock, err := d.lock(ctx, ns, job, what)
 		if err == nil {
 			if err = d.idle(ctx, ns, job); err == nil {
-				return unlock, nil
+				return unlock, said != "", nil
 			}
 			unlock()
 		}
 		var conflict *ConflictError
 		if !errors.As(err, &conflict) || time.Now().After(deadline) {
-			return nil, err
+			return nil, false, err
 		}
 		if msg := conflict.Err.Error(); msg != said {
 			fmt.Fprintf(d.Progress, "==> waiting (up to %s) for another deploy of %s: %s\n", time.Until(deadline).Round(time.Second), job, msg)
@@ -395,7 +413,7 @@ func (d *Deployer) acquire(ctx context.Context, ns, job, what string, wait time.
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		case <-time.After(time.Second):
 		}
 	}
@@ -455,6 +473,14 @@ func (d *Deployer) follow(ctx context.Context, rec *Record, detach bool) (*Recor
 	w, err := d.Watch(ctx, rec.Namespace, rec.Job, *rec.Version, rec.EvalID)
 	if w != nil {
 		rec.DeploymentID, rec.Outcome, rec.RevertedTo, rec.Detail = w.DeploymentID, w.Outcome, w.RevertedTo, w.Detail
+	}
+	if err != nil && rec.Outcome == "" {
+		// Registered, but how it ends is not known here: never report a
+		// success or a failure that was not seen.
+		rec.Outcome = Unknown
+		rec.Detail = fmt.Sprintf("lost contact while watching the deployment (%v): %s is registered as job version %d; "+
+			"deployer status tells how it ends", err, rec.Release, *rec.Version)
+		return rec, nil
 	}
 	if err == nil && (rec.Outcome == Failed || rec.Outcome == AutoReverted) {
 		if rec.DeploymentID != "" {

@@ -97,7 +97,9 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 		return nil, &UnplaceableError{Job: job, Reasons: why}
 	}
 
-	unlock, err := d.acquire(ctx, ns, job, fmt.Sprintf("%s, rollback to %s", opts.Who, tgtE.Release), opts.Wait)
+	// A wait here is bounded by EnforcePriorVersion below: a release that
+	// landed meanwhile makes the revert a conflict, not a surprise.
+	unlock, _, err := d.acquire(ctx, ns, job, fmt.Sprintf("%s, rollback to %s", opts.Who, tgtE.Release), opts.Wait)
 	if err != nil {
 		return nil, err
 	}

@@ -55,6 +55,11 @@ func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, ev
 			if err == nil && ev.Status == "failed" {
 				return &WatchResult{Outcome: Failed, Detail: ev.StatusDescription}, fmt.Errorf("evaluation %s failed: %s", short(evalID), ev.StatusDescription)
 			}
+			if err == nil {
+				if why := d.unplaced(ctx, ns, job, ev); why != "" {
+					return &WatchResult{Outcome: Failed, Detail: why}, nil
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -66,7 +71,20 @@ func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, ev
 	res := &WatchResult{DeploymentID: dep.ID}
 	var idx uint64
 	last := ""
+	evalDone := evalID == ""
 	for {
+		// A placement that fails after registering (a node went away, the
+		// plan raced another job) leaves a blocked evaluation and a
+		// deployment that would wait for its progress deadline: say so now.
+		if !evalDone {
+			if ev, _, err := d.Evals.Info(evalID, q(0)); err == nil && ev.Status != "pending" {
+				evalDone = true
+				if why := d.unplaced(ctx, ns, job, ev); why != "" {
+					res.Outcome, res.Detail = Failed, why
+					return res, nil
+				}
+			}
+		}
 		cur, meta, err := d.Deploys.Info(dep.ID, q(idx))
 		if err != nil {
 			if ctx.Err() != nil {
@@ -92,6 +110,20 @@ func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, ev
 			return res, nil
 		}
 	}
+}
+
+// unplaced explains an evaluation that could not place everything, or
+// returns "" when it placed all it had to.
+func (d *Deployer) unplaced(ctx context.Context, ns, job string, ev *nomad.Evaluation) string {
+	if ev.Status != "complete" || len(ev.FailedTGAllocs) == 0 {
+		return ""
+	}
+	var dcs []string
+	if j, _, err := d.Jobs.Info(job, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx)); err == nil {
+		dcs = j.Datacenters
+	}
+	return fmt.Sprintf("Nomad cannot place it (%s); the job stays registered, and Nomad places it when capacity comes: "+
+		"roll back, or release what fits", strings.Join(placementFailures(ev.FailedTGAllocs, dcs), "; "))
 }
 
 // progressLine summarises a deployment's state in one line.
