@@ -26,26 +26,37 @@ tools: ## build (or find) the pinned nomad and consul binaries
 	scripts/hashitools >/dev/null
 
 .PHONY: up
-up: setup tools ## start the local stack, build the app and release it to dev
+up: setup tools ## start the local stack; release the app to dev unless dev already runs a release; call it
 	STACK_DIR=$(CURDIR)/.stack scripts/dockerd-up
 	go build -o bin/stack ./cmd/stack
 	go build -o bin/deployer ./deployer
 	eval "$$(scripts/hashitools)" && bin/stack up -dir .stack -nomad "$$nomad" -consul "$$consul"
-	@$(MAKE) --no-print-directory release ENV=dev
+	@set -eo pipefail; eval "$$(bin/stack env -dir .stack)"; \
+	st=0; bin/deployer status -env dev >.stack/status.txt 2>&1 || st=$$?; \
+	if [ $$st -ne 0 ] && [ $$st -ne 6 ]; then $(MAKE) --no-print-directory release ENV=dev; exit; fi; \
+	echo "==> dev already runs a release, left as it is (make release ENV=dev releases the current commit):"; \
+	cat .stack/status.txt; \
+	$(call_app) .stack/status.txt
+
+# call_app FILE calls the first passing instance that the deployer's output
+# in FILE names, then repeats its Nomad UI line.
+call_app = call_app() { \
+	  url=$$(sed -n 's|^  \(http://[^ ]*\)$$|\1|p' "$$1" | head -n 1); \
+	  [ -n "$$url" ] || { echo "make: the deployer named no address of a passing instance to call" >&2; return 1; }; \
+	  echo "==> curl $$url"; curl -fsS "$$url"; echo; \
+	  sed -n 's|^Nomad UI: |==> Nomad UI: |p' "$$1"; \
+	}; call_app
 
 ENV ?= dev
 .PHONY: release
 release: ## build and push the current commit, submit it to ENV (default dev) on the local stack, and call it
-	@set -e; eval "$$(bin/stack env -dir .stack)"; \
+	@set -eo pipefail; eval "$$(bin/stack env -dir .stack)"; \
 	echo "==> deployer build"; \
 	ref=$$(bin/deployer build -allow-dirty -network host $$(scripts/image --build-args | sed 's/^/-build-arg /') 2>.stack/build.log) \
 	  || { tail -n 20 .stack/build.log; exit 1; }; \
 	echo "==> deployer submit -env $(ENV) -image $$ref"; \
 	bin/deployer submit -env $(ENV) -image "$$ref" | tee .stack/last-release.txt; \
-	url=$$(sed -n 's|^  \(http://[^ ]*\)$$|\1|p' .stack/last-release.txt | head -n 1); \
-	[ -n "$$url" ] || { echo "make release: the deployer named no address of a passing instance to call" >&2; exit 1; }; \
-	echo "==> curl $$url"; curl -fsS "$$url"; echo; \
-	sed -n 's|^Nomad UI: |==> Nomad UI: |p' .stack/last-release.txt
+	$(call_app) .stack/last-release.txt
 
 .PHONY: down
 down: ## stop what make up started, and nothing else

@@ -68,10 +68,16 @@ func printStatus(w io.Writer, st *deploy.Status) {
 	fmt.Fprintf(w, "Allocations:  %s; %d healthy\n", strings.Join(parts, ", "), st.Healthy)
 	if len(st.Drift) == 0 {
 		fmt.Fprintln(w, "Drift:        none")
-		return
+	} else {
+		fmt.Fprintln(w, "Drift:")
+		for _, d := range st.Drift {
+			fmt.Fprintf(w, "  - %s\n", d)
+		}
 	}
-	fmt.Fprintln(w, "Drift:")
-	for _, d := range st.Drift {
-		fmt.Fprintf(w, "  - %s\n", d)
+	for _, u := range st.URLs {
+		fmt.Fprintf(w, "  %s\n", u)
+	}
+	if st.UI != "" {
+		fmt.Fprintf(w, "Nomad UI: %s\n", st.UI)
 	}
 }

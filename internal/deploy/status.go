@@ -26,6 +26,9 @@ type Status struct {
 	Allocs     map[string]int    `json:"allocations"` // client status -> count, current version only
 	Healthy    int               `json:"healthy_allocations"`
 	Drift      []string          `json:"drift"` // empty when the job runs what was released
+	// URLs are the running release's instances that pass their checks.
+	URLs []string `json:"urls,omitempty"`
+	UI   string   `json:"ui,omitempty"`
 }
 
 // DeploymentStatus is the latest deployment's state.
@@ -93,5 +96,9 @@ func (d *Deployer) Status(ctx context.Context, ns, job string) (*Status, error) 
 		}
 	}
 	slices.Sort(st.Drift)
+	if e.ConfigHash != "" {
+		st.URLs = d.urls(ctx, job, e.ConfigHash)
+	}
+	st.UI = d.uiURL(ns, job)
 	return st, nil
 }
