@@ -63,6 +63,15 @@ down: ## stop what make up started, and nothing else
 	go build -o bin/stack ./cmd/stack
 	bin/stack down -dir .stack
 
+.PHONY: clean
+clean: ## stop the stack and delete its state in .stack (the only way to lose it)
+	@$(MAKE) --no-print-directory down
+	@if [ -d .stack ]; then \
+	  echo "deleting .stack: Consul's data (every release's config snapshot), Nomad's data (every job's history)," \
+	    "Redis's data (the counter), the registry's images, the logs"; \
+	  rm -rf .stack; \
+	fi
+
 .PHONY: bench
 bench: setup tools ## benchmarks: the app vs redis-benchmark, the deployer vs the nomad CLI (not part of make test)
 	scripts/dockerd-up

@@ -17,7 +17,8 @@ const usage = `Usage: stack <up|down|env> [options]
 
   up     Start Consul, Nomad, Redis and a Docker registry on loopback, with
          state under -dir, and wait until each is healthy. Harmless when the
-         stack is already up.
+         stack is already up; on a partly broken one it keeps what runs and
+         starts the rest with its data.
   down   Stop what "up" started (by recorded pids) and nothing else.
   env    Print the export lines for the running stack.
 
@@ -105,14 +106,12 @@ func up(ctx context.Context, dir string, bin localstack.Binaries, stdout, stderr
 	if err := bin.FindServers(); err != nil {
 		return err
 	}
-	// A stack that is recorded but not healthy is stopped first, so that
-	// `make up` after a crash or reboot starts clean.
-	if err := localstack.StopPrevious(ctx, dir, io.Discard); err != nil {
-		return fmt.Errorf("stop the previous, unhealthy stack in %s: %w", dir, err)
-	}
+	// A stack that is recorded but not healthy keeps what still runs; the
+	// rest starts again with its data (the release snapshots, the job
+	// history, the counter): only make clean deletes them.
 	start := time.Now()
 	s, err := localstack.Start(ctx, localstack.Config{
-		Dir: dir, Bin: bin, Detach: true, Progress: stderr,
+		Dir: dir, Bin: bin, Detach: true, Progress: stderr, Resume: true,
 		Ports: localstack.Ports{
 			NomadHTTP: 4646, NomadRPC: 4647, NomadSerf: 4648,
 			ConsulHTTP: 8500, ConsulServer: 8300, ConsulSerfLAN: 8301, ConsulSerfWAN: 8302,

@@ -31,13 +31,19 @@ func (s *Stack) startConsul() error {
 		// anonymous signature sent with it.
 		"disable_update_check":        true,
 		"disable_anonymous_signature": true,
+		// A single server with a data folder, not -dev (in memory), so that
+		// the release snapshots survive a restart of the agent.
+		"server":           true,
+		"bootstrap_expect": 1,
+		"data_dir":         filepath.Join(s.Dir, "consul"),
+		"ui_config":        map[string]any{"enabled": true},
 	}
 	file := filepath.Join(s.Dir, "consul.json")
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	if err := os.WriteFile(file, b, 0o644); err != nil {
 		return err
 	}
-	_, err := s.start("consul", s.cfg.Bin.Consul, "agent", "-dev", "-config-file", file)
+	_, err := s.start("consul", s.cfg.Bin.Consul, "agent", "-config-file", file)
 	return err
 }
 
@@ -61,9 +67,10 @@ func (s *Stack) startRedis() error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	// An append-only file, so that the counter survives a restart.
 	_, err := s.start("redis", s.cfg.Bin.Redis,
 		"--bind", "127.0.0.1", "--port", strconv.Itoa(s.cfg.Ports.Redis),
-		"--dir", dir, "--save", "", "--appendonly", "no", "--daemonize", "no")
+		"--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no")
 	return err
 }
 
@@ -109,6 +116,13 @@ log_level = "INFO"
 disable_update_check        = true
 disable_anonymous_signature = true
 
+# One server and one client in one agent, with its state in data_dir, not
+# -dev (in memory), so that job history survives a restart of the agent.
+server {
+  enabled          = true
+  bootstrap_expect = 1
+}
+
 ports {
   http = %d
   rpc  = %d
@@ -122,6 +136,7 @@ advertise {
 }
 
 client {
+  enabled           = true
   network_interface = "lo"
   cgroup_parent     = %q
   min_dynamic_port  = %d
@@ -165,7 +180,7 @@ func (s *Stack) startNomad() error {
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		return err
 	}
-	_, err := s.start("nomad", s.cfg.Bin.Nomad, "agent", "-dev", "-config", file)
+	_, err := s.start("nomad", s.cfg.Bin.Nomad, "agent", "-config", file)
 	return err
 }
 

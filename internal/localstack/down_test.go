@@ -67,7 +67,7 @@ func newDownFixture(t *testing.T) *downFixture {
 func (f *downFixture) down(t *testing.T) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	err := down(context.Background(), f.dir, &out, false, f.docker)
+	err := down(context.Background(), f.dir, &out, f.docker)
 	return out.String(), err
 }
 

@@ -54,6 +54,10 @@ type Config struct {
 	Progress io.Writer     // what the stack waits for; nil for silence
 	Timeout  time.Duration // for each component to become healthy; 0 means 90s
 	Docker   string        // the docker CLI, to remove Nomad's containers; "" means docker
+	// Resume keeps the components of the stack recorded in Dir that still
+	// run and starts only the others, with their data as it was (Ports must
+	// be the recorded stack's).
+	Resume bool
 }
 
 // Stack is a running local stack.
@@ -110,31 +114,57 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if cfg.Bin.Registry != "" {
 		s.RegistryAddr = "127.0.0.1:" + strconv.Itoa(cfg.Ports.Registry)
 	}
+	// running are the components a resumed stack keeps; a failed start
+	// stops only what it started.
+	running := map[string]*proc{}
 	defer func() {
 		if err != nil {
+			s.procs = slices.DeleteFunc(s.procs, func(p *proc) bool { return running[p.name] == p })
 			_ = s.Stop(context.Background())
 		}
 	}()
+	if cfg.Resume {
+		ps, err := recorded(dir)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range ps {
+			if p.name != "dockerd" && p.alive() {
+				running[p.name] = p
+			}
+		}
+	}
 	for _, p := range []struct {
-		name string
-		port int
-	}{{"Consul HTTP", cfg.Ports.ConsulHTTP}, {"Nomad HTTP", cfg.Ports.NomadHTTP}, {"Redis", cfg.Ports.Redis}} {
+		name, component string
+		port            int
+	}{{"Consul HTTP", "consul", cfg.Ports.ConsulHTTP}, {"Nomad HTTP", "nomad", cfg.Ports.NomadHTTP}, {"Redis", "redis", cfg.Ports.Redis}} {
+		if running[p.component] != nil {
+			continue
+		}
+		// A component that just died may hold its port a moment longer.
+		for wait := 0; inUse(p.port) && cfg.Resume && wait < 100; wait++ {
+			time.Sleep(100 * time.Millisecond)
+		}
 		if inUse(p.port) {
 			return nil, fmt.Errorf("%s port 127.0.0.1:%d is already in use: another stack (make down) or another program holds it", p.name, p.port)
 		}
 	}
 
-	if err := s.startConsul(); err != nil {
-		return nil, err
-	}
-	if err := s.startRedis(); err != nil {
-		return nil, err
-	}
-	if err := s.startRegistry(); err != nil {
-		return nil, err
-	}
-	if err := s.startNomad(); err != nil {
-		return nil, err
+	for _, c := range []struct {
+		name  string
+		start func() error
+	}{{"consul", s.startConsul}, {"redis", s.startRedis}, {"registry", s.startRegistry}, {"nomad", s.startNomad}} {
+		if p := running[c.name]; p != nil {
+			fmt.Fprintf(cfg.Progress, "keeping %s (pid %d), which still runs\n", c.name, p.pid)
+			s.procs = append(s.procs, p)
+			continue
+		}
+		if cfg.Resume {
+			fmt.Fprintf(cfg.Progress, "starting %s again, with its data as it was\n", c.name)
+		}
+		if err := c.start(); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.writeState(); err != nil {
 		return nil, err
@@ -284,24 +314,13 @@ func (s *Stack) say(format string, args ...any) {
 // now runs another program are left alone. A stack already down, or whose
 // processes died with the machine, is no error: Down says what was gone.
 func Down(ctx context.Context, dir string, progress io.Writer) error {
-	return down(ctx, dir, progress, false, "")
+	return down(ctx, dir, progress, "")
 }
 
-// StopPrevious stops what is left of a stack recorded in dir before a new
-// one starts there. It leaves a Docker engine recorded there running, and
-// recorded, for `make down`: the new stack needs it, and scripts/dockerd-up
-// (run by `make test` or CI before `make up`) may have just started it.
-func StopPrevious(ctx context.Context, dir string, progress io.Writer) error {
-	return down(ctx, dir, progress, true, "")
-}
-
-func down(ctx context.Context, dir string, progress io.Writer, keepEngine bool, docker string) error {
+func down(ctx context.Context, dir string, progress io.Writer, docker string) error {
 	ps, err := recorded(dir)
 	if err != nil {
 		return err
-	}
-	if keepEngine {
-		ps = slices.DeleteFunc(ps, func(p *proc) bool { return p.name == "dockerd" })
 	}
 	s, err := Load(dir)
 	if errors.Is(err, os.ErrNotExist) {
