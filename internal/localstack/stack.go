@@ -1,6 +1,7 @@
 // Package localstack runs the project's local HashiCorp stack on loopback: a
-// Consul dev agent, a Nomad dev agent wired to it with the docker and
-// raw_exec drivers, a Redis server and a Docker registry. `make up` runs it
+// single-node Consul server, a Nomad server and client in one agent wired to
+// it with the docker and raw_exec drivers, a Redis server and a Docker
+// registry, each keeping its data under the state folder. `make up` runs it
 // detached with state under .stack/; integration tests run a private one per
 // test package with free ports and temporary state.
 package localstack
