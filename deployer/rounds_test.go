@@ -20,11 +20,18 @@ import (
 // uses.
 func TestSimultaneousReleasesMakeOneVersionPerRound(t *testing.T) {
 	t.Parallel()
-	const rounds = 20
+	const rounds = 15
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
 	redis := []*testredis.Server{testredis.Start(t), testredis.Start(t), testredis.Start(t)}
-	const update = "min_healthy_time = \"1s\"\nhealthy_deadline = \"20s\""
+	// A deployment lasts at least min_healthy_time after its instance
+	// starts, longer than the longest delay between the two commands, so
+	// the second always begins while the first still runs: a round that
+	// did not overlap would test nothing.
+	const (
+		step   = 300 * time.Millisecond
+		update = "min_healthy_time = \"3s\"\nhealthy_deadline = \"20s\""
+	)
 	// running is the Redis the current release counts in; each round's
 	// releases name the other two, so both are real changes.
 	running := 0
@@ -34,22 +41,31 @@ func TestSimultaneousReleasesMakeOneVersionPerRound(t *testing.T) {
 	}
 
 	// race runs both commands, the second after a delay that goes from 0
-	// to 1.6 s over the rounds: at once they collide on the lock; a moment
+	// to 4 steps over the rounds: at once they collide on the lock; a moment
 	// later the first has registered and its deployment runs, which the
-	// second must not cancel.
+	// second must not cancel. It fails the test when the two did not
+	// overlap.
 	race := func(t *testing.T, round int, cmds [2][]string) []int {
 		t.Helper()
 		codes := make([]int, 2)
+		var start, end [2]time.Time
 		var wg sync.WaitGroup
 		for i, args := range cmds {
 			wg.Go(func() {
 				if i == 1 {
-					time.Sleep(time.Duration(round%5) * 400 * time.Millisecond)
+					time.Sleep(time.Duration(round%5) * step)
 				}
+				start[i] = time.Now()
 				_, _, codes[i] = f.deployer(args...)
+				end[i] = time.Now()
 			})
 		}
 		wg.Wait()
+		if !start[1].Before(end[0]) || !start[0].Before(end[1]) {
+			t.Fatalf("round %d: the commands did not overlap (%v–%v and %v–%v): make the deployment longer",
+				round, start[0].Format(time.StampMilli), end[0].Format(time.StampMilli),
+				start[1].Format(time.StampMilli), end[1].Format(time.StampMilli))
+		}
 		slices.Sort(codes)
 		return codes
 	}
