@@ -20,7 +20,7 @@ import (
 // uses.
 func TestSimultaneousReleasesMakeOneVersionPerRound(t *testing.T) {
 	t.Parallel()
-	const rounds = 15
+	const rounds = 20
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
 	redis := []*testredis.Server{testredis.Start(t), testredis.Start(t), testredis.Start(t)}
