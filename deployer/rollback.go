@@ -15,9 +15,12 @@ func rollbackCommand() *command {
 		synopsis: "Go back to an earlier release: its image and its config",
 		doc: `Reverts the job to an earlier version through Nomad's job history, which
 brings back that release's image and config snapshot. Checks first that the
-snapshot is intact and the image still pullable; then watches the
-deployment. Default target: the newest stable version older than the
-current one that runs a different release.`,
+image is still pullable and the snapshot intact; then watches the
+deployment. A snapshot edited or deleted in Consul is not reverted to:
+the config Nomad recorded with that version goes to a fresh snapshot, and
+the version's job spec and variables are submitted again as a new version
+(also when that release is the one running). Default target: the newest
+stable version older than the current one that runs a different release.`,
 		required: []string{"env"},
 		exits: append([]exitDoc{{exitOK, "the deployment succeeded, or the release already runs"}},
 			codes(exitError, exitUsage, exitFailed, exitAutoReverted, exitConflict, exitUnknown)...),

@@ -164,23 +164,32 @@ func TestRevertBringsBackImageAndConfig(t *testing.T) {
 		}
 	}
 
-	// Rollback to a release whose snapshot is gone is refused.
+	// Rollback to a release whose snapshot is gone restores the config
+	// Nomad recorded with it, as a new version.
 	{
 		if _, err := f.kv.KV().DeleteTree(rs[0].rec.ConfigPath+"/", nil); err != nil {
 			t.Fatal(err)
 		}
 		n := len(f.versions())
-		_, stderr, code := f.deployer("rollback", "-env", "dev", "-to", "v0")
-		if code != exitError || !strings.Contains(stderr, "config snapshot "+rs[0].rec.ConfigPath+" is gone") {
-			t.Errorf("exit %d stderr %q, want 1 naming the missing snapshot", code, stderr)
+		rec, code, stderr := f.rollbackJSON("-to", "v0")
+		if code != exitOK || rec.Outcome != deploy.Succeeded || !strings.Contains(rec.Repair, rs[0].rec.ConfigPath+" of v0 was deleted") {
+			t.Fatalf("rollback to v0 without its snapshot: exit %d outcome %q repair %q, want 0, succeeded, the deletion named\n%s", code, rec.Outcome, rec.Repair, stderr)
 		}
-		if len(f.versions()) != n {
-			t.Errorf("a refused rollback changed the job: %d -> %d versions", n, len(f.versions()))
+		if rec.Image != rs[0].rec.Image || rec.ConfigHash != rs[0].rec.ConfigHash || len(f.versions()) != n+1 {
+			t.Errorf("restored %s with config %s, %d new versions; want v0's %s and %s, one new version",
+				rec.Image, rec.ConfigHash, len(f.versions())-n, rs[0].rec.Image, rs[0].rec.ConfigHash)
 		}
-		f.wantRunning(rs[2], "after the refused rollback")
+		if values := f.snapshot(rec.ConfigPath); values["PORT"] != strconv.Itoa(rs[0].redis.Port) || values["HOST"] != rs[0].redis.Host {
+			t.Errorf("the restored snapshot %s holds %v, want v0's config", rec.ConfigPath, values)
+		}
+		f.wantRunning(rs[0], "after the rollback that restored v0's config")
+		if rec, code, _ := f.rollbackJSON("-to", "v2"); code != exitOK || rec.Outcome != deploy.Succeeded {
+			t.Fatalf("rollback -to v2: exit %d %+v", code, rec)
+		}
 	}
 
-	// Status reports a hand-edited snapshot.
+	// Status reports a hand-edited snapshot, and a rollback to the running
+	// release repairs it.
 	{
 		key := rs[2].rec.ConfigPath + "/PORT"
 		if _, err := f.kv.KV().Put(&consul.KVPair{Key: key, Value: []byte("6390")}, nil); err != nil {
@@ -190,6 +199,15 @@ func TestRevertBringsBackImageAndConfig(t *testing.T) {
 		if code != exitDrift || !strings.Contains(out, rs[2].rec.ConfigPath+" was edited by hand") {
 			t.Errorf("status: exit %d, want %d and the edited snapshot named:\n%s", code, exitDrift, out)
 		}
+		rec, code, stderr := f.rollbackJSON("-to", "v2")
+		if code != exitOK || rec.Outcome != deploy.Succeeded || !strings.Contains(rec.Repair, "was edited by hand") || rec.ConfigPath == rs[2].rec.ConfigPath {
+			t.Fatalf("rollback to the running, edited release: exit %d outcome %q repair %q at %s; want a new version at a fresh path\n%s",
+				code, rec.Outcome, rec.Repair, rec.ConfigPath, stderr)
+		}
+		if out, _, code := f.deployer("status", "-env", "dev"); code != exitOK {
+			t.Errorf("status after the repair: exit %d\n%s", code, out)
+		}
+		f.wantRunning(rs[2], "after the rollback that repaired v2's config")
 	}
 
 	// Status reports a hand-run nomad job run.

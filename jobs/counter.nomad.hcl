@@ -59,6 +59,11 @@ variable "release" {
   description = "The release's identity, kept in job meta for the UI, history and rollback."
 }
 
+variable "config" {
+  type        = map(string)
+  description = "The config written to config_path. The job does not read it: it is kept with the job version so that a snapshot edited or deleted in Consul can be restored."
+}
+
 variable "description" {
   type        = string
   description = "What the Nomad UI shows at the top of the job page."

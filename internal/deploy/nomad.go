@@ -21,6 +21,7 @@ type Jobs interface {
 	Plan(job *nomad.Job, diff bool, q *nomad.WriteOptions) (*nomad.JobPlanResponse, *nomad.WriteMeta, error)
 	RegisterOpts(job *nomad.Job, opts *nomad.RegisterOptions, q *nomad.WriteOptions) (*nomad.JobRegisterResponse, *nomad.WriteMeta, error)
 	Versions(jobID string, diffs bool, q *nomad.QueryOptions) ([]*nomad.Job, []*nomad.JobDiff, *nomad.QueryMeta, error)
+	Submission(jobID string, version int, q *nomad.QueryOptions) (*nomad.JobSubmission, *nomad.QueryMeta, error)
 	TagVersion(jobID string, version uint64, name, description string, q *nomad.WriteOptions) (*nomad.WriteMeta, error)
 	UntagVersion(jobID, name string, q *nomad.WriteOptions) (*nomad.WriteMeta, error)
 	Revert(jobID string, version uint64, enforcePriorVersion *uint64, q *nomad.WriteOptions, consulToken, vaultToken string) (*nomad.JobRegisterResponse, *nomad.WriteMeta, error)

@@ -51,36 +51,48 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 		return nil, err
 	}
 	curE, tgtE := entry(cur, nil), entry(target, nil)
+	asked := *target.Version
+	same := asked == *cur.Version || sameRelease(&curE, &tgtE)
+	if same {
+		// What runs is what was asked for, unless its snapshot drifted.
+		target, tgtE = cur, curE
+	}
 	rec := &Record{
 		UI:  d.uiURL(ns, job),
 		Job: job, Namespace: ns, Environment: target.Meta[release.MetaEnvironment],
 		Image: tgtE.Image, ImageDigest: tgtE.ImageDigest, ConfigHash: tgtE.ConfigHash, ConfigPath: tgtE.ConfigPath,
 		GitCommit: tgtE.GitCommit, SubmittedBy: opts.Who,
 	}
-	if *target.Version == *cur.Version || sameRelease(&curE, &tgtE) {
+	noChange := func() (*Record, error) {
 		v := *cur.Version
 		rec.Version, rec.Release, rec.Outcome = &v, curE.Release, NoChange
-		rec.Detail = fmt.Sprintf("job %s already runs %s (version %d is the same release)", job, tgtE.Release, *target.Version)
+		rec.Detail = fmt.Sprintf("job %s already runs %s (version %d is the same release)", job, curE.Release, asked)
 		rec.URLs = d.urls(ctx, job, rec.ConfigHash)
 		return rec, nil
 	}
 	if !tgtE.ByDeployer {
+		if same {
+			return noChange()
+		}
 		return nil, fmt.Errorf("version %d of %s was not made by the deployer (no %s in its meta): its config cannot be checked; use nomad job revert if you mean it",
 			*target.Version, job, release.MetaConfigPath)
 	}
 
-	// The version's config must still be there, as written.
+	// The version's config must still be there, as written; if it is not,
+	// the config recorded with the version is written back as a new one.
 	values, found, err := d.Store.Get(ctx, tgtE.ConfigPath)
 	if err != nil {
 		return nil, err
 	}
-	if !found {
-		return nil, fmt.Errorf("cannot roll back %s to %s: its config snapshot %s is gone from Consul, so the app would wait for it forever; nothing was changed",
-			job, tgtE.Release, tgtE.ConfigPath)
+	if !found || configstore.Hash(values) != tgtE.ConfigHash {
+		drift := "deleted"
+		if found {
+			drift = fmt.Sprintf("edited by hand (content hash %s, want %s)", configstore.Hash(values), tgtE.ConfigHash)
+		}
+		return d.restore(ctx, ns, job, target, fmt.Sprintf("config snapshot %s of %s was %s", tgtE.ConfigPath, tgtE.Release, drift), same, opts)
 	}
-	if h := configstore.Hash(values); h != tgtE.ConfigHash {
-		return nil, fmt.Errorf("cannot roll back %s to %s: its config snapshot %s was edited (content hash %s, want %s); nothing was changed",
-			job, tgtE.Release, tgtE.ConfigPath, h, tgtE.ConfigHash)
+	if same {
+		return noChange()
 	}
 	rec.Config = maps.Clone(values)
 	if err := checkImage(ctx, opts.Resolver, tgtE.Image); err != nil {
@@ -118,6 +130,52 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 	}
 	fmt.Fprintf(d.Progress, "==> reverted %s to %s (version %d) as version %d (eval %s)\n", job, tgtE.Release, *target.Version, *rec.Version, short(resp.EvalID))
 	return d.follow(ctx, rec, opts.Detach)
+}
+
+// restore releases again the version v whose config snapshot drifted: the
+// config recorded with v's submission goes to a fresh snapshot, and the job
+// spec and variables recorded with it make a new version, through Submit (so
+// the lock, the plan's placement check and the watch are the same). running
+// says v is what runs now.
+func (d *Deployer) restore(ctx context.Context, ns, job string, v *nomad.Job, drift string, running bool, opts RollbackOptions) (*Record, error) {
+	name := release.Name(*v.Version)
+	if v.VersionTag != nil && v.VersionTag.Name != "" {
+		name = v.VersionTag.Name
+	}
+	sub, _, err := d.Jobs.Submission(job, int(*v.Version), (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	if err != nil && !isNotFound(err) {
+		return nil, fmt.Errorf("read the submission of %s version %d from Nomad at %s: %w", job, *v.Version, d.NomadAddr, err)
+	}
+	if err != nil || sub == nil || sub.Variables == "" {
+		return nil, fmt.Errorf("cannot roll back %s to %s: its %s, and Nomad keeps no submission of version %d to restore it from (it keeps those of its newest versions only); nothing was changed",
+			job, name, drift, *v.Version)
+	}
+	r, err := release.FromVariables(sub.Variables, d.Store)
+	if err != nil {
+		return nil, fmt.Errorf("cannot roll back %s to %s: its %s, and its config cannot be restored from Nomad's record of version %d: %w; nothing was changed",
+			job, name, drift, *v.Version, err)
+	}
+	if r.ConfigHash() != v.Meta[release.MetaConfigHash] {
+		return nil, fmt.Errorf("cannot roll back %s to %s: its %s, and Nomad's record of version %d holds config %s, not the %s of its meta; nothing was changed",
+			job, name, drift, *v.Version, r.ConfigHash(), v.Meta[release.MetaConfigHash])
+	}
+	if err := checkImage(ctx, opts.Resolver, r.Image.String()); err != nil {
+		return nil, fmt.Errorf("cannot roll back %s to %s: %w; nothing was changed", job, name, err)
+	}
+	if !running {
+		// Submit says so itself when it repairs what runs.
+		fmt.Fprintf(d.Progress, "==> drift: the %s: restoring the config recorded with version %d as a new version\n", drift, *v.Version)
+	}
+	r.SubmittedBy = opts.Who
+	// The job spec of v's day, not today's: a rollback brings back all of it.
+	then := *d
+	then.JobSpec = sub.Source
+	rec, err := then.Submit(ctx, r, SubmitOptions{Detach: opts.Detach, Wait: opts.Wait})
+	if rec != nil && rec.Repair == "" {
+		rec.Repair = fmt.Sprintf("the %s: this rollback restored the config recorded with version %d at %s as version %s",
+			drift, *v.Version, rec.ConfigPath, rec.Release)
+	}
+	return rec, err
 }
 
 // pick finds the target version among versions (newest first).

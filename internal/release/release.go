@@ -138,6 +138,14 @@ func (r *Release) Variables() string {
 	}
 	b.WriteString("}\n")
 	str("description", r.Description())
+	// The config itself goes with the job version's submission, which Nomad
+	// keeps: a snapshot edited or deleted in Consul can be restored from it
+	// (see FromVariables).
+	b.WriteString("config = {\n")
+	for _, k := range slices.Sorted(maps.Keys(r.config)) {
+		fmt.Fprintf(&b, "  %s = %s\n", quote(k), quote(r.config[k]))
+	}
+	b.WriteString("}\n")
 	return b.String()
 }
 
