@@ -35,7 +35,6 @@ func TestBuildIsReproducible(t *testing.T) {
 	}
 	repo := stacktest.Name(t, "repro")
 	tag := f.stack.RegistryAddr + "/" + repo + ":" + strings.TrimSpace(string(commit))
-	t.Cleanup(func() { _, _ = testimage.Docker("rmi", tag) })
 	args := []string{"build", "-registry", f.stack.RegistryAddr, "-repo", repo, "-network", "host"}
 	buildArgs, err := exec.Command(testimage.RepoRoot(t)+"/scripts/image", "--build-args").Output()
 	if err != nil {
@@ -48,6 +47,15 @@ func TestBuildIsReproducible(t *testing.T) {
 	var refs, built []string
 	for i, extra := range [][]string{nil, {"-no-cache"}} {
 		stdout, stderr, code := runCLI(t, f.dir, f.env, slices.Concat(args, extra, []string{src})...)
+		steps := stepImages(stderr)
+		if extra == nil && len(steps) > 0 {
+			// The build with cache may have used other builds' step
+			// images; its last one, the commit's label, is this commit's.
+			steps = steps[len(steps)-1:]
+		}
+		removeUntagged(t, steps...)
+		// Cleanups run last first: the tag goes before the images under it.
+		t.Cleanup(func() { _, _ = testimage.Docker("rmi", "--no-prune", tag) })
 		if code != 0 {
 			t.Fatalf("build %d: exit %d", i+1, code)
 		}
@@ -57,11 +65,6 @@ func TestBuildIsReproducible(t *testing.T) {
 		}
 		built = append(built, m[1])
 		refs = append(refs, strings.TrimSpace(stdout))
-		if extra != nil {
-			// Only the build without cache surely made its images for
-			// this test alone.
-			removeBuildImages(t, stderr)
-		}
 	}
 	if built[0] == built[1] {
 		t.Fatalf("docker built image %s both times: the second build used docker's cache, so the test proves nothing", built[0])
@@ -101,22 +104,29 @@ func cloneHEAD(tb testing.TB) string {
 // stepImageRE matches the images docker build reports for its steps.
 var stepImageRE = regexp.MustCompile(`(?m)^ ---> ([0-9a-f]{12})$`)
 
-// removeBuildImages removes, when the test ends, the untagged images a build
-// made (a build without cache leaves hundreds of MB of them); tagged ones, as
-// the base images, stay.
-func removeBuildImages(tb testing.TB, buildOutput string) {
-	tb.Helper()
+// stepImages returns the images a docker build's output names, in order. A
+// build without cache made them all (a few hundred MB), but for the tagged
+// base images.
+func stepImages(buildOutput string) []string {
 	var ids []string
 	for _, m := range stepImageRE.FindAllStringSubmatch(buildOutput, -1) {
 		ids = append(ids, m[1])
 	}
+	return ids
+}
+
+// removeUntagged removes, when the test ends, those of the images that have
+// no tag then, so base images stay. It removes only them: their untagged
+// parents may be other builds' cache.
+func removeUntagged(tb testing.TB, ids ...string) {
+	tb.Helper()
 	tb.Cleanup(func() {
 		// Children first, so that each removal finds its image unused.
 		for i := len(ids) - 1; i >= 0; i-- {
 			if tags, err := testimage.Docker("image", "inspect", "-f", "{{len .RepoTags}}", ids[i]); err != nil || tags != "0" {
 				continue
 			}
-			_, _ = testimage.Docker("rmi", ids[i])
+			_, _ = testimage.Docker("rmi", "--no-prune", ids[i])
 		}
 	})
 }
