@@ -48,20 +48,15 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	s := stacktest.Start(t)
-	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, cc := stacktest.Clients(t, s)
 	f := &fixture{
 		t: t, stack: s, job: stacktest.Name(t, "counter"), dir: t.TempDir(), nomad: nc, kv: cc,
 		env: map[string]string{
 			"NOMAD_ADDR": s.NomadAddr, "CONSUL_HTTP_ADDR": s.ConsulAddr, "DEPLOYER_USER": "tester",
+			"NOMAD_TOKEN": s.DeployerNomadToken, "CONSUL_HTTP_TOKEN": s.DeployerConsulToken,
 		},
 	}
+	stacktest.GrantJob(t, s, f.job)
 	spec, err := os.ReadFile(filepath.Join(testimage.RepoRoot(t), "jobs", "counter.nomad.hcl"))
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +73,11 @@ func newFixture(t *testing.T) *fixture {
 		_, _, _ = nc.Jobs().Deregister(f.job, true, nil)
 	})
 	return f
+}
+
+// nomadCLIEnv is the environment the nomad CLI reaches the stack with.
+func (f *fixture) nomadCLIEnv() []string {
+	return append(os.Environ(), "NOMAD_ADDR="+f.stack.NomadAddr, "NOMAD_TOKEN="+f.stack.NomadToken)
 }
 
 // writeEnv writes environments/NAME.hcl for this test's job, pointing the app
@@ -134,6 +134,13 @@ func runCLI(t *testing.T, dir string, env map[string]string, args ...string) (st
 	err := run(ctx, full, func(k string) string { return env[k] }, &out, &errb)
 	code := exitCode(err, &errb)
 	t.Logf("deployer %s: exit %d\n%s", strings.Join(args, " "), code, errb.String())
+	// A token never shows in what the deployer prints, not even in an
+	// error.
+	for _, k := range []string{"NOMAD_TOKEN", "CONSUL_HTTP_TOKEN"} {
+		if secret := env[k]; secret != "" && strings.Contains(out.String()+errb.String(), secret) {
+			t.Errorf("deployer %s printed the secret of %s", strings.Join(args, " "), k)
+		}
+	}
 	return out.String(), errb.String(), code
 }
 

@@ -121,7 +121,7 @@ func TestRevertBringsBackImageAndConfig(t *testing.T) {
 	// The real nomad CLI, by tag name: code and config come back.
 	nomadCLI := stacktest.Binaries(t).Nomad
 	cmd := exec.Command(nomadCLI, "job", "revert", "-detach", f.job, "v0")
-	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+f.stack.NomadAddr)
+	cmd.Env = f.nomadCLIEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nomad job revert %s v0: %v\n%s", f.job, err, out)
 	}
@@ -227,7 +227,7 @@ func TestRevertBringsBackImageAndConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		cmd := exec.Command(nomadCLI, "job", "run", "-detach", "-json", file)
-		cmd.Env = append(os.Environ(), "NOMAD_ADDR="+f.stack.NomadAddr)
+		cmd.Env = f.nomadCLIEnv()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("nomad job run: %v\n%s", err, out)
 		}

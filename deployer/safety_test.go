@@ -174,7 +174,10 @@ func TestAKilledDeployerLeavesNoLockBehind(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "submit", "-env", "a", "-image", good,
 		"-environments", filepath.Join(f.dir, "environments"), "-job", filepath.Join(f.dir, "jobs", "counter.nomad.hcl"))
-	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+f.env["NOMAD_ADDR"], "CONSUL_HTTP_ADDR="+f.env["CONSUL_HTTP_ADDR"], "DEPLOYER_USER=killed")
+	cmd.Env = append(os.Environ(), "DEPLOYER_USER=killed")
+	for _, k := range []string{"NOMAD_ADDR", "NOMAD_TOKEN", "CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN"} {
+		cmd.Env = append(cmd.Env, k+"="+f.env[k])
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -214,7 +215,8 @@ func TestUnreachableServersChangeNothing(t *testing.T) {
 	f.writeEnv("dev", rdb, 1, "")
 
 	t.Run("consul unreachable registers no job", func(t *testing.T) {
-		env := map[string]string{"NOMAD_ADDR": f.env["NOMAD_ADDR"], "CONSUL_HTTP_ADDR": closedAddr(t)}
+		env := maps.Clone(f.env)
+		env["CONSUL_HTTP_ADDR"] = closedAddr(t)
 		_, stderr, code := runCLI(t, f.dir, env, "submit", "-env", "dev", "-image", good)
 		if code != exitError || !strings.Contains(stderr, "Consul") {
 			t.Errorf("exit %d, stderr %q; want 1 and an error naming Consul", code, stderr)
@@ -225,7 +227,8 @@ func TestUnreachableServersChangeNothing(t *testing.T) {
 	})
 	t.Run("nomad unreachable writes no snapshot", func(t *testing.T) {
 		addr := "http://" + closedAddr(t)
-		env := map[string]string{"NOMAD_ADDR": addr, "CONSUL_HTTP_ADDR": f.env["CONSUL_HTTP_ADDR"]}
+		env := maps.Clone(f.env)
+		env["NOMAD_ADDR"] = addr
 		_, stderr, code := runCLI(t, f.dir, env, "submit", "-env", "dev", "-image", good)
 		if code != exitError || !strings.Contains(stderr, "Nomad at "+addr) {
 			t.Errorf("exit %d, stderr %q; want 1 and an error naming Nomad at %s", code, stderr, addr)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -191,7 +190,7 @@ func TestTrafficSurvivesGoodAndBadReleases(t *testing.T) {
 		})
 		revert := *f.versions()[0].Version + 1
 		cmd := exec.Command(nomadCLI, "job", "revert", "-detach", f.job, "v0")
-		cmd.Env = append(os.Environ(), "NOMAD_ADDR="+f.stack.NomadAddr)
+		cmd.Env = f.nomadCLIEnv()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("nomad job revert: %v\n%s", err, out)
 		}

@@ -41,6 +41,19 @@ func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 	b := newBrowser(t, chromium)
 	ui := f.stack.NomadAddr + "/ui/jobs/" + f.job + "@default"
 
+	// With ACLs on, the UI acts with the token pasted at Settings > Tokens,
+	// which keeps it in the page's local storage: a person's token, from
+	// the operator policy the README gives.
+	if f.stack.ACL {
+		rules, err := os.ReadFile(filepath.Join(testimage.RepoRoot(t), "deployer", "policies", "nomad-operator.hcl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		token, _ := f.tokens("operator", string(rules), "")
+		b.do("sign in with an operator token", chromedp.Navigate(f.stack.NomadAddr+"/ui/settings/tokens"),
+			chromedp.Evaluate[chromedp.Void](fmt.Sprintf("window.localStorage.setItem('nomadTokenSecret', %q)", token)))
+	}
+
 	// The jobs list names the job by its ID, so dev and prod differ there.
 	b.do("open the jobs list", chromedp.Navigate(f.stack.NomadAddr+"/ui/jobs"),
 		chromedp.WaitVisible(fmt.Sprintf(`//a[normalize-space(.)=%q]`, f.job)))

@@ -124,6 +124,11 @@ job "counter" {
     task "app" {
       driver = "docker"
 
+      # With ACLs on, the template reads Consul with a token of the task's
+      # own workload identity, which gives it the policy of this job alone
+      # (nomad-job-NAMESPACE-JOB). Without ACLs the block changes nothing.
+      consul {}
+
       config {
         image        = var.image
         network_mode = "host"

@@ -18,6 +18,7 @@ import (
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
 
+	"github.com/kodekloud/counter/internal/access"
 	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/localstack"
 	"github.com/kodekloud/counter/internal/resp"
@@ -165,13 +166,20 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 		}
 		redisPorts = append(redisPorts, port)
 	}
-	cc, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr})
+	cc, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr, Token: s.ConsulToken})
 	if err != nil {
 		return nil, err
 	}
 	store := configstore.New(cc, "")
+	// The stack enforces ACLs: each job's tasks may read their own
+	// snapshots, as on a secured cluster.
+	for _, job := range []string{"bench-a", "bench-b", "bench-c"} {
+		if err := access.GrantJobConfig(ctx, cc, "default", job, store.Folder("default", job)); err != nil {
+			return nil, err
+		}
+	}
 	rep := &deployerReport{Rounds: rounds, Versions: versions}
-	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr, SecretID: s.NomadToken})
 	if err != nil {
 		return nil, err
 	}

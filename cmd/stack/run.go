@@ -6,10 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
 
+	"github.com/kodekloud/counter/internal/access"
+	"github.com/kodekloud/counter/internal/configstore"
+	"github.com/kodekloud/counter/internal/environment"
 	"github.com/kodekloud/counter/internal/localstack"
 )
 
@@ -26,6 +30,14 @@ Options:
   -dir DIR       state folder (default .stack)
   -nomad PATH    nomad binary (default $NOMAD_BIN)
   -consul PATH   consul binary (default $CONSUL_BIN)
+  -open          up: Consul and Nomad with ACLs off (default: on, default
+                 deny, bootstrapped; management tokens in DIR/secrets)
+  -environments DIR
+                 up, with ACLs: let each environment's job read its own
+                 config snapshots (default environments)
+  -policies DIR  up, with ACLs: the deployer's policies, nomad.hcl and
+                 consul.hcl, for the tokens env hands out (default
+                 deployer/policies)
 
 Exit codes: 0 ok, 1 failed, 2 usage.
 `
@@ -58,6 +70,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	dir := fs.String("dir", ".stack", "")
 	nomadBin := fs.String("nomad", getenv("NOMAD_BIN"), "")
 	consulBin := fs.String("consul", getenv("CONSUL_BIN"), "")
+	open := fs.Bool("open", false, "")
+	envDir := fs.String("environments", "environments", "")
+	policyDir := fs.String("policies", filepath.Join("deployer", "policies"), "")
 	if err := fs.Parse(args[2:]); err != nil {
 		return err
 	}
@@ -66,7 +81,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	switch args[1] {
 	case "up":
-		return up(ctx, *dir, localstack.Binaries{Nomad: *nomadBin, Consul: *consulBin}, stdout, stderr)
+		return up(ctx, upOptions{dir: *dir, bin: localstack.Binaries{Nomad: *nomadBin, Consul: *consulBin},
+			open: *open, envDir: *envDir, policyDir: *policyDir}, stdout, stderr)
 	case "down":
 		if err := localstack.Down(ctx, *dir, stderr); err != nil {
 			return err
@@ -87,9 +103,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return usageError{fmt.Sprintf("unknown command %q (want up, down or env)", args[1])}
 }
 
-func up(ctx context.Context, dir string, bin localstack.Binaries, stdout, stderr io.Writer) error {
+type upOptions struct {
+	dir               string
+	bin               localstack.Binaries
+	open              bool
+	envDir, policyDir string
+}
+
+func up(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
+	dir, bin := o.dir, o.bin
 	if s, err := localstack.Load(dir); err == nil && s.Healthy(ctx) == nil {
 		fmt.Fprintf(stderr, "stack already up (state in %s)\n", dir)
+		if err := grant(ctx, s, o); err != nil {
+			return err
+		}
 		printAddrs(stdout, s)
 		return nil
 	}
@@ -111,7 +138,7 @@ func up(ctx context.Context, dir string, bin localstack.Binaries, stdout, stderr
 	// history, the counter): only make clean deletes them.
 	start := time.Now()
 	s, err := localstack.Start(ctx, localstack.Config{
-		Dir: dir, Bin: bin, Detach: true, Progress: stderr, Resume: true,
+		Dir: dir, Bin: bin, Detach: true, Progress: stderr, Resume: true, Open: o.open,
 		Ports: localstack.Ports{
 			NomadHTTP: 4646, NomadRPC: 4647, NomadSerf: 4648,
 			ConsulHTTP: 8500, ConsulServer: 8300, ConsulSerfLAN: 8301, ConsulSerfWAN: 8302,
@@ -122,8 +149,46 @@ func up(ctx context.Context, dir string, bin localstack.Binaries, stdout, stderr
 	if err != nil {
 		return err
 	}
+	if err := grant(ctx, s, o); err != nil {
+		return err
+	}
 	fmt.Fprintf(stderr, "stack up in %.1fs (state and logs in %s)\n", time.Since(start).Seconds(), s.Dir)
 	printAddrs(stdout, s)
+	return nil
+}
+
+// grant sets up, on a stack with ACLs, what an operator sets up on a
+// secured cluster: the deployer's tokens from its policy files, and for each
+// environment's job the policy that lets its tasks read their own config.
+func grant(ctx context.Context, s *localstack.Stack, o upOptions) error {
+	if !s.ACL {
+		return nil
+	}
+	var rules [2]string
+	for i, name := range []string{"nomad.hcl", "consul.hcl"} {
+		b, err := os.ReadFile(filepath.Join(o.policyDir, name))
+		if err != nil {
+			return fmt.Errorf("the deployer's policy: %w", err)
+		}
+		rules[i] = string(b)
+	}
+	if err := s.DeployerTokens(ctx, rules[0], rules[1]); err != nil {
+		return err
+	}
+	_, cc, err := s.Clients()
+	if err != nil {
+		return err
+	}
+	store := configstore.New(nil, configstore.DefaultPrefix)
+	for _, name := range environment.List(o.envDir) {
+		e, err := environment.Load(o.envDir, name)
+		if err != nil {
+			return err
+		}
+		if err := access.GrantJobConfig(ctx, cc, e.Namespace, e.Job, store.Folder(e.Namespace, e.Job)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -134,7 +199,17 @@ func printAddrs(w io.Writer, s *localstack.Stack) {
 	if s.RegistryAddr != "" {
 		fmt.Fprintf(w, "Registry:    %s\n", s.RegistryAddr)
 	}
-	fmt.Fprintf(w, "Logs:        %s\n\nTo use it from this shell:\n", filepath.Join(s.Dir, "*.log"))
+	fmt.Fprintf(w, "Logs:        %s\n", filepath.Join(s.Dir, "*.log"))
+	if s.ACL {
+		nf, cf := localstack.TokenFiles(s.Dir)
+		fmt.Fprintf(w, "\nACLs are on. The deployer's tokens (its policies only): eval \"$(bin/stack env)\"\n")
+		fmt.Fprintf(w, "For the nomad and consul CLIs, the management tokens:\n")
+		fmt.Fprintf(w, "  export NOMAD_ADDR=%s NOMAD_TOKEN=$(cat %s)\n", s.NomadAddr, nf)
+		fmt.Fprintf(w, "  export CONSUL_HTTP_ADDR=%s CONSUL_HTTP_TOKEN=$(cat %s)\n", s.ConsulAddr, cf)
+		fmt.Fprintf(w, "For the Nomad UI, paste the Nomad token (cat %s) at %s/ui/settings/tokens\n", nf, s.NomadAddr)
+		return
+	}
+	fmt.Fprintf(w, "\nTo use it from this shell:\n")
 	printEnv(w, s)
 }
 

@@ -37,10 +37,17 @@ func (s *Stack) startConsul() error {
 		"bootstrap_expect": 1,
 		"data_dir":         filepath.Join(s.Dir, "consul"),
 		"ui_config":        map[string]any{"enabled": true},
+		// Every client of a loopback stack has one address: the Nomad
+		// agent's templates and checks, the deployer, the tests. Consul's
+		// default of 200 connections per address is a real cluster's.
+		"limits": map[string]any{"http_max_conns_per_client": 2000},
+	}
+	if s.ACL {
+		cfg["acl"] = s.consulACL()
 	}
 	file := filepath.Join(s.Dir, "consul.json")
 	b, _ := json.MarshalIndent(cfg, "", "  ")
-	if err := os.WriteFile(file, b, 0o644); err != nil {
+	if err := os.WriteFile(file, b, 0o600); err != nil {
 		return err
 	}
 	_, err := s.start("consul", s.cfg.Bin.Consul, "agent", "-config-file", file)
@@ -48,7 +55,7 @@ func (s *Stack) startConsul() error {
 }
 
 func (s *Stack) consulReady(ctx context.Context) error {
-	c, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr, HttpClient: s.httpClient()})
+	c, err := s.consulClient()
 	if err != nil {
 		return err
 	}
@@ -123,6 +130,11 @@ server {
   bootstrap_expect = 1
 }
 
+# Every client of a loopback stack has one address (see consul.json).
+limits {
+  http_max_conns_per_client = 2000
+}
+
 ports {
   http = %d
   rpc  = %d
@@ -148,8 +160,8 @@ client {
 
 consul {
   address = "127.0.0.1:%d"
-}
-
+%s}
+%s
 plugin "docker" {
   config {
     extra_labels = ["node_id", "job_name"]
@@ -175,9 +187,10 @@ func (s *Stack) startNomad() error {
 		return err
 	}
 	file := filepath.Join(s.Dir, "nomad.hcl")
+	aclBlock, consulBody := s.nomadACL()
 	conf := fmt.Sprintf(nomadConfig, data, p.NomadHTTP, p.NomadRPC, p.NomadSerf,
-		fmt.Sprintf("counter-nomad-%d", p.NomadHTTP), p.MinDynamic, p.MaxDynamic, p.ConsulHTTP)
-	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
+		fmt.Sprintf("counter-nomad-%d", p.NomadHTTP), p.MinDynamic, p.MaxDynamic, p.ConsulHTTP, consulBody, aclBlock)
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
 		return err
 	}
 	_, err := s.start("nomad", s.cfg.Bin.Nomad, "agent", "-config", file)
@@ -185,7 +198,7 @@ func (s *Stack) startNomad() error {
 }
 
 func (s *Stack) nomadClient() (*nomad.Client, error) {
-	return nomad.NewClient(&nomad.Config{Address: s.NomadAddr, HttpClient: s.httpClient()})
+	return nomad.NewClient(&nomad.Config{Address: s.NomadAddr, SecretID: s.NomadToken, HttpClient: s.httpClient()})
 }
 
 // nomadReady checks that the node is ready and its docker driver healthy.

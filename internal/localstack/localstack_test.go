@@ -17,6 +17,7 @@ import (
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
 
+	"github.com/kodekloud/counter/internal/access"
 	"github.com/kodekloud/counter/internal/localstack"
 	"github.com/kodekloud/counter/internal/stacktest"
 	"github.com/kodekloud/counter/internal/testimage"
@@ -29,7 +30,7 @@ func TestStackComesUpHealthy(t *testing.T) {
 	t.Parallel()
 	s := stacktest.Start(t)
 
-	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr, SecretID: s.NomadToken})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func TestStackComesUpHealthy(t *testing.T) {
 		}
 	}
 
-	cc, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr})
+	cc, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr, Token: s.ConsulToken})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,6 +112,7 @@ job "%s" {
 
     task "app" {
       driver = "docker"
+      consul {}
 
       config {
         image        = var.image
@@ -152,8 +154,12 @@ func TestDockerJobReadsRedisAddressFromConsulKV(t *testing.T) {
 	}
 	name := stacktest.Name(t, "kv")
 	prefix := "test/" + name
-	cc, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr})
+	cc, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr, Token: s.ConsulToken})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// With ACLs on, the job's tasks may read its prefix and nothing else.
+	if err := access.GrantJobConfig(context.Background(), cc, "default", name, prefix); err != nil {
 		t.Fatal(err)
 	}
 	for k, v := range map[string]string{"HOST": rdb.Host, "PORT": strconv.Itoa(rdb.Port)} {
@@ -162,7 +168,7 @@ func TestDockerJobReadsRedisAddressFromConsulKV(t *testing.T) {
 		}
 	}
 
-	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr, SecretID: s.NomadToken})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,14 +272,17 @@ func TestDownStopsEverythingUpStarted(t *testing.T) {
 	}
 
 	rdb := testredis.Start(t)
-	cc, _ := consul.NewClient(&consul.Config{Address: s.ConsulAddr})
+	cc, _ := consul.NewClient(&consul.Config{Address: s.ConsulAddr, Token: s.ConsulToken})
 	name := stacktest.Name(t, "down")
+	if err := access.GrantJobConfig(context.Background(), cc, "default", name, name); err != nil {
+		t.Fatal(err)
+	}
 	for k, v := range map[string]string{"HOST": rdb.Host, "PORT": strconv.Itoa(rdb.Port)} {
 		if _, err := cc.KV().Put(&consul.KVPair{Key: name + "/" + k, Value: []byte(v)}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	nc, _ := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+	nc, _ := nomad.NewClient(&nomad.Config{Address: s.NomadAddr, SecretID: s.NomadToken})
 	job, err := nc.Jobs().ParseHCLOpts(&nomad.JobsParseRequest{
 		JobHCL:       fmt.Sprintf(kvJob, name),
 		Variables:    fmt.Sprintf("image = %q\nprefix = %q\n", tag, name),
@@ -371,5 +380,52 @@ func TestManyHealthChecksStayUnderNomadsConnectionLimit(t *testing.T) {
 		if err := s.Healthy(context.Background()); err != nil {
 			t.Fatalf("health check %d: %v", i+1, err)
 		}
+	}
+}
+
+// The stack denies what no token allows, and keeps its tokens out of every
+// file but its secrets, which only their owner reads.
+func TestStackEnforcesACLs(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	if !s.ACL || s.NomadToken == "" || s.ConsulToken == "" {
+		t.Fatalf("ACL %v, tokens set: %v %v; want ACLs on with both tokens", s.ACL, s.NomadToken != "", s.ConsulToken != "")
+	}
+	anonNomad, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := anonNomad.Jobs().List(nil); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("Nomad without a token listed jobs: %v, want 403", err)
+	}
+	anonConsul, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := anonConsul.KV().Put(&consul.KVPair{Key: "counter/releases/x", Value: []byte("y")}, nil); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("Consul without a token wrote a key: %v, want 403", err)
+	}
+
+	nf, cf := localstack.TokenFiles(s.Dir)
+	for _, f := range []string{nf, cf, filepath.Join(s.Dir, "consul.json"), filepath.Join(s.Dir, "nomad.hcl")} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Error(err)
+		} else if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", f, fi.Mode().Perm())
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(s.Dir, "stack.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{s.NomadToken, s.ConsulToken} {
+		if strings.Contains(string(b), secret) {
+			t.Error("stack.json holds a management token")
+		}
+	}
+	loaded, err := localstack.Load(s.Dir)
+	if err != nil || loaded.NomadToken != s.NomadToken || loaded.ConsulToken != s.ConsulToken {
+		t.Errorf("Load(%s) did not read back the stack's tokens: %v", s.Dir, err)
 	}
 }

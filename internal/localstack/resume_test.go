@@ -65,11 +65,11 @@ func TestUpKeepsStateWhenAComponentDies(t *testing.T) {
 	// State in each: a counter, a snapshot, two job versions (in a
 	// datacenter with no node, so nothing runs).
 	redisDo(t, s.RedisAddr, "SET", "visitorCount", "42")
-	cc, _ := consul.NewClient(&consul.Config{Address: s.ConsulAddr})
+	cc, _ := consul.NewClient(&consul.Config{Address: s.ConsulAddr, Token: s.ConsulToken})
 	if _, err := cc.KV().Put(&consul.KVPair{Key: "counter/releases/default/keep/abc/PORT", Value: []byte("6379")}, nil); err != nil {
 		t.Fatal(err)
 	}
-	nc, _ := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+	nc, _ := nomad.NewClient(&nomad.Config{Address: s.NomadAddr, SecretID: s.NomadToken})
 	for i := range 2 {
 		job := &nomad.Job{ID: ptr("keep"), Name: ptr("keep"), Datacenters: []string{"nowhere"}, Meta: map[string]string{"v": fmt.Sprint(i)},
 			TaskGroups: []*nomad.TaskGroup{{Name: ptr("g"), Tasks: []*nomad.Task{{Name: "t", Driver: "raw_exec", Config: map[string]any{"command": "/bin/true"}}}}}}

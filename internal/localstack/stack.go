@@ -59,6 +59,9 @@ type Config struct {
 	// run and starts only the others, with their data as it was (Ports must
 	// be the recorded stack's).
 	Resume bool
+	// Open runs Consul and Nomad with ACLs off. By default they are on and
+	// deny what no token allows; the management tokens are in Dir/secrets.
+	Open bool
 }
 
 // Stack is a running local stack.
@@ -71,6 +74,15 @@ type Stack struct {
 	Dir          string `json:"dir"`
 	Ports        Ports  `json:"ports"`
 	NodeID       string `json:"nomad_node_id"` // labels the containers Nomad runs
+	// ACL says Consul and Nomad enforce ACLs; the management tokens are
+	// then NomadToken and ConsulToken, kept in Dir/secrets, never in
+	// stack.json.
+	ACL         bool   `json:"acl"`
+	NomadToken  string `json:"-"`
+	ConsulToken string `json:"-"`
+	// The deployer's own tokens, once DeployerTokens made them.
+	DeployerNomadToken  string `json:"-"`
+	DeployerConsulToken string `json:"-"`
 
 	cfg   Config
 	procs []*proc
@@ -114,6 +126,11 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 	if cfg.Bin.Registry != "" {
 		s.RegistryAddr = "127.0.0.1:" + strconv.Itoa(cfg.Ports.Registry)
+	}
+	if !cfg.Open {
+		if err := s.makeTokens(); err != nil {
+			return nil, err
+		}
 	}
 	// running are the components a resumed stack keeps; a failed start
 	// stops only what it started.
@@ -178,6 +195,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		{"consul", "Consul leader at " + s.ConsulAddr, s.consulReady},
 		{"redis", "Redis PING at " + s.RedisAddr, func(context.Context) error { return resp.Ping(s.RedisAddr) }},
 		{"registry", "Docker registry at " + s.RegistryAddr, s.registryReady},
+		{"nomad", "Nomad ACLs bootstrapped, and Consul trusting Nomad's workload identities", s.secure},
 		{"nomad", "Nomad node ready with the docker driver at " + s.NomadAddr, s.nomadReady},
 	}
 	for _, c := range checks {
@@ -250,13 +268,26 @@ func Load(dir string) (*Stack, error) {
 	if err := json.Unmarshal(b, s); err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "stack.json"), err)
 	}
+	if s.ACL {
+		if s.NomadToken, s.ConsulToken, err = readTokens(dir); err != nil {
+			return nil, err
+		}
+		s.readDeployerTokens()
+	}
 	return s, nil
 }
 
-// Env returns the environment variables the HashiCorp CLIs and the deployer
-// read to reach this stack.
+// Env returns the environment variables the deployer reads to reach this
+// stack: with ACLs on, its own tokens once DeployerTokens made them (the
+// management tokens until then).
 func (s *Stack) Env() []string {
 	env := []string{"NOMAD_ADDR=" + s.NomadAddr, "CONSUL_HTTP_ADDR=" + s.ConsulAddr}
+	switch {
+	case s.DeployerNomadToken != "":
+		env = append(env, "NOMAD_TOKEN="+s.DeployerNomadToken, "CONSUL_HTTP_TOKEN="+s.DeployerConsulToken)
+	case s.ACL:
+		env = append(env, "NOMAD_TOKEN="+s.NomadToken, "CONSUL_HTTP_TOKEN="+s.ConsulToken)
+	}
 	if s.RegistryAddr != "" {
 		env = append(env, "COUNTER_REGISTRY="+s.RegistryAddr)
 	}

@@ -10,10 +10,16 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/kodekloud/counter/internal/access"
+	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/localstack"
 	"github.com/kodekloud/counter/internal/testenv"
 	"github.com/kodekloud/counter/internal/testimage"
@@ -100,11 +106,79 @@ func start(tb testing.TB) (*localstack.Stack, error) {
 	shared.dir, shared.release, shared.bin = dir, release, bin
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	return localstack.Start(ctx, localstack.Config{
+	s, err := localstack.Start(ctx, localstack.Config{
 		Dir:   dir,
 		Bin:   bin,
 		Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi},
 	})
+	if err != nil {
+		return nil, err
+	}
+	// The deployer runs with tokens of its own policies, as it would on a
+	// secured cluster, never with the management tokens.
+	nomadRules, consulRules, err := readPolicies(testimage.RepoRoot(tb))
+	if err == nil {
+		err = s.DeployerTokens(ctx, nomadRules, consulRules)
+	}
+	if err != nil {
+		_ = s.Stop(context.Background())
+		return nil, err
+	}
+	return s, nil
+}
+
+// DeployerPolicies reads the deployer's Nomad and Consul policies from
+// deployer/policies.
+func DeployerPolicies(tb testing.TB) (nomadRules, consulRules string) {
+	tb.Helper()
+	n, c, err := readPolicies(testimage.RepoRoot(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n, c
+}
+
+func readPolicies(root string) (nomadRules, consulRules string, err error) {
+	dir := filepath.Join(root, "deployer", "policies")
+	n, err := os.ReadFile(filepath.Join(dir, "nomad.hcl"))
+	if err != nil {
+		return "", "", err
+	}
+	c, err := os.ReadFile(filepath.Join(dir, "consul.hcl"))
+	if err != nil {
+		return "", "", err
+	}
+	return string(n), string(c), nil
+}
+
+// Clients returns Nomad and Consul clients of the stack with its management
+// tokens.
+func Clients(tb testing.TB, s *localstack.Stack) (*nomad.Client, *consul.Client) {
+	tb.Helper()
+	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr, SecretID: s.NomadToken})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cc, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr, Token: s.ConsulToken})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return nc, cc
+}
+
+// GrantJob lets the tasks of the job read their config snapshots under
+// the default prefix, as an operator does for each environment's job on a
+// cluster with ACLs.
+func GrantJob(tb testing.TB, s *localstack.Stack, job string) {
+	tb.Helper()
+	if !s.ACL {
+		return
+	}
+	_, cc := Clients(tb, s)
+	folder := configstore.New(nil, configstore.DefaultPrefix).Folder("default", job)
+	if err := access.GrantJobConfig(context.Background(), cc, "default", job, folder); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // Name returns a short name unique to the test, usable as a Nomad job name

@@ -1,0 +1,172 @@
+// Package access sets up who may do what on a Consul and Nomad with ACLs on:
+// the workload identity through which Nomad's tasks log in to Consul, one
+// policy per job that lets its tasks read their own config snapshots and
+// nothing else, and tokens made from policy files.
+package access
+
+import (
+	"context"
+	"fmt"
+
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// AuthMethod is the Consul auth method Nomad's workload identities log in
+// with (Nomad's consul block names it by default).
+const AuthMethod = "nomad-workloads"
+
+// Audience is the audience Nomad's Consul identities are signed for.
+const Audience = "consul.io"
+
+// JobPolicy is the name of the Consul policy of a job's tasks. The binding
+// rule of SetUpWorkloadIdentity gives each task the policy of its own job;
+// a job without one gets no token at all.
+func JobPolicy(namespace, job string) string {
+	return "nomad-job-" + namespace + "-" + job
+}
+
+// SetUpWorkloadIdentity makes Consul trust the identities the Nomad at
+// jwksURL signs (what `nomad setup consul` does, narrowed): a service logs
+// in as its own service; a task gets its job's policy, JobPolicy. It may run
+// again: what exists is brought up to date.
+func SetUpWorkloadIdentity(ctx context.Context, c *consul.Client, jwksURL string) error {
+	acl := c.ACL()
+	w := (&consul.WriteOptions{}).WithContext(ctx)
+	method := &consul.ACLAuthMethod{
+		Name: AuthMethod, Type: "jwt", DisplayName: AuthMethod,
+		Description:   "Nomad workloads, by the identity Nomad signs for each service and task",
+		TokenLocality: "local",
+		Config: map[string]any{
+			"JWKSURL":          jwksURL,
+			"JWTSupportedAlgs": []string{"RS256"},
+			"BoundAudiences":   []string{Audience},
+			"ClaimMappings": map[string]string{
+				"nomad_namespace": "nomad_namespace",
+				"nomad_job_id":    "nomad_job_id",
+				"nomad_task":      "nomad_task",
+				"nomad_service":   "nomad_service",
+			},
+		},
+	}
+	methods, _, err := acl.AuthMethodList((&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("list Consul auth methods: %w", err)
+	}
+	exists := false
+	for _, m := range methods {
+		exists = exists || m.Name == AuthMethod
+	}
+	if exists {
+		_, _, err = acl.AuthMethodUpdate(method, w)
+	} else {
+		_, _, err = acl.AuthMethodCreate(method, w)
+	}
+	if err != nil {
+		return fmt.Errorf("write Consul auth method %s (JWKS %s): %w", AuthMethod, jwksURL, err)
+	}
+
+	want := []*consul.ACLBindingRule{
+		{
+			Description: "a Nomad service registers itself",
+			AuthMethod:  AuthMethod, BindType: consul.BindingRuleBindTypeService,
+			BindName: "${value.nomad_service}", Selector: `"nomad_service" in value`,
+		},
+		{
+			Description: "a Nomad task gets its job's policy, and only that",
+			AuthMethod:  AuthMethod, BindType: consul.BindingRuleBindTypePolicy,
+			BindName: JobPolicy("${value.nomad_namespace}", "${value.nomad_job_id}"),
+			Selector: `"nomad_service" not in value`,
+		},
+	}
+	rules, _, err := acl.BindingRuleList(AuthMethod, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("list the binding rules of %s: %w", AuthMethod, err)
+	}
+	// Rules of an earlier set-up that are not wanted now go: one left
+	// behind could grant more than JobPolicy.
+	for _, r := range rules {
+		if !hasRule(want, r) {
+			if _, err := acl.BindingRuleDelete(r.ID, w); err != nil {
+				return fmt.Errorf("delete binding rule %s: %w", r.ID, err)
+			}
+		}
+	}
+	for _, r := range want {
+		if !hasRule(rules, r) {
+			if _, _, err := acl.BindingRuleCreate(r, w); err != nil {
+				return fmt.Errorf("create binding rule %q: %w", r.Description, err)
+			}
+		}
+	}
+	return nil
+}
+
+func hasRule(rules []*consul.ACLBindingRule, r *consul.ACLBindingRule) bool {
+	for _, x := range rules {
+		if x.AuthMethod == r.AuthMethod && x.BindType == r.BindType && x.BindName == r.BindName && x.Selector == r.Selector {
+			return true
+		}
+	}
+	return false
+}
+
+// GrantJobConfig lets the tasks of job read the Consul KV folder its config
+// snapshots live in, and nothing else.
+func GrantJobConfig(ctx context.Context, c *consul.Client, namespace, job, folder string) error {
+	rules := fmt.Sprintf("# The tasks of Nomad job %s (namespace %s) read their config snapshots.\n"+
+		"key_prefix %q {\n  policy = \"read\"\n}\n", job, namespace, folder+"/")
+	return PutConsulPolicy(ctx, c, JobPolicy(namespace, job), rules)
+}
+
+// PutConsulPolicy creates the Consul policy name with rules, or updates it.
+func PutConsulPolicy(ctx context.Context, c *consul.Client, name, rules string) error {
+	acl := c.ACL()
+	w := (&consul.WriteOptions{}).WithContext(ctx)
+	p, _, err := acl.PolicyReadByName(name, (&consul.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("read Consul policy %s: %w", name, err)
+	}
+	if p == nil {
+		_, _, err = acl.PolicyCreate(&consul.ACLPolicy{Name: name, Rules: rules}, w)
+	} else if p.Rules != rules {
+		p.Rules = rules
+		_, _, err = acl.PolicyUpdate(p, w)
+	}
+	if err != nil {
+		return fmt.Errorf("write Consul policy %s: %w", name, err)
+	}
+	return nil
+}
+
+// ConsulToken makes a token with the policy name, which PutConsulPolicy
+// wrote, and returns its secret.
+func ConsulToken(ctx context.Context, c *consul.Client, name, description string) (string, error) {
+	t, _, err := c.ACL().TokenCreate(&consul.ACLToken{
+		Description: description, Policies: []*consul.ACLTokenPolicyLink{{Name: name}},
+	}, (&consul.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return "", fmt.Errorf("create a Consul token with policy %s: %w", name, err)
+	}
+	return t.SecretID, nil
+}
+
+// PutNomadPolicy creates the Nomad policy name with rules, or updates it.
+func PutNomadPolicy(ctx context.Context, c *nomad.Client, name, rules, description string) error {
+	w := (&nomad.WriteOptions{}).WithContext(ctx)
+	if _, err := c.ACLPolicies().Upsert(&nomad.ACLPolicy{Name: name, Description: description, Rules: rules}, w); err != nil {
+		return fmt.Errorf("write Nomad policy %s: %w", name, err)
+	}
+	return nil
+}
+
+// NomadToken makes a client token with the Nomad policy name, which
+// PutNomadPolicy wrote, and returns its secret.
+func NomadToken(ctx context.Context, c *nomad.Client, name, description string) (string, error) {
+	w := (&nomad.WriteOptions{}).WithContext(ctx)
+	t, _, err := c.ACLTokens().Create(&nomad.ACLToken{Name: description, Type: "client", Policies: []string{name}}, w)
+	if err != nil {
+		return "", fmt.Errorf("create a Nomad token with policy %s: %w", name, err)
+	}
+	return t.SecretID, nil
+}
