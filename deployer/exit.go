@@ -94,6 +94,9 @@ func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	// A refused token is said in one line: which system refused what, and
+	// which policy file to change.
+	err = deploy.Denied(err)
 	code := exitError
 	var st *exitStatus
 	var conflict *deploy.ConflictError
@@ -107,6 +110,10 @@ func exitCode(err error, stderr io.Writer) int {
 		}
 	case errors.As(err, &conflict):
 		code = exitConflict
+	}
+	var denied *deploy.DeniedError
+	if errors.As(err, &denied) {
+		err = denied
 	}
 	fmt.Fprintf(stderr, "deployer: %v\n", err)
 	return code

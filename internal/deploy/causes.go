@@ -40,7 +40,7 @@ func (l nomadLogs) Tail(ctx context.Context, allocID, task, stream string, bytes
 	}}).WithContext(ctx)
 	body, err := l.c.Raw().Response("/v1/client/fs/logs/"+url.PathEscape(allocID), q)
 	if err != nil {
-		return "", err
+		return "", nomadACL{l.c}.denied(err, "read-logs", "", "read the logs of allocation "+short(allocID))
 	}
 	defer body.Close()
 	b, err := io.ReadAll(io.LimitReader(body, int64(bytes)+1024))

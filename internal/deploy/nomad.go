@@ -51,7 +51,8 @@ type Instances interface {
 // clients, keeping its config snapshots in store.
 func New(nc *nomad.Client, cc *consul.Client, store *configstore.Store, jobSpec string, progress io.Writer) *Deployer {
 	return &Deployer{
-		Jobs: nc.Jobs(), Evals: nc.Evaluations(), Deploys: nc.Deployments(), Logs: nomadLogs{nc},
+		Jobs: aclJobs{nc.Jobs(), nomadACL{nc}}, Evals: aclEvals{nc.Evaluations(), nomadACL{nc}},
+		Deploys: aclDeploys{nc.Deployments(), nomadACL{nc}}, Logs: nomadLogs{nc},
 		NomadAddr: nc.Address(), Instances: cc.Health(), Store: store,
 		JobSpec: jobSpec, Progress: progress,
 	}
