@@ -21,6 +21,7 @@ func commands() []*command {
 		submitCommand(),
 		historyCommand(),
 		rollbackCommand(),
+		promoteCommand(),
 		statusCommand(),
 		gcCommand(),
 		validateCommand(),

@@ -75,6 +75,16 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
+// otherJob names a second job of the test, whose tasks may read their
+// config, and which goes when the test ends.
+func (f *fixture) otherJob(suffix string) string {
+	f.t.Helper()
+	job := f.job + "-" + suffix
+	stacktest.GrantJob(f.t, f.stack, job)
+	f.t.Cleanup(func() { _, _, _ = f.nomad.Jobs().Deregister(job, true, nil) })
+	return job
+}
+
 // nomadCLIEnv is the environment the nomad CLI reaches the stack with.
 func (f *fixture) nomadCLIEnv() []string {
 	return append(os.Environ(), "NOMAD_ADDR="+f.stack.NomadAddr, "NOMAD_TOKEN="+f.stack.NomadToken)
@@ -83,6 +93,13 @@ func (f *fixture) nomadCLIEnv() []string {
 // writeEnv writes environments/NAME.hcl for this test's job, pointing the app
 // at rdb; update is the update block's body ("" for quick health checks).
 func (f *fixture) writeEnv(name string, rdb *testredis.Server, count int, update string) {
+	f.t.Helper()
+	f.writeEnvOf(name, f.job, rdb, count, update)
+}
+
+// writeEnvOf writes environments/NAME.hcl for the job, which the test
+// registers besides the fixture's own (see otherJob).
+func (f *fixture) writeEnvOf(name, job string, rdb *testredis.Server, count int, update string) {
 	f.t.Helper()
 	if update == "" {
 		update = "min_healthy_time = \"1s\"\nhealthy_deadline = \"30s\""
@@ -104,7 +121,7 @@ resources {
 update {
 %s
 }
-`, f.job, count, rdb.Host, rdb.Port, update)
+`, job, count, rdb.Host, rdb.Port, update)
 	if err := os.WriteFile(filepath.Join(f.dir, "environments", name+".hcl"), []byte(src), 0o644); err != nil {
 		f.t.Fatal(err)
 	}
@@ -124,7 +141,7 @@ func runCLI(t *testing.T, dir string, env map[string]string, args ...string) (st
 	if len(args) > 0 && args[0] != "build" && !strings.HasPrefix(args[0], "-") {
 		// Paths in the fixture's folder, as they would be in a checkout.
 		extra := []string{"-environments", filepath.Join(dir, "environments")}
-		if args[0] == "render" || args[0] == "plan" || args[0] == "submit" {
+		if args[0] == "render" || args[0] == "plan" || args[0] == "submit" || args[0] == "promote" {
 			extra = append(extra, "-job", filepath.Join(dir, "jobs", "counter.nomad.hcl"))
 		}
 		full = append(append([]string{"deployer", args[0]}, extra...), args[1:]...)

@@ -72,6 +72,9 @@ func printHistory(w io.Writer, entries []deploy.Entry) {
 	fmt.Fprintln(w, rows[0])
 	for i, e := range entries {
 		fmt.Fprintln(w, rows[i+1])
+		if e.PromotedFrom != "" {
+			fmt.Fprintf(w, "      promoted from %s\n", e.PromotedFrom)
+		}
 		if e.SameAs != "" {
 			fmt.Fprintf(w, "      same release as %s\n", e.SameAs)
 		}

@@ -14,6 +14,9 @@ func printRecord(w io.Writer, r *deploy.Record) {
 	} else {
 		fmt.Fprintf(w, "%s %s %s: image %s, config %s at %s\n", r.Job, r.Release, r.Outcome, r.Image, r.ConfigHash, r.ConfigPath)
 	}
+	if r.PromotedFrom != "" {
+		fmt.Fprintf(w, "Promoted from %s%s.\n", r.PromotedFrom, commitNote(r.GitCommit))
+	}
 	if r.Repair != "" {
 		fmt.Fprintf(w, "Repaired drift: %s.\n", r.Repair)
 	}

@@ -78,6 +78,7 @@ type Record struct {
 	Config       map[string]string `json:"config"`
 	GitCommit    string            `json:"git_commit,omitempty"`
 	SubmittedBy  string            `json:"submitted_by,omitempty"`
+	PromotedFrom string            `json:"promoted_from,omitempty"` // "test v7"
 	EvalID       string            `json:"eval_id,omitempty"`
 	DeploymentID string            `json:"deployment_id,omitempty"`
 	Outcome      Outcome           `json:"outcome"`
@@ -99,7 +100,7 @@ func (d *Deployer) newRecord(r *release.Release) *Record {
 		Job: r.Env.Job, Namespace: r.Env.Namespace, Environment: r.Env.Name,
 		Image: r.Image.Pinned(), ImageDigest: r.Image.Digest,
 		ConfigHash: r.ConfigHash(), ConfigPath: r.ConfigPath(), Config: r.Config(),
-		GitCommit: r.GitCommit, SubmittedBy: r.SubmittedBy,
+		GitCommit: r.GitCommit, SubmittedBy: r.SubmittedBy, PromotedFrom: r.PromotedFrom,
 	}
 }
 

@@ -26,12 +26,14 @@ type Entry struct {
 	Config      map[string]string `json:"config,omitempty"` // nil when its snapshot is gone
 	GitCommit   string            `json:"git_commit,omitempty"`
 	SubmittedBy string            `json:"submitted_by,omitempty"`
-	SubmitTime  time.Time         `json:"submit_time"`
-	Stable      bool              `json:"stable"`
-	Current     bool              `json:"current"`
-	ByDeployer  bool              `json:"by_deployer"` // false: made by hand (nomad job run)
-	SameAs      string            `json:"same_as,omitempty"`
-	Changes     []Change          `json:"changes,omitempty"` // since the version before it
+	// PromotedFrom names the release whose build a promotion carried here.
+	PromotedFrom string    `json:"promoted_from,omitempty"`
+	SubmitTime   time.Time `json:"submit_time"`
+	Stable       bool      `json:"stable"`
+	Current      bool      `json:"current"`
+	ByDeployer   bool      `json:"by_deployer"` // false: made by hand (nomad job run)
+	SameAs       string    `json:"same_as,omitempty"`
+	Changes      []Change  `json:"changes,omitempty"` // since the version before it
 }
 
 // Change is one difference between a version and the one before it.
@@ -96,16 +98,17 @@ func (d *Deployer) History(ctx context.Context, ns, job string) ([]Entry, error)
 
 func entry(v *nomad.Job, snaps map[string]map[string]string) Entry {
 	e := Entry{
-		Version:     *v.Version,
-		Release:     release.Name(*v.Version),
-		Image:       taskImage(v),
-		ImageDigest: v.Meta[release.MetaImageDigest],
-		ConfigHash:  v.Meta[release.MetaConfigHash],
-		ConfigPath:  v.Meta[release.MetaConfigPath],
-		GitCommit:   v.Meta[release.MetaGitCommit],
-		SubmittedBy: v.Meta[release.MetaSubmittedBy],
-		Stable:      v.Stable != nil && *v.Stable,
-		ByDeployer:  v.Meta[release.MetaConfigPath] != "",
+		Version:      *v.Version,
+		Release:      release.Name(*v.Version),
+		Image:        taskImage(v),
+		ImageDigest:  v.Meta[release.MetaImageDigest],
+		ConfigHash:   v.Meta[release.MetaConfigHash],
+		ConfigPath:   v.Meta[release.MetaConfigPath],
+		GitCommit:    v.Meta[release.MetaGitCommit],
+		SubmittedBy:  v.Meta[release.MetaSubmittedBy],
+		PromotedFrom: v.Meta[release.MetaPromotedFrom],
+		Stable:       v.Stable != nil && *v.Stable,
+		ByDeployer:   v.Meta[release.MetaConfigPath] != "",
 	}
 	if v.SubmitTime != nil {
 		e.SubmitTime = time.Unix(0, *v.SubmitTime).UTC()

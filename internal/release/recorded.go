@@ -101,6 +101,7 @@ func FromVariables(vars string, paths Paths) (*Release, error) {
 		return nil, fmt.Errorf("the recorded image: %w", err)
 	}
 	r := New(env, imageref.Image{Ref: ref}, rec.Meta[MetaGitCommit], rec.Meta[MetaSubmittedBy], paths)
+	r.PromotedFrom = rec.Meta[MetaPromotedFrom]
 	if r, err = r.WithSnapshot(path.Base(rec.ConfigPath), paths); err != nil {
 		return nil, fmt.Errorf("the recorded config_path %s: %w", rec.ConfigPath, err)
 	}

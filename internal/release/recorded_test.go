@@ -37,6 +37,8 @@ update {
 		t.Fatal(err)
 	}
 	vars := orig.Variables()
+	promoted := *orig
+	promoted.PromotedFrom = "test v7"
 
 	tests := []struct {
 		name    string
@@ -46,6 +48,7 @@ update {
 	}{
 		{"a release's variables", vars, orig, ""},
 		{"a repaired release's", repaired.Variables(), repaired, ""},
+		{"a promoted release's", promoted.Variables(), &promoted, ""},
 		{"no config recorded", cut(t, vars, "config = {"), nil, "hold no config"},
 		{"config unlike its hash", strings.Replace(vars, `"PORT" = "6380"`, `"PORT" = "6381"`, 1), nil, "does not hold config"},
 		{"port not a number", strings.Replace(vars, `"PORT" = "6380"`, `"PORT" = "x"`, 1), nil, `PORT "x" is not a number`},
@@ -66,7 +69,8 @@ update {
 				t.Fatal(err)
 			}
 			if !maps.Equal(got.Config(), tt.want.Config()) || got.ConfigPath() != tt.want.ConfigPath() ||
-				got.Image != tt.want.Image || got.SubmittedBy != tt.want.SubmittedBy || got.Variables() != tt.want.Variables() {
+				got.Image != tt.want.Image || got.SubmittedBy != tt.want.SubmittedBy || got.PromotedFrom != tt.want.PromotedFrom ||
+				got.Variables() != tt.want.Variables() {
 				t.Errorf("FromVariables gave\n%s\nwant\n%s", got.Variables(), tt.want.Variables())
 			}
 		})

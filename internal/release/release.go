@@ -25,6 +25,9 @@ const (
 	MetaConfigPath  = "release_config_path"
 	MetaGitCommit   = "release_git_commit"
 	MetaSubmittedBy = "release_submitted_by"
+	// MetaPromotedFrom names the release a promotion took its build from
+	// ("test v7"); only promoted releases have it.
+	MetaPromotedFrom = "release_promoted_from"
 )
 
 // Release is what a submit registers as one Nomad job version. Make one with
@@ -35,6 +38,9 @@ type Release struct {
 	Image       imageref.Image
 	GitCommit   string
 	SubmittedBy string
+	// PromotedFrom is the release whose build this one carries to another
+	// environment ("test v7"); empty for a release submitted directly.
+	PromotedFrom string
 
 	config map[string]string
 	hash   string
@@ -81,7 +87,7 @@ func (r *Release) ConfigPath() string { return r.path }
 
 // Meta is the job meta that identifies the release.
 func (r *Release) Meta() map[string]string {
-	return map[string]string{
+	m := map[string]string{
 		MetaEnvironment: r.Env.Name,
 		MetaImage:       r.Image.String(),
 		MetaImageDigest: r.Image.Digest,
@@ -90,6 +96,10 @@ func (r *Release) Meta() map[string]string {
 		MetaGitCommit:   r.GitCommit,
 		MetaSubmittedBy: r.SubmittedBy,
 	}
+	if r.PromotedFrom != "" {
+		m[MetaPromotedFrom] = r.PromotedFrom
+	}
+	return m
 }
 
 // Description says what the release is, in plain text: the Nomad UI shows it
@@ -100,6 +110,9 @@ func (r *Release) Description() string {
 	fmt.Fprintf(&b, "%s release of %s", r.Env.Name, r.Image.Pinned())
 	if r.GitCommit != "" {
 		fmt.Fprintf(&b, " (commit %s)", r.GitCommit)
+	}
+	if r.PromotedFrom != "" {
+		fmt.Fprintf(&b, ", promoted from %s", r.PromotedFrom)
 	}
 	// Who submitted stays in meta only: the description must not change when
 	// someone else resubmits the same release.

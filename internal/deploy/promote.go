@@ -1,0 +1,110 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+
+	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/kodekloud/counter/internal/configstore"
+	"github.com/kodekloud/counter/internal/imageref"
+	"github.com/kodekloud/counter/internal/release"
+)
+
+// Build is what a promotion carries from one environment to another: the
+// image, pinned by digest, and the commit it was built from.
+type Build struct {
+	Image     imageref.Ref
+	GitCommit string
+	// From names the source release: "test v7".
+	From string
+}
+
+// PromotableBuild reads the build of a release of the source environment's
+// job (the running one when to names none) and checks that it may go
+// further: made by the deployer, pinned by digest, stable (its deployment
+// succeeded), its config snapshot as released, and, for the running one,
+// healthy instances and no drift. Nothing is written.
+func (d *Deployer) PromotableBuild(ctx context.Context, env, ns, job string, to Target) (*Build, error) {
+	versions, _, _, err := d.Jobs.Versions(job, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	if err != nil {
+		if isNotFound(err) {
+			return nil, fmt.Errorf("cannot promote from %s: job %s has no releases in namespace %s", env, job, ns)
+		}
+		return nil, fmt.Errorf("read versions of job %s from Nomad at %s: %w", job, d.NomadAddr, err)
+	}
+	v := versions[0]
+	if to.Tag != "" || to.Version != nil {
+		if v, err = pick(versions, to); err != nil {
+			return nil, err
+		}
+	}
+	e := entry(v, nil)
+	name := env + " " + e.Release
+	refuse := func(why string, args ...any) error {
+		return fmt.Errorf("cannot promote %s: %s; nothing was changed", name, fmt.Sprintf(why, args...))
+	}
+	switch {
+	case !e.ByDeployer:
+		return nil, refuse("job version %d was not made by the deployer, so nothing says which build it is", e.Version)
+	case e.ImageDigest == "":
+		return nil, refuse("its image %s is not pinned by a digest, so the same build cannot be named elsewhere", e.Image)
+	case !e.Stable:
+		return nil, refuse("it is not stable: its deployment has not succeeded (deployer history -env %s)", env)
+	}
+	values, found, err := d.Store.Get(ctx, e.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	if !found || configstore.Hash(values) != e.ConfigHash {
+		return nil, refuse("its config snapshot %s was edited or deleted in Consul, so what passed there is not what ran as released (deployer status -env %s)", e.ConfigPath, env)
+	}
+	if *v.Version == *versions[0].Version {
+		st, err := d.Status(ctx, ns, job)
+		if err != nil {
+			return nil, err
+		}
+		if len(st.Drift) > 0 {
+			return nil, refuse("it has drifted: %s", st.Drift[0])
+		}
+		// Passing in Consul, not healthy in a deployment: an instance
+		// that Nomad updated in place (an auto-revert to an identical
+		// version) has no deployment health of its own.
+		if len(st.URLs) == 0 {
+			return nil, refuse("no instance of it passes its health check now")
+		}
+	}
+	ref, err := imageref.Parse(v.Meta[release.MetaImage])
+	if err != nil {
+		return nil, refuse("its recorded image: %v", err)
+	}
+	ref.Digest = e.ImageDigest
+	return &Build{Image: ref, GitCommit: e.GitCommit, From: name}, nil
+}
+
+// Promote releases r, which carries a Build of another environment, like
+// Submit; when the environment already runs that build with the same
+// config, it changes nothing and says so (the record says where it came
+// from either way).
+func (d *Deployer) Promote(ctx context.Context, r *release.Release, opts SubmitOptions) (*Record, error) {
+	cur, err := d.current(ctx, r.Env.Namespace, r.Env.Job)
+	if err != nil {
+		return nil, err
+	}
+	if cur != nil && cur.Meta[release.MetaImageDigest] == r.Image.Digest && cur.Meta[release.MetaConfigHash] == r.ConfigHash() {
+		values, found, err := d.Store.Get(ctx, cur.Meta[release.MetaConfigPath])
+		if err != nil {
+			return nil, err
+		}
+		if found && configstore.Hash(values) == r.ConfigHash() {
+			rec := d.newRecord(r)
+			v := *cur.Version
+			rec.Version, rec.Release, rec.Outcome = &v, entry(cur, nil).Release, NoChange
+			rec.ConfigPath = cur.Meta[release.MetaConfigPath]
+			rec.Detail = fmt.Sprintf("job %s %s already runs the build of %s (%s) with this config", r.Env.Job, rec.Release, r.PromotedFrom, r.Image.Digest)
+			rec.URLs = d.urls(ctx, rec.Job, rec.ConfigHash)
+			return rec, nil
+		}
+	}
+	return d.Submit(ctx, r, opts)
+}
