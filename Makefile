@@ -58,6 +58,10 @@ release: ## build and push the current commit, submit it to ENV (default dev) on
 	bin/deployer submit -env $(ENV) -image "$$ref" | tee .stack/last-release.txt; \
 	$(call_app) .stack/last-release.txt
 
+.PHONY: demo
+demo: up ## one build through dev, test and prod, a second one, then prod rolled back; each app's answer
+	scripts/demo
+
 .PHONY: down
 down: ## stop what make up started, and nothing else
 	go build -o bin/stack ./cmd/stack

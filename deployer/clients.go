@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -104,7 +105,33 @@ func (f *releaseFlags) prepare(ctx context.Context, sh *shell) (*deploy.Deployer
 	if commit == "" {
 		commit = img.Revision
 	}
-	return d, release.New(e, img, commit, submitter(ctx, sh.getenv), d.Store), closeClients, nil
+	hosts, err := extraHosts(sh.getenv)
+	if err != nil {
+		closeClients()
+		return nil, nil, nil, err
+	}
+	r := release.New(e, img, commit, submitter(ctx, sh.getenv), d.Store)
+	r.Hosts = hosts
+	return d, r, closeClients, nil
+}
+
+// extraHosts reads COUNTER_EXTRA_HOSTS, the NAME:IP entries (comma
+// separated) that a local stack gives for the host names only it resolves
+// (bin/stack env sets it; on a real cluster DNS resolves them). They go into
+// the task's /etc/hosts.
+func extraHosts(getenv func(string) string) ([]string, error) {
+	v := getenv("COUNTER_EXTRA_HOSTS")
+	if v == "" {
+		return nil, nil
+	}
+	hosts := strings.Split(v, ",")
+	for _, h := range hosts {
+		name, ip, ok := strings.Cut(h, ":")
+		if !ok || name == "" || net.ParseIP(ip) == nil {
+			return nil, usageError("COUNTER_EXTRA_HOSTS: %q is not NAME:IP", h)
+		}
+	}
+	return hosts, nil
 }
 
 // newDeployer returns a Deployer and a func that closes its clients' idle

@@ -72,8 +72,12 @@ release_promoted_from ("test v7"), which history shows.`,
 					return fmt.Errorf("cannot promote %s: %w; nothing was changed", b.From, err)
 				}
 				img.Ref = b.Image
+				hosts, err := extraHosts(sh.getenv)
+				if err != nil {
+					return err
+				}
 				r := release.New(e, img, b.GitCommit, submitter(ctx, sh.getenv), d.Store)
-				r.PromotedFrom = b.From
+				r.PromotedFrom, r.Hosts = b.From, hosts
 				fmt.Fprintf(sh.stderr, "==> promoting %s to %s: %s%s, with %s's config %s\n",
 					b.From, f.env, b.Image.Pinned(), commitNote(b.GitCommit), f.env, r.ConfigHash())
 				rec, err := d.Promote(ctx, r, deploy.SubmitOptions{Detach: *detach, Wait: *wait})

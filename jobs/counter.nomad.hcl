@@ -5,7 +5,8 @@
 #
 # The variables have no defaults: the deployer sets every one of them from
 # the environment file, whose reader (internal/environment) holds the
-# defaults, so there is one place to look.
+# defaults, so there is one place to look. The one exception, extra_hosts,
+# is not the environment's: it comes from the machine (a local stack).
 
 variable "job_name" {
   type        = string
@@ -62,6 +63,12 @@ variable "release" {
 variable "config" {
   type        = map(string)
   description = "The config written to config_path. The job does not read it: it is kept with the job version so that a snapshot edited or deleted in Consul can be restored."
+}
+
+variable "extra_hosts" {
+  type        = list(string)
+  default     = []
+  description = "/etc/hosts entries, NAME:IP, for names only a local stack resolves (COUNTER_EXTRA_HOSTS); empty on a real cluster, where DNS does."
 }
 
 variable "description" {
@@ -132,6 +139,7 @@ job "counter" {
       config {
         image        = var.image
         network_mode = "host"
+        extra_hosts  = var.extra_hosts
       }
 
       # HOST and PORT come from this release's snapshot. The template waits

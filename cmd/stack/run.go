@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/kodekloud/counter/internal/access"
@@ -19,7 +21,9 @@ import (
 
 const usage = `Usage: stack <up|down|env> [options]
 
-  up     Start Consul, Nomad, Redis and a Docker registry on loopback, with
+  up     Start Consul, Nomad, a Docker registry and a Redis for each of
+         dev, test and prod (redis_db_test and redis_db_prod on 127.0.0.2
+         and 127.0.0.3, names that env hands the deployer) on loopback, with
          state under -dir, and wait until each is healthy. Harmless when the
          stack is already up; on a partly broken one it keeps what runs and
          starts the rest with its data.
@@ -138,7 +142,7 @@ func up(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	// history, the counter): only make clean deletes them.
 	start := time.Now()
 	s, err := localstack.Start(ctx, localstack.Config{
-		Dir: dir, Bin: bin, Detach: true, Progress: stderr, Resume: true, Open: o.open,
+		Dir: dir, Bin: bin, Detach: true, Progress: stderr, Resume: true, Open: o.open, EnvRedis: true,
 		Ports: localstack.Ports{
 			NomadHTTP: 4646, NomadRPC: 4647, NomadSerf: 4648,
 			ConsulHTTP: 8500, ConsulServer: 8300, ConsulSerfLAN: 8301, ConsulSerfWAN: 8302,
@@ -195,7 +199,11 @@ func grant(ctx context.Context, s *localstack.Stack, o upOptions) error {
 func printAddrs(w io.Writer, s *localstack.Stack) {
 	fmt.Fprintf(w, "Nomad API:   %s  (UI: %s/ui/)\n", s.NomadAddr, s.NomadAddr)
 	fmt.Fprintf(w, "Consul UI:   http://%s/ui/\n", s.ConsulAddr)
-	fmt.Fprintf(w, "Redis:       %s\n", s.RedisAddr)
+	fmt.Fprintf(w, "Redis:       %s (dev)", s.RedisAddr)
+	for _, h := range slices.Sorted(maps.Keys(s.Hosts)) {
+		fmt.Fprintf(w, ", %s:%d (%s)", s.Hosts[h], s.Ports.Redis, h)
+	}
+	fmt.Fprintln(w)
 	if s.RegistryAddr != "" {
 		fmt.Fprintf(w, "Registry:    %s\n", s.RegistryAddr)
 	}

@@ -69,14 +69,24 @@ func (s *Stack) consulReady(ctx context.Context) error {
 	return nil
 }
 
-func (s *Stack) startRedis() error {
-	dir := filepath.Join(s.Dir, "redis")
+func (s *Stack) startRedis() error { return s.startRedisAt("redis", "127.0.0.1") }
+
+// envRedisAddr is the address of the Redis server the environments call
+// host (Config.EnvRedis).
+func (s *Stack) envRedisAddr(host string) string {
+	return s.Hosts[host] + ":" + strconv.Itoa(s.Ports.Redis)
+}
+
+// startRedisAt starts a Redis server called name on ip, at the stack's
+// Redis port, with its data in a folder of its own.
+func (s *Stack) startRedisAt(name, ip string) error {
+	dir := filepath.Join(s.Dir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	// An append-only file, so that the counter survives a restart.
-	_, err := s.start("redis", s.cfg.Bin.Redis,
-		"--bind", "127.0.0.1", "--port", strconv.Itoa(s.cfg.Ports.Redis),
+	_, err := s.start(name, s.cfg.Bin.Redis,
+		"--bind", ip, "--port", strconv.Itoa(s.cfg.Ports.Redis),
 		"--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no")
 	return err
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,7 +30,15 @@ import (
 // startOrder names the processes a stack may record, in start order; Stop
 // goes the other way. dockerd is recorded by scripts/dockerd-up when `make
 // up` had to start the engine.
-var startOrder = []string{"dockerd", "consul", "redis", "registry", "nomad"}
+var startOrder = []string{"dockerd", "consul", "redis", "redis-test", "redis-prod", "registry", "nomad"}
+
+// envRedis are the Redis servers of the test and prod environments, which
+// Config.EnvRedis adds: each on its own loopback address, at the port of
+// dev's, under the host name its environment file gives.
+var envRedis = []struct{ name, host, ip string }{
+	{"redis-test", "redis_db_test", "127.0.0.2"},
+	{"redis-prod", "redis_db_prod", "127.0.0.3"},
+}
 
 // Binaries are the programs the stack runs. Registry is optional.
 type Binaries struct {
@@ -59,6 +68,10 @@ type Config struct {
 	// run and starts only the others, with their data as it was (Ports must
 	// be the recorded stack's).
 	Resume bool
+	// EnvRedis also runs the test and prod environments' Redis servers,
+	// which their files call redis_db_test and redis_db_prod: Stack.Hosts
+	// maps those names to their addresses.
+	EnvRedis bool
 	// Open runs Consul and Nomad with ACLs off. By default they are on and
 	// deny what no token allows; the management tokens are in Dir/secrets.
 	Open bool
@@ -74,6 +87,9 @@ type Stack struct {
 	Dir          string `json:"dir"`
 	Ports        Ports  `json:"ports"`
 	NodeID       string `json:"nomad_node_id"` // labels the containers Nomad runs
+	// Hosts maps the host names of the environments' Redis servers that
+	// only this stack runs to their addresses (Config.EnvRedis).
+	Hosts map[string]string `json:"hosts,omitempty"`
 	// ACL says Consul and Nomad enforce ACLs; the management tokens are
 	// then NomadToken and ConsulToken, kept in Dir/secrets, never in
 	// stack.json.
@@ -168,10 +184,25 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 	}
 
-	for _, c := range []struct {
+	components := []struct {
 		name  string
 		start func() error
-	}{{"consul", s.startConsul}, {"redis", s.startRedis}, {"registry", s.startRegistry}, {"nomad", s.startNomad}} {
+	}{{"consul", s.startConsul}, {"redis", s.startRedis}}
+	if cfg.EnvRedis {
+		s.Hosts = map[string]string{}
+		for _, r := range envRedis {
+			s.Hosts[r.host] = r.ip
+			components = append(components, struct {
+				name  string
+				start func() error
+			}{r.name, func() error { return s.startRedisAt(r.name, r.ip) }})
+		}
+	}
+	components = append(components, []struct {
+		name  string
+		start func() error
+	}{{"registry", s.startRegistry}, {"nomad", s.startNomad}}...)
+	for _, c := range components {
 		if p := running[c.name]; p != nil {
 			fmt.Fprintf(cfg.Progress, "keeping %s (pid %d), which still runs\n", c.name, p.pid)
 			s.procs = append(s.procs, p)
@@ -194,6 +225,8 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}{
 		{"consul", "Consul leader at " + s.ConsulAddr, s.consulReady},
 		{"redis", "Redis PING at " + s.RedisAddr, func(context.Context) error { return resp.Ping(s.RedisAddr) }},
+		{"redis-test", "Redis PING at " + s.envRedisAddr("redis_db_test"), func(context.Context) error { return resp.Ping(s.envRedisAddr("redis_db_test")) }},
+		{"redis-prod", "Redis PING at " + s.envRedisAddr("redis_db_prod"), func(context.Context) error { return resp.Ping(s.envRedisAddr("redis_db_prod")) }},
 		{"registry", "Docker registry at " + s.RegistryAddr, s.registryReady},
 		{"nomad", "Nomad ACLs bootstrapped, and Consul trusting Nomad's workload identities", s.secure},
 		{"nomad", "Nomad node ready with the docker driver at " + s.NomadAddr, s.nomadReady},
@@ -282,6 +315,13 @@ func Load(dir string) (*Stack, error) {
 // management tokens until then).
 func (s *Stack) Env() []string {
 	env := []string{"NOMAD_ADDR=" + s.NomadAddr, "CONSUL_HTTP_ADDR=" + s.ConsulAddr}
+	if len(s.Hosts) > 0 {
+		var hosts []string
+		for _, h := range slices.Sorted(maps.Keys(s.Hosts)) {
+			hosts = append(hosts, h+":"+s.Hosts[h])
+		}
+		env = append(env, "COUNTER_EXTRA_HOSTS="+strings.Join(hosts, ","))
+	}
 	switch {
 	case s.DeployerNomadToken != "":
 		env = append(env, "NOMAD_TOKEN="+s.DeployerNomadToken, "CONSUL_HTTP_TOKEN="+s.DeployerConsulToken)
@@ -427,6 +467,11 @@ func (s *Stack) Healthy(ctx context.Context) error {
 	}
 	if err := resp.Ping(s.RedisAddr); err != nil {
 		return err
+	}
+	for host := range s.Hosts {
+		if err := resp.Ping(s.envRedisAddr(host)); err != nil {
+			return fmt.Errorf("%s: %w", host, err)
+		}
 	}
 	if s.RegistryAddr != "" {
 		if err := s.registryReady(ctx); err != nil {

@@ -29,6 +29,7 @@ type recorded struct {
 	Meta        map[string]string `cty:"release"`
 	Description string            `cty:"description"`
 	Config      map[string]string `cty:"config"`
+	Hosts       []string          `cty:"extra_hosts"`
 }
 
 type recordedUpdate struct {
@@ -66,6 +67,9 @@ func FromVariables(vars string, paths Paths) (*Release, error) {
 		}
 		values[name] = v
 	}
+	if _, ok := values["extra_hosts"]; !ok {
+		values["extra_hosts"] = cty.ListValEmpty(cty.String)
+	}
 	// HCL literals are tuples and objects: convert them to the lists and
 	// maps the job spec declares.
 	var rec recorded
@@ -102,6 +106,9 @@ func FromVariables(vars string, paths Paths) (*Release, error) {
 	}
 	r := New(env, imageref.Image{Ref: ref}, rec.Meta[MetaGitCommit], rec.Meta[MetaSubmittedBy], paths)
 	r.PromotedFrom = rec.Meta[MetaPromotedFrom]
+	if len(rec.Hosts) > 0 {
+		r.Hosts = rec.Hosts
+	}
 	if r, err = r.WithSnapshot(path.Base(rec.ConfigPath), paths); err != nil {
 		return nil, fmt.Errorf("the recorded config_path %s: %w", rec.ConfigPath, err)
 	}

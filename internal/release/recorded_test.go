@@ -39,6 +39,7 @@ update {
 	vars := orig.Variables()
 	promoted := *orig
 	promoted.PromotedFrom = "test v7"
+	promoted.Hosts = []string{"redis_db_prod:127.0.0.3"}
 
 	tests := []struct {
 		name    string

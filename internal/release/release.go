@@ -41,6 +41,10 @@ type Release struct {
 	// PromotedFrom is the release whose build this one carries to another
 	// environment ("test v7"); empty for a release submitted directly.
 	PromotedFrom string
+	// Hosts are /etc/hosts entries for the task, "NAME:IP": the host names
+	// an environment file uses that only a local stack resolves (on a real
+	// cluster, DNS does, and Hosts is empty).
+	Hosts []string
 
 	config map[string]string
 	hash   string
@@ -151,6 +155,15 @@ func (r *Release) Variables() string {
 	}
 	b.WriteString("}\n")
 	str("description", r.Description())
+	// Written only when set, so that a release without them has the
+	// variables it had before the job spec knew them.
+	if len(r.Hosts) > 0 {
+		quoted := make([]string, len(r.Hosts))
+		for i, h := range r.Hosts {
+			quoted[i] = quote(h)
+		}
+		fmt.Fprintf(&b, "extra_hosts = [%s]\n", strings.Join(quoted, ", "))
+	}
 	// The config itself goes with the job version's submission, which Nomad
 	// keeps: a snapshot edited or deleted in Consul can be restored from it
 	// (see FromVariables).
