@@ -75,6 +75,18 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
+// otherJob names one more job for the test, whose tasks may read their
+// config as the fixture's own job's may, and which goes with the test.
+func (f *fixture) otherJob(prefix string) string {
+	f.t.Helper()
+	job := stacktest.Name(f.t, prefix)
+	stacktest.GrantJob(f.t, f.stack, job)
+	f.t.Cleanup(func() {
+		_, _, _ = f.nomad.Jobs().Deregister(job, true, nil)
+	})
+	return job
+}
+
 // nomadCLIEnv is the environment the nomad CLI reaches the stack with.
 func (f *fixture) nomadCLIEnv() []string {
 	return append(os.Environ(), "NOMAD_ADDR="+f.stack.NomadAddr, "NOMAD_TOKEN="+f.stack.NomadToken)
@@ -83,6 +95,13 @@ func (f *fixture) nomadCLIEnv() []string {
 // writeEnv writes environments/NAME.hcl for this test's job, pointing the app
 // at rdb; update is the update block's body ("" for quick health checks).
 func (f *fixture) writeEnv(name string, rdb *testredis.Server, count int, update string) {
+	f.t.Helper()
+	f.writeEnvJob(name, f.job, rdb, count, update)
+}
+
+// writeEnvJob is writeEnv for another job of the test's, one of
+// f.otherJob's.
+func (f *fixture) writeEnvJob(name, job string, rdb *testredis.Server, count int, update string) {
 	f.t.Helper()
 	if update == "" {
 		update = "min_healthy_time = \"1s\"\nhealthy_deadline = \"30s\""
@@ -104,7 +123,7 @@ resources {
 update {
 %s
 }
-`, f.job, count, rdb.Host, rdb.Port, update)
+`, job, count, rdb.Host, rdb.Port, update)
 	if err := os.WriteFile(filepath.Join(f.dir, "environments", name+".hcl"), []byte(src), 0o644); err != nil {
 		f.t.Fatal(err)
 	}
