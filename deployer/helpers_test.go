@@ -75,13 +75,15 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-// otherJob names a second job of the test, whose tasks may read their
-// config, and which goes when the test ends.
-func (f *fixture) otherJob(suffix string) string {
+// otherJob names one more job for the test, whose tasks may read their
+// config as the fixture's own job's may, and which goes with the test.
+func (f *fixture) otherJob(prefix string) string {
 	f.t.Helper()
-	job := f.job + "-" + suffix
+	job := stacktest.Name(f.t, prefix)
 	stacktest.GrantJob(f.t, f.stack, job)
-	f.t.Cleanup(func() { _, _, _ = f.nomad.Jobs().Deregister(job, true, nil) })
+	f.t.Cleanup(func() {
+		_, _, _ = f.nomad.Jobs().Deregister(job, true, nil)
+	})
 	return job
 }
 
@@ -94,12 +96,12 @@ func (f *fixture) nomadCLIEnv() []string {
 // at rdb; update is the update block's body ("" for quick health checks).
 func (f *fixture) writeEnv(name string, rdb *testredis.Server, count int, update string) {
 	f.t.Helper()
-	f.writeEnvOf(name, f.job, rdb, count, update)
+	f.writeEnvJob(name, f.job, rdb, count, update)
 }
 
-// writeEnvOf writes environments/NAME.hcl for the job, which the test
-// registers besides the fixture's own (see otherJob).
-func (f *fixture) writeEnvOf(name, job string, rdb *testredis.Server, count int, update string) {
+// writeEnvJob is writeEnv for another job of the test's, one of
+// f.otherJob's.
+func (f *fixture) writeEnvJob(name, job string, rdb *testredis.Server, count int, update string) {
 	f.t.Helper()
 	if update == "" {
 		update = "min_healthy_time = \"1s\"\nhealthy_deadline = \"30s\""

@@ -37,7 +37,7 @@ func TestPromoteCarriesOneBuildThroughTheEnvironments(t *testing.T) {
 		if err := redis[env].Set("visitorCount", strconv.Itoa(100*(i+1))); err != nil {
 			t.Fatal(err)
 		}
-		f.writeEnvOf(env, jobs[env], redis[env], 1, "")
+		f.writeEnvJob(env, jobs[env], redis[env], 1, "")
 	}
 	dev, code, _ := submitJSON(t, f, "-env", "dev", "-image", good)
 	if code != exitOK || dev.ImageDigest == "" {
@@ -99,7 +99,7 @@ func TestPromoteCarriesOneBuildThroughTheEnvironments(t *testing.T) {
 	// A promotion racing a submit to the same environment: one release, one
 	// conflict. Each is a real change (another Redis), and a deployment
 	// lasts longer than the gap between the two.
-	f.writeEnvOf("prod", jobs["prod"], testredis.Start(t), 1, "min_healthy_time = \"3s\"\nhealthy_deadline = \"30s\"")
+	f.writeEnvJob("prod", jobs["prod"], testredis.Start(t), 1, "min_healthy_time = \"3s\"\nhealthy_deadline = \"30s\"")
 	codes := make([]int, 2)
 	var wg sync.WaitGroup
 	for i, args := range [][]string{{"promote", "-from", "dev", "-env", "prod"}, {"submit", "-env", "prod", "-image", good}} {

@@ -6,24 +6,36 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/kodekloud/counter/internal/deploy"
+	"github.com/kodekloud/counter/internal/environment"
 )
 
 func statusCommand() *command {
 	return &command{
 		name:     "status",
-		args:     "-env NAME [options]",
-		synopsis: "Show the running release, its health, and drift",
+		args:     "[-env NAME] [options]",
+		synopsis: "Show the running release, its health, and drift; without -env, of every environment",
 		doc: `Shows the running release, its deployment and allocation health, and drift:
 a version not made by the deployer (nomad job run by hand), or its config
-snapshot missing or edited in Consul.`,
-		required: []string{"env"},
-		exits:    append([]exitDoc{{exitOK, "no drift"}}, codes(exitError, exitUsage, exitDrift)...),
+snapshot missing or edited in Consul.
+
+Without -env, shows every environment in the -environments folder, one row
+each, in pipeline order: dev, test and prod (those that exist), then the
+others alphabetically. A row has the release, its image digest (short), git
+commit, config hash, healthy instances of those the job asks for, drift, and
+whether it runs the same build (image digest) as the row before it. An
+environment whose job is not registered is a row that says so; one that
+cannot be read shows why, and status exits 1 once every row is shown.`,
+		exits: append([]exitDoc{{exitOK, "no drift"}}, codes(exitError, exitUsage, exitDrift)...),
 		flags: func(fs *flag.FlagSet, sh *shell) func(context.Context, []string) error {
 			var f envFlags
 			f.register(fs)
 			return func(ctx context.Context, _ []string) error {
+				if f.env == "" {
+					return statusAll(ctx, sh, &f)
+				}
 				d, e, closeClients, err := f.open(sh)
 				if err != nil {
 					return err
@@ -47,6 +59,126 @@ snapshot missing or edited in Consul.`,
 			}
 		},
 	}
+}
+
+// statusAll shows every environment's status, one row each, in pipeline
+// order. An environment that cannot be read does not hide the others: its
+// row says why, and the command fails once all are shown.
+func statusAll(ctx context.Context, sh *shell, f *envFlags) error {
+	names := environment.Pipeline(environment.List(f.dir))
+	if len(names) == 0 {
+		return fmt.Errorf("status: no environment files (NAME.hcl) in %s", f.dir)
+	}
+	envs := make([]deploy.EnvJob, len(names))
+	for i, name := range names {
+		e, err := environment.Load(f.dir, name)
+		if err != nil {
+			envs[i] = deploy.EnvJob{Environment: name, Err: err}
+			continue
+		}
+		envs[i] = deploy.EnvJob{Environment: name, Namespace: e.Namespace, Job: e.Job}
+	}
+	d, closeClients, err := newDeployer(sh, f.kvPrefix, "")
+	if err != nil {
+		return err
+	}
+	defer closeClients()
+	rows := d.StatusAll(ctx, envs)
+	if f.json {
+		if err := writeJSON(sh.stdout, rows); err != nil {
+			return err
+		}
+	} else {
+		printStatusTable(sh.stdout, rows)
+	}
+	var failed []string
+	drift := false
+	for _, r := range rows {
+		if r.Error != "" {
+			failed = append(failed, r.Environment)
+		}
+		drift = drift || len(r.Drift) > 0
+	}
+	switch {
+	case len(failed) > 0:
+		return fmt.Errorf("status: %d of %d environments could not be read: %s", len(failed), len(rows), strings.Join(failed, ", "))
+	case drift:
+		return &exitStatus{code: exitDrift}
+	}
+	return nil
+}
+
+// printStatusTable writes one line per environment, then each one's drift
+// and errors in full.
+func printStatusTable(w io.Writer, rows []deploy.Row) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ENVIRONMENT\tJOB\tRELEASE\tIMAGE\tCOMMIT\tCONFIG\tHEALTH\tDRIFT\tSAME BUILD AS PREVIOUS")
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(statusCells(r), "\t"))
+	}
+	tw.Flush()
+	for _, r := range rows {
+		switch {
+		case r.Error != "":
+			fmt.Fprintf(w, "\n%s: could not be read:\n  %s\n", r.Environment, strings.ReplaceAll(r.Error, "\n", "\n  "))
+		case len(r.Drift) > 0:
+			fmt.Fprintf(w, "\n%s: drift:\n", r.Environment)
+			for _, d := range r.Drift {
+				fmt.Fprintf(w, "  - %s\n", d)
+			}
+		}
+	}
+}
+
+// statusCells are a row's cells, short enough for one line.
+func statusCells(r deploy.Row) []string {
+	cells := []string{r.Environment, orDash(r.Job), "", "-", "-", "-", "-", "-", "-"}
+	switch {
+	case r.Error != "":
+		cells[2] = "(error, below)"
+	case !r.Registered:
+		cells[2] = "(not registered)"
+	default:
+		cells[2] = r.Release
+		cells[3] = orDash(shortBuild(deploy.BuildOf(r)))
+		cells[4] = orDash(short(r.GitCommit, 7))
+		cells[5] = orDash(r.ConfigHash)
+		cells[6] = fmt.Sprintf("%d/%d healthy", r.Healthy, r.Count)
+		if dep := r.Deployment; dep != nil && dep.Version == r.Version && dep.Status != "successful" {
+			cells[6] += ", deployment " + dep.Status
+		}
+		cells[7] = "none"
+		if len(r.Drift) > 0 {
+			cells[7] = "yes, below"
+		}
+	}
+	if r.SameBuild != nil {
+		cells[8] = map[bool]string{true: "yes", false: "no"}[*r.SameBuild] + " (" + r.Previous + ")"
+	}
+	return cells
+}
+
+// shortBuild shortens an image digest to its first 12 hex digits, as
+// docker shows IDs; a reference without a digest stays whole.
+func shortBuild(build string) string {
+	if hex, ok := strings.CutPrefix(build, "sha256:"); ok {
+		return short(hex, 12)
+	}
+	return build
+}
+
+func short(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func printStatus(w io.Writer, st *deploy.Status) {

@@ -43,13 +43,31 @@ type DeploymentStatus struct {
 // and checks for drift: a version the deployer did not make, and a config
 // snapshot that is gone or was edited in Consul.
 func (d *Deployer) Status(ctx context.Context, ns, job string) (*Status, error) {
+	st, j, err := d.readStatus(ctx, ns, job)
+	if err != nil {
+		return nil, err
+	}
+	if j == nil {
+		return nil, fmt.Errorf("job %s is not registered in namespace %s (Nomad at %s)", job, ns, d.NomadAddr)
+	}
+	if st.ConfigHash != "" {
+		st.URLs = d.urls(ctx, job, st.ConfigHash)
+	}
+	st.UI = d.uiURL(ns, job)
+	return st, nil
+}
+
+// readStatus makes Status's reads of Nomad and Consul but the instances':
+// the job, its snapshot, its latest deployment and its allocations. It
+// returns the job as read, and a nil job when none is registered.
+func (d *Deployer) readStatus(ctx context.Context, ns, job string) (*Status, *nomad.Job, error) {
 	q := (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx)
 	j, _, err := d.Jobs.Info(job, q)
 	if err != nil {
 		if isNotFound(err) {
-			return nil, fmt.Errorf("job %s is not registered in namespace %s (Nomad at %s)", job, ns, d.NomadAddr)
+			return nil, nil, nil
 		}
-		return nil, fmt.Errorf("read job %s from Nomad at %s: %w", job, d.NomadAddr, err)
+		return nil, nil, fmt.Errorf("read job %s from Nomad at %s: %w", job, d.NomadAddr, err)
 	}
 	e := entry(j, nil)
 	st := &Status{
@@ -68,7 +86,7 @@ func (d *Deployer) Status(ctx context.Context, ns, job string) (*Status, error) 
 		values, found, err := d.Store.Get(ctx, e.ConfigPath)
 		switch {
 		case err != nil:
-			return nil, err
+			return nil, nil, err
 		case !found:
 			st.Drift = append(st.Drift, fmt.Sprintf("config snapshot %s is missing from Consul: the app cannot render its config on restart", e.ConfigPath))
 		default:
@@ -84,7 +102,7 @@ func (d *Deployer) Status(ctx context.Context, ns, job string) (*Status, error) 
 	}
 	allocs, _, err := d.Jobs.Allocations(job, false, q)
 	if err != nil {
-		return nil, fmt.Errorf("read allocations of %s: %w", job, err)
+		return nil, nil, fmt.Errorf("read allocations of %s: %w", job, err)
 	}
 	for _, a := range allocs {
 		if a.JobVersion != e.Version {
@@ -96,9 +114,5 @@ func (d *Deployer) Status(ctx context.Context, ns, job string) (*Status, error) 
 		}
 	}
 	slices.Sort(st.Drift)
-	if e.ConfigHash != "" {
-		st.URLs = d.urls(ctx, job, e.ConfigHash)
-	}
-	st.UI = d.uiURL(ns, job)
-	return st, nil
+	return st, j, nil
 }

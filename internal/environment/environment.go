@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -133,6 +134,30 @@ func List(dir string) []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// Pipeline orders environment names as releases travel through them: dev,
+// test and prod first, those that exist, then the others alphabetically.
+func Pipeline(names []string) []string {
+	stage := func(name string) int {
+		switch name {
+		case "dev":
+			return 0
+		case "test":
+			return 1
+		case "prod":
+			return 2
+		}
+		return 3
+	}
+	out := slices.Clone(names)
+	slices.SortStableFunc(out, func(a, b string) int {
+		if c := stage(a) - stage(b); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	return out
 }
 
 var (

@@ -3,6 +3,7 @@ package environment
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -144,5 +145,31 @@ func TestLoadNamesKnownEnvironmentsWhenMissing(t *testing.T) {
 	_, err := Load("../../environments", "staging")
 	if err == nil || !strings.Contains(err.Error(), "dev, prod, test") {
 		t.Errorf("Load(staging) = %v, want the known environments listed", err)
+	}
+}
+
+func TestPipelineOrder(t *testing.T) {
+	tests := []struct {
+		name  string
+		names []string
+		want  []string
+	}{
+		{"dev, test, prod in pipeline order", []string{"dev", "prod", "test"}, []string{"dev", "test", "prod"}},
+		{"then the others alphabetically", []string{"staging", "prod", "demo", "dev"}, []string{"dev", "prod", "demo", "staging"}},
+		{"only the stages that exist", []string{"prod", "qa"}, []string{"prod", "qa"}},
+		{"none of the three", []string{"b", "a"}, []string{"a", "b"}},
+		{"none at all", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := slices.Clone(tt.names)
+			got := Pipeline(tt.names)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Pipeline(%q) = %q, want %q", tt.names, got, tt.want)
+			}
+			if !slices.Equal(in, tt.names) {
+				t.Errorf("Pipeline changed its argument to %q", tt.names)
+			}
+		})
 	}
 }

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	consul "github.com/hashicorp/consul/api"
+
+	"github.com/kodekloud/counter/internal/deploy"
+	"github.com/kodekloud/counter/internal/testredis"
+)
+
+func TestStatusTableCells(t *testing.T) {
+	yes, no := true, false
+	running := deploy.Row{
+		Environment: "test", Job: "counter-test", Registered: true, Release: "v7", Version: 7,
+		Image: "reg:5000/counter@sha256:3f2a9c1b7d4e5f60718293a4b5c6d7e8f9", ImageDigest: "sha256:3f2a9c1b7d4e5f60718293a4b5c6d7e8f9",
+		GitCommit: "a1b2c3d4e5f6a7b8c9d0", ConfigHash: "9c8b7a6f5e4d3c2b", Count: 3, Healthy: 3,
+		Deployment: &deploy.DeploymentStatus{Version: 7, Status: "successful"}, Drift: []string{},
+		Previous: "dev", SameBuild: &yes,
+	}
+	with := func(change func(r *deploy.Row)) deploy.Row {
+		r := running
+		change(&r)
+		return r
+	}
+	tests := []struct {
+		name string
+		row  deploy.Row
+		want string
+	}{
+		{"a healthy release, the same build as the one before",
+			running, "test counter-test v7 3f2a9c1b7d4e a1b2c3d 9c8b7a6f5e4d3c2b 3/3 healthy none yes (dev)"},
+		{"another build than the one before",
+			with(func(r *deploy.Row) { r.SameBuild = &no }), "test counter-test v7 3f2a9c1b7d4e a1b2c3d 9c8b7a6f5e4d3c2b 3/3 healthy none no (dev)"},
+		{"the first environment has none before it",
+			with(func(r *deploy.Row) { r.SameBuild, r.Previous = nil, "" }), "test counter-test v7 3f2a9c1b7d4e a1b2c3d 9c8b7a6f5e4d3c2b 3/3 healthy none -"},
+		{"a deployment under way",
+			with(func(r *deploy.Row) {
+				r.Healthy, r.Deployment = 1, &deploy.DeploymentStatus{Version: 7, Status: "running"}
+			}),
+			"test counter-test v7 3f2a9c1b7d4e a1b2c3d 9c8b7a6f5e4d3c2b 1/3 healthy, deployment running none yes (dev)"},
+		{"a tag pinned without digest shows the reference",
+			with(func(r *deploy.Row) { r.Image, r.ImageDigest, r.GitCommit = "reg:5000/counter:abc", "", "" }),
+			"test counter-test v7 reg:5000/counter:abc - 9c8b7a6f5e4d3c2b 3/3 healthy none yes (dev)"},
+		{"drift",
+			with(func(r *deploy.Row) { r.Drift = []string{"the job is stopped"} }), "test counter-test v7 3f2a9c1b7d4e a1b2c3d 9c8b7a6f5e4d3c2b 3/3 healthy yes, below yes (dev)"},
+		{"a job not registered",
+			deploy.Row{Environment: "prod", Job: "counter-prod", Drift: []string{}, Previous: "test"}, "prod counter-prod (not registered) - - - - - -"},
+		{"an environment that could not be read",
+			deploy.Row{Environment: "prod", Error: "bad file", Previous: "test"}, "prod - (error, below) - - - - - -"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := strings.Join(statusCells(tt.row), " "); got != tt.want {
+				t.Errorf("cells\n got %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestStatusTableShowsDriftAndErrorsInFull(t *testing.T) {
+	var b bytes.Buffer
+	printStatusTable(&b, []deploy.Row{
+		{Environment: "dev", Job: "counter-dev", Registered: true, Release: "v2", Drift: []string{"config snapshot x was edited by hand"}},
+		{Environment: "test", Error: "test.hcl:1,1: Invalid job name\n  1 | job = \"!\""},
+		{Environment: "prod", Job: "counter-prod", Drift: []string{}},
+	})
+	out := b.String()
+	lines := strings.Split(out, "\n")
+	if !strings.HasPrefix(lines[0], "ENVIRONMENT") || !strings.HasPrefix(lines[1], "dev ") ||
+		!strings.HasPrefix(lines[2], "test ") || !strings.HasPrefix(lines[3], "prod ") {
+		t.Errorf("want a header and a row per environment in their order:\n%s", out)
+	}
+	for _, want := range []string{
+		"\ndev: drift:\n  - config snapshot x was edited by hand\n",
+		"\ntest: could not be read:\n  test.hcl:1,1: Invalid job name\n    1 | job = \"!\"\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// statusAllJSON runs status of every environment with -json.
+func statusAllJSON(t *testing.T, f *fixture) ([]deploy.Row, int) {
+	t.Helper()
+	out, _, code := f.deployer("status", "-json")
+	var rows []deploy.Row
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("status -json printed %q: %v", out, err)
+	}
+	return rows, code
+}
+
+// Status without -env shows every environment in pipeline order, whether
+// each runs the build of the one before it, a job not yet registered as a
+// row of its own, drift as exit 6, and an unreadable environment as exit 1
+// without hiding the others.
+func TestStatusOfEveryEnvironment(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	other := imageVariant(t, f.stack, 1)
+	rdb := testredis.Start(t)
+	f.writeEnv("dev", rdb, 1, "")
+	f.writeEnvJob("test", f.otherJob("counter-test"), rdb, 1, "")
+	f.writeEnvJob("prod", f.otherJob("counter-prod"), rdb, 1, "")
+	f.writeEnvJob("qa", f.otherJob("counter-qa"), rdb, 1, "")
+	recs := map[string]deploy.Record{}
+	for env, image := range map[string]string{"dev": other, "test": good, "prod": good} {
+		rec, code, stderr := submitJSON(t, f, "-env", env, "-image", image)
+		if code != exitOK {
+			t.Fatalf("submit %s: exit %d\n%s", env, code, stderr)
+		}
+		recs[env] = rec
+	}
+
+	rows, code := statusAllJSON(t, f)
+	if code != exitOK {
+		t.Fatalf("status of every environment: exit %d, want %d: no drift, and qa's job not registered is no error", code, exitOK)
+	}
+	var names []string
+	for _, r := range rows {
+		names = append(names, r.Environment)
+	}
+	if strings.Join(names, " ") != "dev test prod qa" {
+		t.Fatalf("rows %q, want dev test prod qa", names)
+	}
+	same := func(r deploy.Row) string {
+		if r.SameBuild == nil {
+			return "-"
+		}
+		return map[bool]string{true: "same", false: "other"}[*r.SameBuild]
+	}
+	for i, want := range []string{"-", "other", "same", "-"} {
+		if got := same(rows[i]); got != want {
+			t.Errorf("%s: %s build as the one before, want %s", rows[i].Environment, got, want)
+		}
+	}
+	for _, r := range rows[:3] {
+		rec := recs[r.Environment]
+		if !r.Registered || r.Release != rec.Release || r.ImageDigest != rec.ImageDigest || r.ConfigHash != rec.ConfigHash ||
+			r.Healthy != 1 || r.Count != 1 || len(r.Drift) != 0 || r.Error != "" {
+			t.Errorf("%s: %+v; want release %s, digest %s, config %s, 1/1 healthy, no drift", r.Environment, r, rec.Release, rec.ImageDigest, rec.ConfigHash)
+		}
+	}
+	if qa := rows[3]; qa.Registered || qa.Error != "" || qa.Release != "" {
+		t.Errorf("qa: %+v, want a row that says its job is not registered", qa)
+	}
+	out, _, _ := f.deployer("status")
+	if !strings.Contains(out, "(not registered)") || !strings.Contains(out, "1/1 healthy") ||
+		!strings.Contains(out, "no (dev)") || !strings.Contains(out, "yes (test)") {
+		t.Errorf("status table:\n%s", out)
+	}
+
+	// A hand edit of prod's snapshot is drift: exit 6, in prod's row only.
+	if _, err := f.kv.KV().Put(&consul.KVPair{Key: recs["prod"].ConfigPath + "/PORT", Value: []byte("1")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rows, code = statusAllJSON(t, f)
+	if code != exitDrift {
+		t.Errorf("status with prod's snapshot edited: exit %d, want %d", code, exitDrift)
+	}
+	for _, r := range rows {
+		if drifted := len(r.Drift) > 0; drifted != (r.Environment == "prod") {
+			t.Errorf("%s: drift %q", r.Environment, r.Drift)
+		}
+	}
+
+	// An environment that cannot be read is a row with its error (broken
+	// comes before qa: the others go alphabetically after prod), the others
+	// are still read, and status fails at the end.
+	if err := os.WriteFile(filepath.Join(f.dir, "environments", "broken.hcl"), []byte("job = \"!\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rows, code = statusAllJSON(t, f)
+	if code != exitError {
+		t.Errorf("status with an unreadable environment: exit %d, want %d", code, exitError)
+	}
+	if len(rows) != 5 || rows[3].Environment != "broken" || rows[3].Error == "" || !rows[0].Registered || len(rows[2].Drift) == 0 ||
+		rows[4].Environment != "qa" {
+		t.Errorf("rows %+v; want the four as before, with broken's error before qa", rows)
+	}
+}
