@@ -36,6 +36,21 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK {
 		t.Fatalf("first release, with the deployer's policies: exit %d %+v", code, rec)
 	}
+	// What Nomad keeps of a release (job meta, the submission's source and
+	// variables) never holds a token.
+	{
+		v := f.versions()[0]
+		sub, _, err := f.nomad.Jobs().Submission(f.job, int(*v.Version), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept := fmt.Sprint(v.Meta) + sub.Source + sub.Variables
+		for _, k := range []string{"NOMAD_TOKEN", "CONSUL_HTTP_TOKEN"} {
+			if strings.Contains(kept, f.env[k]) {
+				t.Errorf("the job version or its submission holds the secret of %s", k)
+			}
+		}
+	}
 	nomadRules, consulRules := stacktest.DeployerPolicies(t)
 
 	type drop struct {

@@ -96,6 +96,18 @@ func TestPromoteCarriesOneBuildThroughTheEnvironments(t *testing.T) {
 	}
 	refused("of a drifted release", "was edited or deleted in Consul", "-from", "test", "-env", "prod")
 
+	// A job registered by hand (no release meta) names no build. It goes
+	// to a datacenter with no nodes: it only needs to exist.
+	hand := f.otherJob("hand")
+	job := f.versionsOf(jobs["dev"])[0]
+	job.ID, job.Name, job.Meta, job.Datacenters = &hand, &hand, nil, []string{"nowhere"}
+	job.Version, job.JobModifyIndex, job.Stable, job.VersionTag = nil, nil, nil, nil
+	if _, _, err := f.nomad.Jobs().Register(job, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.writeEnvJob("hand", hand, redis["dev"], 1, "")
+	refused("of a job made by hand", "was not made by the deployer", "-from", "hand", "-env", "prod")
+
 	// A promotion racing a submit to the same environment: one release, one
 	// conflict. Each is a real change (another Redis), and a deployment
 	// lasts longer than the gap between the two.
