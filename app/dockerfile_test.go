@@ -1,0 +1,50 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// The Dockerfile compiles the app's dependencies in a layer of their own,
+// from a list of the app's imports from outside the project: an import the
+// list lacks would compile on every build, and one it keeps after the app
+// dropped it would be compiled for nothing.
+func TestDockerfileCompilesTheAppsDependencies(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	in := false
+	for _, line := range strings.Split(string(src), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == `RUN go build -trimpath \`:
+			in = true
+		case in:
+			listed = append(listed, strings.TrimSpace(strings.TrimSuffix(line, `\`)))
+			in = strings.HasSuffix(line, `\`)
+		}
+	}
+	out, err := exec.Command("go", "list", "-f", `{{join .Imports "\n"}}`, ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var imports []string
+	for _, p := range strings.Fields(string(out)) {
+		// Outside the standard library (a dot in the first element) and
+		// outside the project.
+		if strings.Contains(strings.Split(p, "/")[0], ".") && !strings.HasPrefix(p, "github.com/kodekloud/counter/") {
+			imports = append(imports, p)
+		}
+	}
+	slices.Sort(listed)
+	slices.Sort(imports)
+	if !slices.Equal(listed, imports) {
+		t.Errorf("the Dockerfile compiles %q ahead of the app, but the app imports %q from outside the project", listed, imports)
+	}
+}
