@@ -105,14 +105,25 @@ func (f *releaseFlags) prepare(ctx context.Context, sh *shell) (*deploy.Deployer
 	if commit == "" {
 		commit = img.Revision
 	}
-	hosts, err := extraHosts(sh.getenv)
+	r, err := newRelease(ctx, sh, e, img, commit, d)
 	if err != nil {
 		closeClients()
 		return nil, nil, nil, err
 	}
+	return d, r, closeClients, nil
+}
+
+// newRelease bundles img with e's config as the person at sh releases it,
+// with the host names this machine resolves for it (extraHosts), its
+// snapshot where d keeps them.
+func newRelease(ctx context.Context, sh *shell, e *environment.Environment, img imageref.Image, commit string, d *deploy.Deployer) (*release.Release, error) {
+	hosts, err := extraHosts(sh.getenv)
+	if err != nil {
+		return nil, err
+	}
 	r := release.New(e, img, commit, submitter(ctx, sh.getenv), d.Store)
 	r.Hosts = hosts
-	return d, r, closeClients, nil
+	return r, nil
 }
 
 // extraHosts reads COUNTER_EXTRA_HOSTS, the NAME:IP entries (comma

@@ -11,7 +11,6 @@ import (
 	"github.com/kodekloud/counter/internal/deploy"
 	"github.com/kodekloud/counter/internal/environment"
 	"github.com/kodekloud/counter/internal/imageref"
-	"github.com/kodekloud/counter/internal/release"
 )
 
 func promoteCommand() *command {
@@ -72,12 +71,11 @@ release_promoted_from ("test v7"), which history shows.`,
 					return fmt.Errorf("cannot promote %s: %w; nothing was changed", b.From, err)
 				}
 				img.Ref = b.Image
-				hosts, err := extraHosts(sh.getenv)
+				r, err := newRelease(ctx, sh, e, img, b.GitCommit, d)
 				if err != nil {
 					return err
 				}
-				r := release.New(e, img, b.GitCommit, submitter(ctx, sh.getenv), d.Store)
-				r.PromotedFrom, r.Hosts = b.From, hosts
+				r.PromotedFrom = b.From
 				fmt.Fprintf(sh.stderr, "==> promoting %s to %s: %s%s, with %s's config %s\n",
 					b.From, f.env, b.Image.Pinned(), commitNote(b.GitCommit), f.env, r.ConfigHash())
 				rec, err := d.Promote(ctx, r, deploy.SubmitOptions{Detach: *detach, Wait: *wait})

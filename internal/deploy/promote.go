@@ -60,17 +60,15 @@ func (d *Deployer) PromotableBuild(ctx context.Context, env, ns, job string, to 
 		return nil, refuse("its config snapshot %s was edited or deleted in Consul, so what passed there is not what ran as released (deployer status -env %s)", e.ConfigPath, env)
 	}
 	if *v.Version == *versions[0].Version {
-		st, err := d.Status(ctx, ns, job)
-		if err != nil {
-			return nil, err
-		}
-		if len(st.Drift) > 0 {
-			return nil, refuse("it has drifted: %s", st.Drift[0])
+		// Of status's drift checks, the checks above make all but a
+		// stopped job, which the version read says.
+		if v.Stop != nil && *v.Stop {
+			return nil, refuse("it has drifted: the job is stopped")
 		}
 		// Passing in Consul, not healthy in a deployment: an instance
 		// that Nomad updated in place (an auto-revert to an identical
 		// version) has no deployment health of its own.
-		if len(st.URLs) == 0 {
+		if len(d.urls(ctx, job, e.ConfigHash)) == 0 {
 			return nil, refuse("no instance of it passes its health check now")
 		}
 	}

@@ -184,24 +184,19 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 	}
 
-	components := []struct {
+	type component struct {
 		name  string
 		start func() error
-	}{{"consul", s.startConsul}, {"redis", s.startRedis}}
+	}
+	components := []component{{"consul", s.startConsul}, {"redis", s.startRedis}}
 	if cfg.EnvRedis {
 		s.Hosts = map[string]string{}
 		for _, r := range envRedis {
 			s.Hosts[r.host] = r.ip
-			components = append(components, struct {
-				name  string
-				start func() error
-			}{r.name, func() error { return s.startRedisAt(r.name, r.ip) }})
+			components = append(components, component{r.name, func() error { return s.startRedisAt(r.name, r.ip) }})
 		}
 	}
-	components = append(components, []struct {
-		name  string
-		start func() error
-	}{{"registry", s.startRegistry}, {"nomad", s.startNomad}}...)
+	components = append(components, component{"registry", s.startRegistry}, component{"nomad", s.startNomad})
 	for _, c := range components {
 		if p := running[c.name]; p != nil {
 			fmt.Fprintf(cfg.Progress, "keeping %s (pid %d), which still runs\n", c.name, p.pid)
