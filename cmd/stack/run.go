@@ -36,6 +36,10 @@ Options:
   -consul PATH   consul binary (default $CONSUL_BIN)
   -open          up: Consul and Nomad with ACLs off (default: on, default
                  deny, bootstrapped; management tokens in DIR/secrets)
+  -cluster       up: three Consul servers, three Nomad servers and two
+                 client nodes (each with a Consul agent of its own), every
+                 node on its own loopback address, 127.0.1.1-3 and
+                 127.0.1.11-12, instead of one agent of each
   -environments DIR
                  up, with ACLs: let each environment's job read its own
                  config snapshots (default environments)
@@ -75,6 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	nomadBin := fs.String("nomad", getenv("NOMAD_BIN"), "")
 	consulBin := fs.String("consul", getenv("CONSUL_BIN"), "")
 	open := fs.Bool("open", false, "")
+	clustered := fs.Bool("cluster", false, "")
 	envDir := fs.String("environments", "environments", "")
 	policyDir := fs.String("policies", filepath.Join("deployer", "policies"), "")
 	if err := fs.Parse(args[2:]); err != nil {
@@ -86,7 +91,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch args[1] {
 	case "up":
 		return up(ctx, upOptions{dir: *dir, bin: localstack.Binaries{Nomad: *nomadBin, Consul: *consulBin},
-			open: *open, envDir: *envDir, policyDir: *policyDir}, stdout, stderr)
+			open: *open, cluster: *clustered, envDir: *envDir, policyDir: *policyDir}, stdout, stderr)
 	case "down":
 		if err := localstack.Down(ctx, *dir, stderr); err != nil {
 			return err
@@ -110,13 +115,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 type upOptions struct {
 	dir               string
 	bin               localstack.Binaries
-	open              bool
+	open, cluster     bool
 	envDir, policyDir string
 }
 
 func up(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	dir, bin := o.dir, o.bin
-	if s, err := localstack.Load(dir); err == nil && s.Healthy(ctx) == nil {
+	s, err := localstack.Load(dir)
+	if err == nil && (len(s.Nodes) > 0) != o.cluster {
+		kinds := map[bool]string{false: "a single-agent stack", true: "a cluster stack"}
+		return fmt.Errorf("%s holds %s, and %s was asked for: make down first (the data stays in %s)",
+			dir, kinds[len(s.Nodes) > 0], kinds[o.cluster], dir)
+	}
+	if err == nil && s.Healthy(ctx) == nil {
 		fmt.Fprintf(stderr, "stack already up (state in %s)\n", dir)
 		if err := grant(ctx, s, o); err != nil {
 			return err
@@ -141,8 +152,8 @@ func up(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	// rest starts again with its data (the release snapshots, the job
 	// history, the counter): only make clean deletes them.
 	start := time.Now()
-	s, err := localstack.Start(ctx, localstack.Config{
-		Dir: dir, Bin: bin, Detach: true, Progress: stderr, Resume: true, Open: o.open, EnvRedis: true,
+	s, err = localstack.Start(ctx, localstack.Config{
+		Dir: dir, Bin: bin, Detach: true, Progress: stderr, Resume: true, Open: o.open, EnvRedis: true, Cluster: o.cluster,
 		Ports: localstack.Ports{
 			NomadHTTP: 4646, NomadRPC: 4647, NomadSerf: 4648,
 			ConsulHTTP: 8500, ConsulServer: 8300, ConsulSerfLAN: 8301, ConsulSerfWAN: 8302,
@@ -198,6 +209,9 @@ func grant(ctx context.Context, s *localstack.Stack, o upOptions) error {
 
 func printAddrs(w io.Writer, s *localstack.Stack) {
 	fmt.Fprintf(w, "Nomad API:   %s  (UI: %s/ui/)\n", s.NomadAddr, s.NomadAddr)
+	for _, n := range s.Nodes {
+		fmt.Fprintf(w, "  node %-9s %-10s Nomad %s, Consul %s\n", n.Name, n.IP, n.NomadAddr, n.ConsulAddr)
+	}
 	fmt.Fprintf(w, "Consul UI:   http://%s/ui/\n", s.ConsulAddr)
 	fmt.Fprintf(w, "Redis:       %s (dev)", s.RedisAddr)
 	for _, h := range slices.Sorted(maps.Keys(s.Hosts)) {

@@ -3,6 +3,7 @@ package localstack
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -54,8 +55,12 @@ func (s *Stack) startConsul() error {
 	return err
 }
 
-func (s *Stack) consulReady(ctx context.Context) error {
-	c, err := s.consulClient()
+func (s *Stack) consulReady(ctx context.Context) error { return s.consulReadyAt(ctx, s.ConsulAddr) }
+
+// consulReadyAt checks that the Consul agent at addr answers and knows a
+// leader.
+func (s *Stack) consulReadyAt(ctx context.Context, addr string) error {
+	c, err := consul.NewClient(&consul.Config{Address: addr, Token: s.ConsulToken, HttpClient: s.httpClient()})
 	if err != nil {
 		return err
 	}
@@ -118,27 +123,43 @@ http:
 	return err
 }
 
-// nomadConfig is the Nomad agent configuration. It turns off the update
-// check, the one call home a dev agent makes. The cloud fingerprinters are
-// denied because this machine's AWS_CA_BUNDLE breaks the AWS one and the
-// others probe link-local metadata addresses. Dangling-container GC is off so
-// that stacks running side by side on one Docker engine leave each other's
-// containers alone.
-const nomadConfig = `
-data_dir  = %q
-bind_addr = "127.0.0.1"
+// nomadAgent is one Nomad agent of a stack: a server, a client, or, in the
+// single-agent stack, both.
+type nomadAgent struct {
+	name       string // the node's name; "" keeps the host's
+	ip, data   string
+	consulAddr string
+	// bootstrap is the number of servers to wait for; 0 for a client only.
+	bootstrap int
+	join      []string // the servers' serf addresses, for a server of many
+	// servers are the RPC addresses a client of a cluster reaches.
+	servers []string
+	// client: the cgroup its tasks run under and the ports it gives them;
+	// cgroup "" for a server only.
+	cgroup           string
+	minPort, maxPort int
+}
+
+// config renders the agent's configuration. It turns off the update check,
+// the one call home an agent makes. The cloud fingerprinters are denied
+// because this machine's AWS_CA_BUNDLE breaks the AWS one and the others
+// probe link-local metadata addresses. Dangling-container GC is off so that
+// stacks running side by side on one Docker engine leave each other's
+// containers alone; containers are labelled with their node, for make down
+// to find. The state is in data_dir, not -dev (in memory), so that job
+// history survives a restart of the agent.
+func (s *Stack) nomadAgentConfig(a nomadAgent) string {
+	p := s.cfg.Ports
+	var b strings.Builder
+	if a.name != "" {
+		fmt.Fprintf(&b, "name = %q\n", a.name)
+	}
+	fmt.Fprintf(&b, `data_dir  = %q
+bind_addr = %q
 log_level = "INFO"
 
-# A local stack makes no outside calls.
 disable_update_check        = true
 disable_anonymous_signature = true
-
-# One server and one client in one agent, with its state in data_dir, not
-# -dev (in memory), so that job history survives a restart of the agent.
-server {
-  enabled          = true
-  bootstrap_expect = 1
-}
 
 # Every client of a loopback stack has one address (see consul.json).
 limits {
@@ -152,14 +173,24 @@ ports {
 }
 
 advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
+  http = %q
+  rpc  = %q
+  serf = %q
 }
-
-client {
-  enabled           = true
-  network_interface = "lo"
+`, a.data, a.ip, p.NomadHTTP, p.NomadRPC, p.NomadSerf, a.ip, a.ip, a.ip)
+	if a.bootstrap > 0 {
+		fmt.Fprintf(&b, "\nserver {\n  enabled          = true\n  bootstrap_expect = %d\n", a.bootstrap)
+		if len(a.join) > 0 {
+			fmt.Fprintf(&b, "  server_join {\n    retry_join     = [%s]\n    retry_interval = \"1s\"\n  }\n", quoted(a.join))
+		}
+		b.WriteString("}\n")
+	}
+	if a.cgroup != "" {
+		b.WriteString("\nclient {\n  enabled           = true\n")
+		if len(a.servers) > 0 {
+			fmt.Fprintf(&b, "  servers           = [%s]\n", quoted(a.servers))
+		}
+		fmt.Fprintf(&b, `  network_interface = "lo"
   cgroup_parent     = %q
   min_dynamic_port  = %d
   max_dynamic_port  = %d
@@ -168,10 +199,6 @@ client {
   }
 }
 
-consul {
-  address = "127.0.0.1:%d"
-%s}
-%s
 plugin "docker" {
   config {
     extra_labels = ["node_id", "job_name"]
@@ -188,44 +215,94 @@ plugin "raw_exec" {
     enabled = true
   }
 }
-`
+`, a.cgroup, a.minPort, a.maxPort)
+	}
+	aclBlock, consulBody := s.nomadACL()
+	fmt.Fprintf(&b, "\nconsul {\n  address = %q\n", a.consulAddr)
+	if len(a.join) > 0 || len(a.servers) > 0 {
+		// The agents of a cluster find each other from this file, not
+		// through Consul: a Consul server restart must not cost Nomad its
+		// peers.
+		b.WriteString("  server_auto_join = false\n  client_auto_join = false\n")
+	}
+	b.WriteString(consulBody + "}\n" + aclBlock)
+	return b.String()
+}
 
+func quoted(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// startNomadAgent writes a's configuration next to its data and starts it
+// as the stack's process name.
+func (s *Stack) startNomadAgent(name string, a nomadAgent) error {
+	if err := os.MkdirAll(a.data, 0o755); err != nil {
+		return err
+	}
+	file := filepath.Join(s.Dir, name+".hcl")
+	if err := os.WriteFile(file, []byte(s.nomadAgentConfig(a)), 0o600); err != nil {
+		return err
+	}
+	_, err := s.start(name, s.cfg.Bin.Nomad, "agent", "-config", file)
+	return err
+}
+
+// startNomad starts the single-agent stack's Nomad: one server and one
+// client in one agent.
 func (s *Stack) startNomad() error {
 	p := s.cfg.Ports
-	data := filepath.Join(s.Dir, "nomad")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		return err
-	}
-	file := filepath.Join(s.Dir, "nomad.hcl")
-	aclBlock, consulBody := s.nomadACL()
-	conf := fmt.Sprintf(nomadConfig, data, p.NomadHTTP, p.NomadRPC, p.NomadSerf,
-		fmt.Sprintf("counter-nomad-%d", p.NomadHTTP), p.MinDynamic, p.MaxDynamic, p.ConsulHTTP, consulBody, aclBlock)
-	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
-		return err
-	}
-	_, err := s.start("nomad", s.cfg.Bin.Nomad, "agent", "-config", file)
-	return err
+	return s.startNomadAgent("nomad", nomadAgent{
+		ip: "127.0.0.1", data: filepath.Join(s.Dir, "nomad"),
+		consulAddr: "127.0.0.1:" + strconv.Itoa(p.ConsulHTTP),
+		bootstrap:  1,
+		cgroup:     fmt.Sprintf("counter-nomad-%d", p.NomadHTTP),
+		minPort:    p.MinDynamic, maxPort: p.MaxDynamic,
+	})
 }
 
 func (s *Stack) nomadClient() (*nomad.Client, error) {
 	return nomad.NewClient(&nomad.Config{Address: s.NomadAddr, SecretID: s.NomadToken, HttpClient: s.httpClient()})
 }
 
-// nomadReady checks that the node is ready and its docker driver healthy.
+// nomadReady checks that the node is ready and its docker driver healthy,
+// and records its ID.
 func (s *Stack) nomadReady(ctx context.Context) error {
+	id, err := s.readyNode(ctx, "")
+	if err == nil {
+		s.NodeID = id
+	}
+	return err
+}
+
+// readyNode returns the ID of the client node called name (any, for ""),
+// once it is ready.
+func (s *Stack) readyNode(ctx context.Context, name string) (string, error) {
 	c, err := s.nomadClient()
 	if err != nil {
-		return err
+		return "", err
 	}
-	q := (&nomad.QueryOptions{}).WithContext(ctx)
-	nodes, _, err := c.Nodes().List(q)
+	nodes, _, err := c.Nodes().List((&nomad.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return err
+		return "", err
 	}
-	if len(nodes) == 0 {
-		return fmt.Errorf("no client node registered yet")
+	for _, n := range nodes {
+		if name == "" || n.Name == name {
+			return n.ID, nodeReady(ctx, c, n)
+		}
 	}
-	n := nodes[0]
+	if name == "" {
+		return "", fmt.Errorf("no client node registered yet")
+	}
+	return "", fmt.Errorf("client %s has not registered yet", name)
+}
+
+// nodeReady checks that node n is ready, its docker driver healthy and
+// Consul fingerprinted.
+func nodeReady(ctx context.Context, c *nomad.Client, n *nomad.NodeListStub) error {
 	if n.Status != nomad.NodeStatusReady {
 		return fmt.Errorf("node %s is %s", n.Name, n.Status)
 	}
@@ -239,48 +316,55 @@ func (s *Stack) nomadReady(ctx context.Context) error {
 	// Jobs with Consul services and templates are constrained to nodes that
 	// have fingerprinted Consul, which comes a moment after the node turns
 	// ready: until then the scheduler cannot place them.
-	node, _, err := c.Nodes().Info(n.ID, q)
+	node, _, err := c.Nodes().Info(n.ID, (&nomad.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return err
 	}
 	if node.Attributes["consul.version"] == "" {
 		return fmt.Errorf("node %s has not fingerprinted Consul yet", n.Name)
 	}
-	s.NodeID = n.ID
 	return nil
 }
 
-// removeContainers removes every container this stack's Nomad client made,
-// running or stopped: Nomad keeps a stopped task's container until it
-// collects the allocation, and forgets allocations of purged jobs. The
-// docker plugin labels each container with the node's ID. An engine that
-// does not answer (it died with the machine) is said, not an error: its
-// containers stopped with it.
+// removeContainers removes every container this stack's Nomad clients
+// made, running or stopped: Nomad keeps a stopped task's container until it
+// collects the allocation, and forgets allocations of purged jobs.
 func (s *Stack) removeContainers() error {
-	if s.NodeID == "" {
+	var errs []error
+	for _, id := range s.nodeIDs() {
+		errs = append(errs, s.removeContainersOf(id))
+	}
+	return errors.Join(errs...)
+}
+
+// removeContainersOf removes the containers of Nomad node id, which the
+// docker plugin labels with it. An engine that does not answer (it died
+// with the machine) is said, not an error: its containers stopped with it.
+func (s *Stack) removeContainersOf(id string) error {
+	if id == "" {
 		return nil
 	}
 	docker := s.cfg.Docker
 	if docker == "" {
 		docker = "docker"
 	}
-	label := "label=com.hashicorp.nomad.node_id=" + s.NodeID
+	label := "label=com.hashicorp.nomad.node_id=" + id
 	out, err := exec.Command(docker, "ps", "-aq", "--filter", label).Output()
 	if err != nil {
 		if exec.Command(docker, "version", "--format", "{{.Server.Version}}").Run() != nil {
 			s.say("the Docker engine does not answer, so the containers of Nomad node %s stopped with it; "+
-				"once it runs, docker ps -a --filter %s lists any left", s.NodeID, label)
+				"once it runs, docker ps -a --filter %s lists any left", id, label)
 			return nil
 		}
-		return fmt.Errorf("list the containers of Nomad node %s: %w", s.NodeID, err)
+		return fmt.Errorf("list the containers of Nomad node %s: %w", id, err)
 	}
 	ids := strings.Fields(string(out))
 	if len(ids) == 0 {
 		return nil
 	}
-	s.say("removing %d container(s) of Nomad node %s", len(ids), s.NodeID)
+	s.say("removing %d container(s) of Nomad node %s", len(ids), id)
 	if out, err := exec.Command(docker, append([]string{"rm", "-f"}, ids...)...).CombinedOutput(); err != nil {
-		return fmt.Errorf("remove the containers of Nomad node %s: %v: %s", s.NodeID, err, out)
+		return fmt.Errorf("remove the containers of Nomad node %s: %v: %s", id, err, out)
 	}
 	return nil
 }

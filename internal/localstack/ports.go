@@ -53,8 +53,11 @@ func (p *Ports) fill() error {
 }
 
 // inUse reports whether something listens on 127.0.0.1:port.
-func inUse(port int) bool {
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+func inUse(port int) bool { return listening(fmt.Sprintf("127.0.0.1:%d", port)) }
+
+// listening reports whether something listens on addr (IP:PORT).
+func listening(addr string) bool {
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		return false
 	}

@@ -18,6 +18,7 @@ import (
 type proc struct {
 	name string
 	bin  string
+	args []string // as started by this process; nil for recorded ones
 	log  string
 	pid  int
 	// exited is closed when the process has exited, for processes this Go
@@ -44,7 +45,7 @@ func (s *Stack) start(name, bin string, args ...string) (*proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w", name, bin, err)
 	}
-	p := &proc{name: name, bin: bin, log: logPath, pid: cmd.Process.Pid}
+	p := &proc{name: name, bin: bin, args: args, log: logPath, pid: cmd.Process.Pid}
 	if !s.cfg.Detach {
 		p.exited = make(chan struct{})
 		go func() { _ = cmd.Wait(); close(p.exited) }()

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,7 +31,12 @@ import (
 // startOrder names the processes a stack may record, in start order; Stop
 // goes the other way. dockerd is recorded by scripts/dockerd-up when `make
 // up` had to start the engine.
-var startOrder = []string{"dockerd", "consul", "redis", "redis-test", "redis-prod", "registry", "nomad"}
+var startOrder = func() []string {
+	consuls, nomads := clusterAgents()
+	order := append([]string{"dockerd", "consul"}, consuls...)
+	order = append(order, "redis", "redis-test", "redis-prod", "registry", "nomad")
+	return append(order, nomads...)
+}()
 
 // envRedis are the Redis servers of the test and prod environments, which
 // Config.EnvRedis adds: each on its own loopback address, at the port of
@@ -75,6 +81,10 @@ type Config struct {
 	// Open runs Consul and Nomad with ACLs off. By default they are on and
 	// deny what no token allows; the management tokens are in Dir/secrets.
 	Open bool
+	// Cluster runs three Consul servers, three Nomad servers and two client
+	// nodes, each on a loopback address of its own (Stack.Nodes), instead
+	// of one Consul server and one Nomad agent that is server and client.
+	Cluster bool
 }
 
 // Stack is a running local stack.
@@ -87,6 +97,9 @@ type Stack struct {
 	Dir          string `json:"dir"`
 	Ports        Ports  `json:"ports"`
 	NodeID       string `json:"nomad_node_id"` // labels the containers Nomad runs
+	// Nodes are the machines of a cluster stack (Config.Cluster); NomadAddr
+	// and ConsulAddr are then the first server's.
+	Nodes []Node `json:"nodes,omitempty"`
 	// Hosts maps the host names of the environments' Redis servers that
 	// only this stack runs to their addresses (Config.EnvRedis).
 	Hosts map[string]string `json:"hosts,omitempty"`
@@ -140,6 +153,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		Ports:      cfg.Ports,
 		cfg:        cfg,
 	}
+	if cfg.Cluster {
+		s.initCluster()
+	}
 	if cfg.Bin.Registry != "" {
 		s.RegistryAddr = "127.0.0.1:" + strconv.Itoa(cfg.Ports.Registry)
 	}
@@ -168,27 +184,26 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			}
 		}
 	}
-	for _, p := range []struct {
-		name, component string
-		port            int
-	}{{"Consul HTTP", "consul", cfg.Ports.ConsulHTTP}, {"Nomad HTTP", "nomad", cfg.Ports.NomadHTTP}, {"Redis", "redis", cfg.Ports.Redis}} {
+	for _, p := range s.listeners() {
 		if running[p.component] != nil {
 			continue
 		}
 		// A component that just died may hold its port a moment longer.
-		for wait := 0; inUse(p.port) && cfg.Resume && wait < 100; wait++ {
+		for wait := 0; listening(p.addr) && cfg.Resume && wait < 100; wait++ {
 			time.Sleep(100 * time.Millisecond)
 		}
-		if inUse(p.port) {
-			return nil, fmt.Errorf("%s port 127.0.0.1:%d is already in use: another stack (make down) or another program holds it", p.name, p.port)
+		if listening(p.addr) {
+			return nil, fmt.Errorf("%s address %s is already in use: another stack (make down) or another program holds it", p.name, p.addr)
 		}
 	}
 
-	type component struct {
-		name  string
-		start func() error
+	var components, nomads []component
+	if cfg.Cluster {
+		components, nomads = s.clusterComponents()
+	} else {
+		components, nomads = []component{{"consul", s.startConsul}}, []component{{"nomad", s.startNomad}}
 	}
-	components := []component{{"consul", s.startConsul}, {"redis", s.startRedis}}
+	components = append(components, component{"redis", s.startRedis})
 	if cfg.EnvRedis {
 		s.Hosts = map[string]string{}
 		for _, r := range envRedis {
@@ -196,7 +211,8 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			components = append(components, component{r.name, func() error { return s.startRedisAt(r.name, r.ip) }})
 		}
 	}
-	components = append(components, component{"registry", s.startRegistry}, component{"nomad", s.startNomad})
+	components = append(components, component{"registry", s.startRegistry})
+	components = append(components, nomads...)
 	for _, c := range components {
 		if p := running[c.name]; p != nil {
 			fmt.Fprintf(cfg.Progress, "keeping %s (pid %d), which still runs\n", c.name, p.pid)
@@ -214,19 +230,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 
-	checks := []struct {
-		name, what string
-		ready      func(context.Context) error
-	}{
-		{"consul", "Consul leader at " + s.ConsulAddr, s.consulReady},
-		{"redis", "Redis PING at " + s.RedisAddr, func(context.Context) error { return resp.Ping(s.RedisAddr) }},
-		{"redis-test", "Redis PING at " + s.envRedisAddr("redis_db_test"), func(context.Context) error { return resp.Ping(s.envRedisAddr("redis_db_test")) }},
-		{"redis-prod", "Redis PING at " + s.envRedisAddr("redis_db_prod"), func(context.Context) error { return resp.Ping(s.envRedisAddr("redis_db_prod")) }},
-		{"registry", "Docker registry at " + s.RegistryAddr, s.registryReady},
-		{"nomad", "Nomad ACLs bootstrapped, and Consul trusting Nomad's workload identities", s.secure},
-		{"nomad", "Nomad node ready with the docker driver at " + s.NomadAddr, s.nomadReady},
-	}
-	for _, c := range checks {
+	for _, c := range s.checks() {
 		p := s.proc(c.name)
 		if p == nil {
 			continue
@@ -240,6 +244,55 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// component is a process of the stack and how to start it.
+type component struct {
+	name  string
+	start func() error
+}
+
+// check is what a process of the stack must answer before the stack is up.
+type check struct {
+	name, what string
+	ready      func(context.Context) error
+}
+
+// checks are the stack's readiness checks, in the order they are waited
+// for; a check whose process the stack does not run is passed over.
+func (s *Stack) checks() []check {
+	var checks []check
+	if !s.cfg.Cluster {
+		checks = append(checks, check{"consul", "Consul leader at " + s.ConsulAddr, s.consulReady})
+	}
+	checks = append(checks, []check{
+		{"redis", "Redis PING at " + s.RedisAddr, func(context.Context) error { return resp.Ping(s.RedisAddr) }},
+		{"redis-test", "Redis PING at " + s.envRedisAddr("redis_db_test"), func(context.Context) error { return resp.Ping(s.envRedisAddr("redis_db_test")) }},
+		{"redis-prod", "Redis PING at " + s.envRedisAddr("redis_db_prod"), func(context.Context) error { return resp.Ping(s.envRedisAddr("redis_db_prod")) }},
+		{"registry", "Docker registry at " + s.RegistryAddr, s.registryReady},
+	}...)
+	if s.cfg.Cluster {
+		return append(checks, s.clusterChecks()...)
+	}
+	return append(checks,
+		check{"nomad", "Nomad ACLs bootstrapped, and Consul trusting Nomad's workload identities", s.secure},
+		check{"nomad", "Nomad node ready with the docker driver at " + s.NomadAddr, s.nomadReady})
+}
+
+// listeners are the addresses the stack's agents and Redis take, which
+// nothing else may hold when it starts.
+func (s *Stack) listeners() []struct{ name, component, addr string } {
+	type l = struct{ name, component, addr string }
+	p := s.cfg.Ports
+	at := func(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
+	out := []l{{"Redis", "redis", at("127.0.0.1", p.Redis)}}
+	if !s.cfg.Cluster {
+		return append(out, l{"Consul HTTP", "consul", at("127.0.0.1", p.ConsulHTTP)}, l{"Nomad HTTP", "nomad", at("127.0.0.1", p.NomadHTTP)})
+	}
+	for _, n := range s.Nodes {
+		out = append(out, l{"Consul HTTP of " + n.Name, n.ConsulAgent(), at(n.IP, p.ConsulHTTP)}, l{"Nomad HTTP of " + n.Name, n.NomadAgent(), at(n.IP, p.NomadHTTP)})
+	}
+	return out
 }
 
 func (s *Stack) proc(name string) *proc {
@@ -335,7 +388,8 @@ func (s *Stack) Env() []string {
 // stops nothing else.
 func (s *Stack) Stop(ctx context.Context) error {
 	var errs []error
-	if p := s.proc("nomad"); p != nil && p.alive() {
+	if addr, ok := s.liveNomad(); ok {
+		s.NomadAddr = addr
 		if err := s.drainNomad(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("drain nomad: %w", err))
 		}
@@ -367,6 +421,19 @@ func (s *Stack) Stop(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// liveNomad returns the address of a Nomad server of the stack that runs.
+func (s *Stack) liveNomad() (string, bool) {
+	if p := s.proc("nomad"); p != nil && p.alive() {
+		return s.NomadAddr, true
+	}
+	for _, n := range s.Nodes {
+		if p := s.proc(n.NomadAgent()); n.Server && p != nil && p.alive() {
+			return n.NomadAddr, true
+		}
+	}
+	return "", false
 }
 
 // say writes a line of progress, if anyone listens.
@@ -454,11 +521,17 @@ func (s *Stack) httpOK(ctx context.Context, url string) error {
 func (s *Stack) Healthy(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := s.consulReady(ctx); err != nil {
-		return fmt.Errorf("consul: %w", err)
-	}
-	if err := s.nomadReady(ctx); err != nil {
-		return fmt.Errorf("nomad: %w", err)
+	if len(s.Nodes) > 0 {
+		if err := s.clusterHealthy(ctx); err != nil {
+			return err
+		}
+	} else {
+		if err := s.consulReady(ctx); err != nil {
+			return fmt.Errorf("consul: %w", err)
+		}
+		if err := s.nomadReady(ctx); err != nil {
+			return fmt.Errorf("nomad: %w", err)
+		}
 	}
 	if err := resp.Ping(s.RedisAddr); err != nil {
 		return err

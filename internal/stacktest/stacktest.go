@@ -25,13 +25,33 @@ import (
 	"github.com/kodekloud/counter/internal/testimage"
 )
 
-var shared struct {
+// pkgStack is a stack a test package starts once and shares.
+type pkgStack struct {
 	once    sync.Once
 	stack   *localstack.Stack
 	bin     localstack.Binaries
 	release func()
 	dir     string
 	err     error
+}
+
+// shared is the package's single-agent stack; cluster its cluster stack.
+// A test binary's tests share them, so they live as long as it does.
+var shared, cluster pkgStack
+
+// stop stops the stack if it was started and frees its ports and folder.
+func (p *pkgStack) stop() error {
+	var err error
+	if p.stack != nil {
+		err = p.stack.Stop(context.Background())
+	}
+	if p.release != nil {
+		p.release()
+	}
+	if p.dir != "" {
+		_ = os.RemoveAll(p.dir)
+	}
+	return err
 }
 
 // Main runs the package's tests, stops the shared stack and exits. Call it
@@ -42,17 +62,11 @@ func Main(m *testing.M) { os.Exit(Run(m)) }
 // code, for a TestMain that exits by other means (testscript.Main).
 func Run(m interface{ Run() int }) int {
 	code := m.Run()
-	if s := shared.stack; s != nil {
-		if err := s.Stop(context.Background()); err != nil {
+	for _, p := range []*pkgStack{&shared, &cluster} {
+		if err := p.stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "stacktest: stop stack: %v\n", err)
 			code = 1
 		}
-	}
-	if shared.release != nil {
-		shared.release()
-	}
-	if shared.dir != "" {
-		_ = os.RemoveAll(shared.dir)
 	}
 	return code
 }
@@ -62,18 +76,34 @@ func Run(m interface{ Run() int }) int {
 // agents' last log lines are added to its output.
 func Start(tb testing.TB) *localstack.Stack {
 	tb.Helper()
+	return shared.get(tb, false, []string{"nomad", "consul"})
+}
+
+// StartCluster returns the package's cluster stack (three Consul servers,
+// three Nomad servers, two client nodes), starting it on first use, as Start
+// does the single-agent one.
+func StartCluster(tb testing.TB) *localstack.Stack {
+	tb.Helper()
+	return cluster.get(tb, true, []string{"nomad-server-1", "nomad-server-2", "nomad-server-3", "nomad-client-1", "nomad-client-2"})
+}
+
+// get starts the stack on first use. When the test fails, the last lines
+// of the logs of the agents named are added to its output: few, so that
+// the test's own messages stay in view above them.
+func (p *pkgStack) get(tb testing.TB, clustered bool, logs []string) *localstack.Stack {
+	tb.Helper()
 	testimage.RequireDocker(tb)
-	shared.once.Do(func() { shared.stack, shared.err = start(tb) })
-	if shared.err != nil {
-		testenv.Unavailable(tb, "local stack: %v", shared.err)
+	p.once.Do(func() { p.err = p.start(tb, clustered) })
+	if p.err != nil {
+		testenv.Unavailable(tb, "local stack: %v", p.err)
 	}
-	s := shared.stack
+	s := p.stack
 	tb.Cleanup(func() {
 		if !tb.Failed() {
 			return
 		}
-		for _, name := range []string{"nomad", "consul"} {
-			tb.Logf("last lines of %s.log:\n%s", name, s.LogTail(name, 40))
+		for _, name := range logs {
+			tb.Logf("last lines of %s.log:\n%s", name, s.LogTail(name, 12))
 		}
 	})
 	return s
@@ -87,32 +117,33 @@ func Binaries(tb testing.TB) localstack.Binaries {
 	return shared.bin
 }
 
-func start(tb testing.TB) (*localstack.Stack, error) {
+func (p *pkgStack) start(tb testing.TB, clustered bool) error {
 	tb.Helper()
 	// A cold build of nomad and consul takes minutes: show its progress.
 	bin, err := localstack.FindBinaries(context.Background(), testimage.RepoRoot(tb), os.Stderr)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	lo, hi, release, err := localstack.ReserveDynamicRange()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	dir, err := os.MkdirTemp("", "counter-stack-")
 	if err != nil {
 		release()
-		return nil, err
+		return err
 	}
-	shared.dir, shared.release, shared.bin = dir, release, bin
+	p.dir, p.release, p.bin = dir, release, bin
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	s, err := localstack.Start(ctx, localstack.Config{
-		Dir:   dir,
-		Bin:   bin,
-		Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi},
+		Dir:     dir,
+		Bin:     bin,
+		Ports:   localstack.Ports{MinDynamic: lo, MaxDynamic: hi},
+		Cluster: clustered,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// The deployer runs with tokens of its own policies, as it would on a
 	// secured cluster, never with the management tokens.
@@ -122,9 +153,10 @@ func start(tb testing.TB) (*localstack.Stack, error) {
 	}
 	if err != nil {
 		_ = s.Stop(context.Background())
-		return nil, err
+		return err
 	}
-	return s, nil
+	p.stack = s
+	return nil
 }
 
 // DeployerPolicies reads the deployer's Nomad and Consul policies from
