@@ -62,6 +62,10 @@ type Deployer struct {
 	Store     *configstore.Store
 	JobSpec   string    // source of jobs/counter.nomad.hcl
 	Progress  io.Writer // stderr: what the deployer waits for
+	// Patience is how long Watch keeps asking a Nomad that does not answer
+	// (no leader while the servers elect one, a server restarting) before
+	// it gives up and says the outcome is unknown; 0 means 90 s.
+	Patience time.Duration
 }
 
 // Record describes a release as a submit made it; -json prints it.

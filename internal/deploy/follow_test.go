@@ -4,23 +4,34 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 )
 
-// lostDeploys answers the deployment once and then loses contact, as when
-// the Nomad server the deployer talks to goes away mid-watch: a real
-// server's loss is the cluster tests' case; this is the deployer's answer.
-type lostDeploys struct{ calls int }
+// lostDeploys answers the deployment as running once, then fails with err
+// for failures calls (for ever, if negative), then answers it successful: a
+// Nomad that loses contact, or its leader, mid-watch. A real server's loss
+// is the cluster tests' case; this is the deployer's answer to each.
+type lostDeploys struct {
+	err      error
+	failures int
+	calls    int
+}
 
 func (l *lostDeploys) Info(id string, q *nomad.QueryOptions) (*nomad.Deployment, *nomad.QueryMeta, error) {
 	l.calls++
-	if l.calls == 1 {
+	switch {
+	case l.calls == 1:
 		return &nomad.Deployment{ID: id, Status: "running"}, &nomad.QueryMeta{LastIndex: 1}, nil
+	case l.failures < 0 || l.calls <= 1+l.failures:
+		return nil, nil, l.err
 	}
-	return nil, nil, errors.New("dial tcp 127.0.0.1:4646: connect: connection refused")
+	return &nomad.Deployment{ID: id, Status: "successful"}, &nomad.QueryMeta{LastIndex: 2}, nil
 }
 
 func (l *lostDeploys) Allocations(string, *nomad.QueryOptions) ([]*nomad.AllocationListStub, *nomad.QueryMeta, error) {
@@ -35,7 +46,8 @@ func (deploymentsOf) Deployments(string, bool, *nomad.QueryOptions) ([]*nomad.De
 }
 
 func TestLostContactWhileWatchingIsNeitherSuccessNorFailure(t *testing.T) {
-	d := &Deployer{Jobs: deploymentsOf{}, Deploys: &lostDeploys{}, Progress: io.Discard}
+	refused := errors.New("dial tcp 127.0.0.1:4646: connect: connection refused")
+	d := &Deployer{Jobs: deploymentsOf{}, Deploys: &lostDeploys{err: refused, failures: -1}, Progress: io.Discard, Patience: 300 * time.Millisecond}
 	v := uint64(3)
 	rec, err := d.follow(context.Background(), &Record{Job: "counter-dev", Release: "v3", Version: &v}, false)
 	if err != nil {
@@ -44,5 +56,62 @@ func TestLostContactWhileWatchingIsNeitherSuccessNorFailure(t *testing.T) {
 	if rec.Outcome != Unknown || !strings.Contains(rec.Detail, "v3 is registered as job version 3") ||
 		!strings.Contains(rec.Detail, "connection refused") {
 		t.Errorf("outcome %q, detail %q; want unknown, naming the registered version and what was lost", rec.Outcome, rec.Detail)
+	}
+}
+
+// nomadAnswer returns the error Nomad's API client makes of an HTTP answer
+// with this code and body: its type has no exported constructor.
+func nomadAnswer(t *testing.T, code int, body string) error {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, body, code)
+	}))
+	defer srv.Close()
+	c, err := nomad.NewClient(&nomad.Config{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = c.Deployments().Info("dep-1", nil)
+	if err == nil {
+		t.Fatal("no error from an HTTP error answer")
+	}
+	return err
+}
+
+func TestWatchWaitsOutALostLeaderButNotARefusal(t *testing.T) {
+	// What every server answers while the servers elect a new leader.
+	noLeader := nomadAnswer(t, http.StatusInternalServerError, "No cluster leader")
+	denied := nomadAnswer(t, http.StatusForbidden, "Permission denied")
+	tests := []struct {
+		name      string
+		err       error
+		failures  int
+		patience  time.Duration
+		want      Outcome
+		wantCalls int  // 0: any
+		waits     bool // says on Progress that it waits for Nomad
+	}{
+		{"a leader election of three answers", noLeader, 3, time.Minute, Succeeded, 5, true},
+		{"a server that comes back", errors.New("connect: connection refused"), 2, time.Minute, Succeeded, 4, true},
+		{"no leader for longer than the patience", noLeader, -1, 200 * time.Millisecond, Unknown, 0, true},
+		{"a refusal is not waited out", denied, -1, time.Minute, Unknown, 2, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			deploys := &lostDeploys{err: tt.err, failures: tt.failures}
+			var progress strings.Builder
+			d := &Deployer{Jobs: deploymentsOf{}, Deploys: deploys, Progress: &progress, Patience: tt.patience}
+			v := uint64(3)
+			rec, err := d.follow(context.Background(), &Record{Job: "counter-dev", Release: "v3", Version: &v}, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.Outcome != tt.want || (tt.wantCalls > 0 && deploys.calls != tt.wantCalls) {
+				t.Errorf("outcome %q after %d reads (%s); want %q after %d", rec.Outcome, deploys.calls, rec.Detail, tt.want, tt.wantCalls)
+			}
+			if waits := strings.Contains(progress.String(), "does not answer"); waits != tt.waits {
+				t.Errorf("progress %q: says it waits for Nomad %v, want %v", progress.String(), waits, tt.waits)
+			}
+		})
 	}
 }

@@ -2,8 +2,10 @@ package deploy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -33,8 +35,10 @@ func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, ev
 	fmt.Fprintf(d.Progress, "==> waiting for the deployment of %s version %d\n", job, version)
 
 	var dep *nomad.Deployment
+	patient := d.patient(ctx)
 	for dep == nil {
-		deps, _, err := d.Jobs.Deployments(job, false, q(0))
+		var deps []*nomad.Deployment
+		err := patient(func() (err error) { deps, _, err = d.Jobs.Deployments(job, false, q(0)); return err })
 		if err != nil {
 			return nil, fmt.Errorf("read deployments of job %s: %w", job, err)
 		}
@@ -85,7 +89,9 @@ func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, ev
 				}
 			}
 		}
-		cur, meta, err := d.Deploys.Info(dep.ID, q(idx))
+		var cur *nomad.Deployment
+		var meta *nomad.QueryMeta
+		err := patient(func() (err error) { cur, meta, err = d.Deploys.Info(dep.ID, q(idx)); return err })
 		if err != nil {
 			if ctx.Err() != nil {
 				return res, ctx.Err()
@@ -110,6 +116,54 @@ func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, ev
 			return res, nil
 		}
 	}
+}
+
+// patient returns a func that calls read until it succeeds, fails for a
+// reason that waiting does not mend, or Nomad has not answered for
+// d.Patience in a row. A lost leader makes every server answer 500 "No
+// cluster leader" until the others elect one, a matter of seconds; a server
+// that went away refuses connections. Either is said once on Progress, not
+// taken for the deployment's end.
+func (d *Deployer) patient(ctx context.Context) func(read func() error) error {
+	patience := d.Patience
+	if patience == 0 {
+		patience = 90 * time.Second
+	}
+	return func(read func() error) error {
+		var since time.Time
+		for {
+			err := read()
+			if err == nil || ctx.Err() != nil || !transient(err) {
+				if err == nil && !since.IsZero() {
+					fmt.Fprintf(d.Progress, "    Nomad answers again after %s\n", time.Since(since).Round(100*time.Millisecond))
+				}
+				return err
+			}
+			if since.IsZero() {
+				since = time.Now()
+				fmt.Fprintf(d.Progress, "    Nomad at %s does not answer (%v); asking again for up to %s\n", d.NomadAddr, err, patience)
+			}
+			if time.Since(since) > patience {
+				return fmt.Errorf("no answer from Nomad for %s: %w", patience, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// transient reports whether a failed read may succeed when asked again:
+// Nomad answered 5xx (500 "No cluster leader", 503), or did not answer at
+// all. A 4xx (denied, not found, bad request) stays what it is.
+func transient(err error) bool {
+	var uerr nomad.UnexpectedResponseError
+	if errors.As(err, &uerr) {
+		return uerr.StatusCode() >= http.StatusInternalServerError
+	}
+	return true
 }
 
 // unplaced explains an evaluation that could not place everything, or
