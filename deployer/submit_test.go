@@ -257,3 +257,36 @@ func TestBadEnvironmentFileWritesNothing(t *testing.T) {
 		t.Errorf("KV keys %v written from a bad environment file", keys)
 	}
 }
+
+// TestSameReleaseRunsOnlyOnceItsDeploymentSucceeded submits a release that
+// is already registered: while its deployment runs that is a conflict, and
+// after it failed it is that failure, never "it already runs".
+func TestSameReleaseRunsOnlyOnceItsDeploymentSucceeded(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+
+	closed := testredis.Start(t)
+	closed.Stop()
+	f.writeEnv("dev", closed, 1, "min_healthy_time = \"1s\"\nhealthy_deadline = \"10s\"\nprogress_deadline = \"20s\"")
+	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good); code != exitFailed {
+		t.Fatalf("a first release that never turns healthy: exit %d %+v, want %d", code, rec, exitFailed)
+	}
+	rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good)
+	if code != exitFailed || rec.Outcome != deploy.Failed || len(rec.Causes) == 0 {
+		t.Errorf("the same release again: exit %d, outcome %q, %d causes; want %d, failed, and why\n%s",
+			code, rec.Outcome, len(rec.Causes), exitFailed, stderr)
+	}
+
+	rdb := testredis.Start(t)
+	f.writeEnv("dev", rdb, 1, "min_healthy_time = \"10s\"\nhealthy_deadline = \"1m\"")
+	if _, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good, "-detach"); code != exitOK {
+		t.Fatalf("submit -detach: exit %d\n%s", code, stderr)
+	}
+	if rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good); code != exitConflict {
+		t.Errorf("the same release while its deployment runs: exit %d, outcome %q; want %d (conflict)\n%s", code, rec.Outcome, exitConflict, stderr)
+	}
+	if rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good, "-wait", "1m"); code != exitOK || rec.Outcome != deploy.NoChange {
+		t.Errorf("the same release with -wait: exit %d, outcome %q; want 0 and no change once it runs\n%s", code, rec.Outcome, stderr)
+	}
+}

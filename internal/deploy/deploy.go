@@ -298,21 +298,29 @@ type SubmitOptions struct {
 // deployment.
 func (d *Deployer) Submit(ctx context.Context, r0 *release.Release, opts SubmitOptions) (*Record, error) {
 	p, rec, err := d.planSubmit(ctx, r0, opts)
-	if err != nil || rec.Outcome == NoChange {
+	if err != nil {
 		return rec, err
 	}
 	// The lock is held until the deployment ends, so that no other release
 	// of this job cancels it halfway; a detached submit hands over to
-	// Nomad's active deployment, which the next release respects.
+	// Nomad's active deployment, which the next release respects. A
+	// release that is already registered takes it too: until its own
+	// deployment ends, "it already runs" would be a guess.
 	unlock, waited, err := d.acquire(ctx, r0.Env.Namespace, r0.Env.Job, fmt.Sprintf("%s, submit of %s", r0.SubmittedBy, r0.Image.Pinned()), opts.Wait)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	if rec.Outcome == NoChange && !waited {
+		return d.settled(ctx, rec), nil
+	}
 	if waited {
 		// Another release ended meanwhile: plan again against what runs now.
-		if p, rec, err = d.planSubmit(ctx, r0, opts); err != nil || rec.Outcome == NoChange {
+		if p, rec, err = d.planSubmit(ctx, r0, opts); err != nil {
 			return rec, err
+		}
+		if rec.Outcome == NoChange {
+			return d.settled(ctx, rec), nil
 		}
 	}
 	r, base := p.Release, p.ModifyBase
@@ -380,6 +388,23 @@ func (d *Deployer) planSubmit(ctx context.Context, r *release.Release, opts Subm
 		rec.URLs = d.urls(ctx, rec.Job, rec.ConfigHash)
 	}
 	return p, rec, nil
+}
+
+// settled checks a no-change record against how the deployment of its
+// version ended: registered is not running. A version whose deployment
+// failed (and that Nomad had no stable version to revert to) is reported as
+// failed, with its causes, not as a release that runs.
+func (d *Deployer) settled(ctx context.Context, rec *Record) *Record {
+	dep, _, err := d.Jobs.LatestDeployment(rec.Job, (&nomad.QueryOptions{Namespace: rec.Namespace}).WithContext(ctx))
+	if err != nil || dep == nil || dep.JobVersion != *rec.Version || dep.Status == "successful" {
+		return rec
+	}
+	rec.DeploymentID, rec.Outcome = dep.ID, Failed
+	rec.Detail = fmt.Sprintf("job %s version %d has this release, but its deployment %s is %s: %s; fix the cause and release again",
+		rec.Job, *rec.Version, short(dep.ID), dep.Status, dep.StatusDescription)
+	rec.Causes = d.causes(ctx, rec.Namespace, dep.ID)
+	rec.URLs = nil
+	return rec
 }
 
 // lock takes the job's deploy lock; another holder is a conflict. what
