@@ -163,7 +163,7 @@ func (s *Stack) DeployerTokens(ctx context.Context, nomadRules, consulRules stri
 	if err := access.PutConsulPolicy(ctx, cc, policy, consulRules); err != nil {
 		return err
 	}
-	if s.DeployerNomadToken != "" && s.DeployerConsulToken != "" {
+	if s.DeployerNomadToken != "" && s.DeployerConsulToken != "" && s.knowsDeployerTokens(ctx) {
 		return nil
 	}
 	if s.DeployerNomadToken, err = access.NomadToken(ctx, nc, policy, "counter deployer"); err != nil {
@@ -178,6 +178,25 @@ func (s *Stack) DeployerTokens(ctx context.Context, nomadRules, consulRules stri
 		}
 	}
 	return nil
+}
+
+// knowsDeployerTokens reports whether Nomad and Consul know the deployer's
+// tokens in Dir/secrets: the folder outlives a cluster stack started over
+// with fresh data in its place, or the other way round.
+func (s *Stack) knowsDeployerTokens(ctx context.Context) bool {
+	nc, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr, SecretID: s.DeployerNomadToken, HttpClient: s.httpClient()})
+	if err != nil {
+		return false
+	}
+	if _, _, err := nc.ACLTokens().Self((&nomad.QueryOptions{}).WithContext(ctx)); err != nil {
+		return false
+	}
+	cc, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr, Token: s.DeployerConsulToken, HttpClient: s.httpClient()})
+	if err != nil {
+		return false
+	}
+	_, _, err = cc.ACL().TokenReadSelf((&consul.QueryOptions{}).WithContext(ctx))
+	return err == nil
 }
 
 // readDeployerTokens reads the tokens DeployerTokens made, if any.
