@@ -43,11 +43,19 @@ type fixture struct {
 	env   map[string]string
 	nomad *nomad.Client
 	kv    *consul.Client
+	// nomadAddr is the Nomad server the nomad CLI talks to; "" for the
+	// stack's first.
+	nomadAddr string
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	s := stacktest.Start(t)
+	return fixtureOn(t, stacktest.Start(t))
+}
+
+// fixtureOn is newFixture on stack s.
+func fixtureOn(t *testing.T, s *localstack.Stack) *fixture {
+	t.Helper()
 	nc, cc := stacktest.Clients(t, s)
 	f := &fixture{
 		t: t, stack: s, job: stacktest.Name(t, "counter"), dir: t.TempDir(), nomad: nc, kv: cc,
@@ -89,7 +97,11 @@ func (f *fixture) otherJob(prefix string) string {
 
 // nomadCLIEnv is the environment the nomad CLI reaches the stack with.
 func (f *fixture) nomadCLIEnv() []string {
-	return append(os.Environ(), "NOMAD_ADDR="+f.stack.NomadAddr, "NOMAD_TOKEN="+f.stack.NomadToken)
+	addr := f.stack.NomadAddr
+	if f.nomadAddr != "" {
+		addr = f.nomadAddr
+	}
+	return append(os.Environ(), "NOMAD_ADDR="+addr, "NOMAD_TOKEN="+f.stack.NomadToken)
 }
 
 // writeEnv writes environments/NAME.hcl for this test's job, pointing the app

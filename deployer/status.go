@@ -181,6 +181,18 @@ func orDash(s string) string {
 	return s
 }
 
+// allocSummary says how many allocations are in each client status, and
+// how many of them are healthy.
+func allocSummary(allocs map[string]int, healthy int) string {
+	var parts []string
+	for _, k := range []string{"pending", "running", "complete", "failed", "lost", "unknown"} {
+		if n := allocs[k]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, k))
+		}
+	}
+	return fmt.Sprintf("%s; %d healthy", strings.Join(parts, ", "), healthy)
+}
+
 func printStatus(w io.Writer, st *deploy.Status) {
 	fmt.Fprintf(w, "Job:          %s (namespace %s), %s\n", st.Job, st.Namespace, st.Status)
 	fmt.Fprintf(w, "Release:      %s (job version %d)\n", st.Release, st.Version)
@@ -191,13 +203,13 @@ func printStatus(w io.Writer, st *deploy.Status) {
 	if dep := st.Deployment; dep != nil {
 		fmt.Fprintf(w, "Deployment:   %s %s (job version %d): %s\n", dep.ID[:8], dep.Status, dep.Version, dep.Description)
 	}
-	var parts []string
-	for _, k := range []string{"pending", "running", "complete", "failed", "lost"} {
-		if n := st.Allocs[k]; n > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", n, k))
+	fmt.Fprintf(w, "Allocations:  %s\n", allocSummary(st.Allocs, st.Healthy))
+	// On one node this would say the line above again.
+	if len(st.Nodes) > 1 {
+		for _, n := range st.Nodes {
+			fmt.Fprintf(w, "  on %-10s %s\n", n.Node+":", allocSummary(n.Allocs, n.Healthy))
 		}
 	}
-	fmt.Fprintf(w, "Allocations:  %s; %d healthy\n", strings.Join(parts, ", "), st.Healthy)
 	if len(st.Drift) == 0 {
 		fmt.Fprintln(w, "Drift:        none")
 	} else {

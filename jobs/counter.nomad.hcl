@@ -105,6 +105,14 @@ job "counter" {
   group "web" {
     count = var.count
 
+    # Instances spread over the nodes, so that a lost node takes only its
+    # share with it: a spread (a preference), not distinct_hosts (a rule),
+    # so that count may exceed the nodes and a canary still finds a place
+    # beside the instance it replaces.
+    spread {
+      attribute = "${node.unique.id}"
+    }
+
     # An instance being replaced leaves Consul's passing list first, and
     # stops 2 s later, so that clients that found it there finish with it.
     shutdown_delay = "2s"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	nomad "github.com/hashicorp/nomad/api"
 
@@ -25,10 +26,19 @@ type Status struct {
 	Deployment *DeploymentStatus `json:"deployment,omitempty"`
 	Allocs     map[string]int    `json:"allocations"` // client status -> count, current version only
 	Healthy    int               `json:"healthy_allocations"`
-	Drift      []string          `json:"drift"` // empty when the job runs what was released
+	// Nodes are the same allocations by client node, by node name.
+	Nodes []NodeAllocs `json:"nodes"`
+	Drift []string     `json:"drift"` // empty when the job runs what was released
 	// URLs are the running release's instances that pass their checks.
 	URLs []string `json:"urls,omitempty"`
 	UI   string   `json:"ui,omitempty"`
+}
+
+// NodeAllocs are the current version's allocations on one client node.
+type NodeAllocs struct {
+	Node    string         `json:"node"`
+	Allocs  map[string]int `json:"allocations"` // client status -> count
+	Healthy int            `json:"healthy_allocations"`
 }
 
 // DeploymentStatus is the latest deployment's state.
@@ -104,15 +114,24 @@ func (d *Deployer) readStatus(ctx context.Context, ns, job string) (*Status, *no
 	if err != nil {
 		return nil, nil, fmt.Errorf("read allocations of %s: %w", job, err)
 	}
+	st.Nodes = []NodeAllocs{}
 	for _, a := range allocs {
 		if a.JobVersion != e.Version {
 			continue
 		}
+		i := slices.IndexFunc(st.Nodes, func(n NodeAllocs) bool { return n.Node == a.NodeName })
+		if i < 0 {
+			i = len(st.Nodes)
+			st.Nodes = append(st.Nodes, NodeAllocs{Node: a.NodeName, Allocs: map[string]int{}})
+		}
 		st.Allocs[a.ClientStatus]++
+		st.Nodes[i].Allocs[a.ClientStatus]++
 		if a.DeploymentStatus != nil && a.DeploymentStatus.Healthy != nil && *a.DeploymentStatus.Healthy {
 			st.Healthy++
+			st.Nodes[i].Healthy++
 		}
 	}
+	slices.SortFunc(st.Nodes, func(a, b NodeAllocs) int { return strings.Compare(a.Node, b.Node) })
 	slices.Sort(st.Drift)
 	return st, j, nil
 }
