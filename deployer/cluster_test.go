@@ -36,11 +36,7 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 		rdb := testredis.Start(t)
 		f.writeEnv("dev", rdb, 2, "min_healthy_time = \"5s\"\nhealthy_deadline = \"1m\"\nprogress_deadline = \"2m\"")
 
-		done := make(chan submitted, 1)
-		go func() {
-			rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good)
-			done <- submitted{rec, code, stderr}
-		}()
+		done := f.submitInBackground(good)
 		dep := f.waitForRunningDeployment(time.Minute)
 		if err := s.Kill(leader.NomadAgent()); err != nil {
 			t.Fatal(err)
@@ -80,11 +76,7 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 		rdb := testredis.Start(t)
 		// Long enough that the lock is still held after the restart.
 		f.writeEnv("dev", rdb, 1, "min_healthy_time = \"25s\"\nhealthy_deadline = \"1m\"")
-		done := make(chan submitted, 1)
-		go func() {
-			rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good)
-			done <- submitted{rec, code, stderr}
-		}()
+		done := f.submitInBackground(good)
 		f.waitForLock(time.Minute)
 		leader := f.consulLeader()
 		if err := s.Kill(leader.ConsulAgent()); err != nil {
@@ -191,6 +183,16 @@ type submitted struct {
 	rec    deploy.Record
 	code   int
 	stderr string
+}
+
+// submitInBackground submits image to dev and hands over how it ended.
+func (f *fixture) submitInBackground(image string) <-chan submitted {
+	done := make(chan submitted, 1)
+	go func() {
+		rec, code, stderr := submitJSON(f.t, f, "-env", "dev", "-image", image)
+		done <- submitted{rec, code, stderr}
+	}()
+	return done
 }
 
 // clusterFixture is a fixture on the cluster stack.
