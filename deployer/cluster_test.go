@@ -143,7 +143,7 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 		f.wantRunning(v0, "rollback with a server down")
 
 		revert := *f.versions()[0].Version + 1
-		cmd := exec.Command(stacktest.Binaries(t).Nomad, "job", "revert", "-detach", f.job, "v1")
+		cmd := exec.Command(stacktest.ClusterBinaries(t).Nomad, "job", "revert", "-detach", f.job, "v1")
 		cmd.Env = f.nomadCLIEnv()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("nomad job revert with %s down: %v\n%s", down.Name, err, out)

@@ -117,6 +117,14 @@ func Binaries(tb testing.TB) localstack.Binaries {
 	return shared.bin
 }
 
+// ClusterBinaries is Binaries for a test of the cluster stack, which it
+// starts rather than the single-agent one.
+func ClusterBinaries(tb testing.TB) localstack.Binaries {
+	tb.Helper()
+	StartCluster(tb)
+	return cluster.bin
+}
+
 func (p *pkgStack) start(tb testing.TB, clustered bool) error {
 	tb.Helper()
 	// A cold build of nomad and consul takes minutes: show its progress.
