@@ -22,8 +22,10 @@ import (
 // a real cluster's do. The faults take the whole cluster, so they run one
 // after the other; each asserts what a user sees and that nothing is lost
 // or half-written.
+//
+// Not parallel: Go runs it before the package's parallel tests start, so
+// that the faults' timing does not compete with them for two cores.
 func TestReleasesSurviveClusterFaults(t *testing.T) {
-	t.Parallel()
 	s := stacktest.StartCluster(t)
 	good, _ := releaseImages(t, s)
 
