@@ -14,9 +14,9 @@ import (
 // Nomad and three Consul servers in one Raft each, two client nodes with
 // Consul agents of their own, every agent on its own loopback address. Then
 // the Nomad leader is killed: the others elect one of themselves, and the
-// old leader rejoins when it starts again.
+// old leader rejoins when it starts again. Not parallel: it runs before
+// the package's parallel tests, so the election's timing is its own.
 func TestClusterComesUpAndSurvivesItsLeader(t *testing.T) {
-	t.Parallel()
 	s := stacktest.StartCluster(t)
 	nc, cc := stacktest.Clients(t, s)
 

@@ -1,7 +1,9 @@
 // Package localstack runs the project's local HashiCorp stack on loopback: a
 // single-node Consul server, a Nomad server and client in one agent wired to
 // it with the docker and raw_exec drivers, a Redis server and a Docker
-// registry, each keeping its data under the state folder. `make up` runs it
+// registry, each keeping its data under the state folder; or, with
+// Config.Cluster, three servers of each and two client nodes in place of
+// the two agents (cluster.go). `make up` runs it
 // detached with state under .stack/; integration tests run a private one per
 // test package with free ports and temporary state.
 package localstack
