@@ -89,4 +89,6 @@ lint: ## gofmt and go vet
 .PHONY: test
 test: setup lint tools ## run every test, with the race detector, on real servers
 	scripts/dockerd-up
-	go test -race -count=1 -timeout 30m ./...
+	@# One package at a time: the integration packages each run stacks and
+	@# clusters of their own, and on two cores they would time each other out.
+	go test -race -count=1 -p 1 -timeout 30m ./...
