@@ -265,12 +265,6 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 		ok, empty, failed := l.snapshot()
 		n, _ := rdb.Get("visitorCount")
 		counted, _ := strconv.Atoi(n)
-		last := time.Duration(0)
-		for _, m := range failed {
-			last = max(last, m.at.Sub(killed))
-		}
-		t.Logf("load: %d answers (%d while the node's instances were listed), the passing list empty %d times; %d failed, the last %s after the kill; Redis counted %d",
-			ok, okAtWindow-okAtKill, empty, len(failed), last.Round(10*time.Millisecond), counted)
 
 		// The failed requests are the fault as clients see it, and it is
 		// bounded: each went to an instance of the killed node, sent
@@ -285,8 +279,9 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 		if limit := int(window / (2 * time.Millisecond)); len(failed) > limit {
 			t.Errorf("%d failed requests in a %s window, more than the %d that fit", len(failed), window.Round(time.Millisecond), limit)
 		}
-		ambiguous := 0
+		ambiguous, last := 0, time.Duration(0)
 		for _, m := range failed {
+			last = max(last, m.at.Sub(killed))
 			if !urls[m.url] || m.at.Sub(killed) > window+1100*time.Millisecond {
 				t.Errorf("%s at %s after the kill: only requests to %s's instances %v during the window may fail",
 					m, m.at.Sub(killed).Round(time.Millisecond), gone.Name, urls)
@@ -295,6 +290,9 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 				ambiguous++
 			}
 		}
+		t.Logf("load: %d answers (%d while the node's instances were listed), the passing list empty %d times; %d failed (%d cut mid-answer), the last %s after the kill; Redis counted %d",
+			ok, okAtWindow-okAtKill, empty, len(failed), ambiguous, last.Round(10*time.Millisecond), counted)
+
 		// The live node answered throughout: the fault cost half the
 		// requests for a while, never the service.
 		if empty > 0 || okAtWindow == okAtKill {
