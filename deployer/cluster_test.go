@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -181,6 +184,132 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 			t.Errorf("v0 placed on %s again, which is gone", gone.Name)
 		}
 	})
+
+	t.Run("a client node killed during a rolling update under load", func(t *testing.T) {
+		f := clusterFixture(t, s)
+		rdb := testredis.Start(t)
+		// A rolling update (no canary), one instance at a time, quick
+		// enough that the node is lost in its middle: Nomad takes ~20 s to
+		// mark a node down, the four steps ~30 s. Without a canary there
+		// is nothing to promote: Nomad refuses auto_promote then.
+		const update = "max_parallel = 1\ncanary = 0\nauto_promote = false\nmin_healthy_time = \"3s\"\nhealthy_deadline = \"1m\"\nprogress_deadline = \"2m\""
+		f.writeEnv("dev", rdb, 4, update)
+		v0 := f.release(good, rdb)
+		if per := f.runningPerNode(*v0.rec.Version); len(per) != 2 {
+			t.Fatalf("v0 runs %v instances per node, want them spread over both nodes", per)
+		}
+		l := f.startLoad(t)
+		waitFor(t, 30*time.Second, "the load's first answers", func() bool { ok, _, _ := l.snapshot(); return ok > 0 })
+
+		done := f.submitInBackground(imageVariant(t, s, 4))
+		dep := f.waitForRunningDeployment(time.Minute)
+		// The node of the update's first new instance: the deployment
+		// loses one of its own allocations and old ones.
+		gone := f.nodeOfPlaced(dep, time.Minute)
+		urls := f.instancesOn(gone, false)
+		perV0, perV1 := f.runningPerNode(*v0.rec.Version), f.runningPerNode(*v0.rec.Version+1)
+		killed := time.Now()
+		if err := s.KillNode(gone.Name); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.restart(gone.NomadAgent(), gone.ConsulAgent()) })
+		okAtKill, _, _ := l.snapshot()
+		t.Logf("killed %s (%d instances in its Consul agent) while deployment %s ran; v0 ran %v, v1 %v per node",
+			gone.Name, len(urls), dep.ID[:8], perV0, perV1)
+
+		// Until Consul's servers find the node's agent dead, they list its
+		// instances as passing, and the load's requests to them are
+		// refused: that is the window clients see the fault in.
+		waitFor(t, time.Minute, "Consul failing the instances on "+gone.Name, func() bool {
+			return len(f.instancesOn(gone, true)) == 0
+		})
+		// Consul keeps a failed node's instances, critical: any that
+		// registered after the first look are here.
+		maps.Copy(urls, f.instancesOn(gone, false))
+		window := time.Since(killed)
+		okAtWindow, _, _ := l.snapshot()
+		t.Logf("Consul stopped listing %s's instances %s after the kill", gone.Name, window.Round(100*time.Millisecond))
+		f.waitForNodeDown(gone, 2*time.Minute)
+
+		var r submitted
+		select {
+		case r = <-done:
+		case <-time.After(4 * time.Minute):
+			t.Fatal("submit did not end 4 minutes after the node was killed")
+		}
+		final, _, err := f.nomad.Deployments().Info(r.rec.DeploymentID, nil)
+		if err != nil {
+			t.Fatalf("deployment %q of the submit: %v\n%s", r.rec.DeploymentID, err, r.stderr)
+		}
+		// Exit 0 only for a deployment Nomad calls successful; exit 4 only
+		// for one it failed and rolled back.
+		switch {
+		case r.code == exitOK && r.rec.Outcome == deploy.Succeeded && final.Status == "successful":
+		case r.code == exitAutoReverted && r.rec.Outcome == deploy.AutoReverted && final.Status == "failed" &&
+			r.rec.RevertedTo != nil && *r.rec.RevertedTo == *v0.rec.Version:
+		default:
+			t.Fatalf("submit: exit %d, outcome %q, reverted to %v; Nomad's deployment %s (%s); want exit 0 and successful, or exit 4 and failed back to v0\n%s",
+				r.code, r.rec.Outcome, r.rec.RevertedTo, final.Status, final.StatusDescription, r.stderr)
+		}
+		t.Logf("submit: exit %d, %s; Nomad's deployment %s: %s", r.code, r.rec.Outcome, final.Status, final.StatusDescription)
+
+		// The job's current version (v1, or Nomad's copy of v0) runs all
+		// its instances on the live node and nothing else runs.
+		current := *f.versions()[0].Version
+		if d := f.waitForDeployment(current, 3*time.Minute); d.Status != "successful" {
+			t.Fatalf("the deployment of version %d after the node loss: %s (%s)", current, d.Status, d.StatusDescription)
+		}
+		var per map[string]int
+		waitFor(t, time.Minute, fmt.Sprintf("4 instances of version %d alone running, all on the live node", current), func() bool {
+			per = f.runningPerNode(current)
+			return len(per) == 1 && per[f.otherClient(gone).Name] == 4 && f.runningAllocs() == 4
+		})
+
+		l.halt()
+		ok, empty, failed := l.snapshot()
+		n, _ := rdb.Get("visitorCount")
+		counted, _ := strconv.Atoi(n)
+
+		// The failed requests are the fault as clients see it, and it is
+		// bounded: each went to an instance of the killed node, sent
+		// before Consul stopped listing it (plus the load's 100 ms refresh
+		// and a second for a busy machine); Consul's gossip finds a dead
+		// agent within seconds (probe every second, suspicion ~4 s), 30 s
+		// on two busy cores; and the load pauses 2 ms after each request,
+		// so no more than window/2ms of them fit.
+		if window > 30*time.Second {
+			t.Errorf("Consul listed the killed node's instances as passing for %s, want under 30 s", window.Round(time.Second))
+		}
+		if limit := int(window / (2 * time.Millisecond)); len(failed) > limit {
+			t.Errorf("%d failed requests in a %s window, more than the %d that fit", len(failed), window.Round(time.Millisecond), limit)
+		}
+		ambiguous, last := 0, time.Duration(0)
+		for _, m := range failed {
+			last = max(last, m.at.Sub(killed))
+			if !urls[m.url] || m.at.Sub(killed) > window+1100*time.Millisecond {
+				t.Errorf("%s at %s after the kill: only requests to %s's instances %v during the window may fail",
+					m, m.at.Sub(killed).Round(time.Millisecond), gone.Name, urls)
+			}
+			if !strings.Contains(m.err, "connection refused") {
+				ambiguous++
+			}
+		}
+		t.Logf("load: %d answers (%d while the node's instances were listed), the passing list empty %d times; %d failed (%d cut mid-answer), the last %s after the kill; Redis counted %d",
+			ok, okAtWindow-okAtKill, empty, len(failed), ambiguous, last.Round(10*time.Millisecond), counted)
+
+		// The live node answered throughout: the fault cost half the
+		// requests for a while, never the service.
+		if empty > 0 || okAtWindow == okAtKill {
+			t.Errorf("the passing list empty %d times, %d answers while the killed node's instances were listed: the live node must answer throughout",
+				empty, okAtWindow-okAtKill)
+		}
+		// Every answer the load read was counted once, and nothing else
+		// was, but for the one request the load may have had in flight
+		// when the container died: Redis counted it, its answer was cut.
+		if counted != ok && (counted != ok+1 || ambiguous == 0) {
+			t.Errorf("Redis counted %d, the load got %d answers (%d requests cut mid-answer)", counted, ok, ambiguous)
+		}
+	})
 }
 
 // submitted is how a submit run in the background ended.
@@ -350,4 +479,85 @@ func (f *fixture) waitForNodeDown(n localstack.Node, within time.Duration) {
 		return err == nil && node.Status == nomad.NodeStatusDown
 	})
 	f.t.Logf("Nomad marked %s down %s after it was killed", n.Name, time.Since(start).Round(time.Second))
+}
+
+// nodeOfPlaced waits for deployment dep to place an allocation and
+// returns its node.
+func (f *fixture) nodeOfPlaced(dep *nomad.Deployment, within time.Duration) localstack.Node {
+	f.t.Helper()
+	var node localstack.Node
+	waitFor(f.t, within, "an allocation of deployment "+dep.ID[:8]+" on a node of the stack", func() bool {
+		allocs, _, err := f.nomad.Deployments().Allocations(dep.ID, nil)
+		for _, a := range allocs {
+			for _, n := range f.stack.Nodes {
+				if err == nil && n.NodeID != "" && n.NodeID == a.NodeID {
+					node = n
+					return true
+				}
+			}
+		}
+		return false
+	})
+	return node
+}
+
+// instancesOn returns the URLs of the job's instances that node n
+// registered in Consul: those it lists as passing, or all.
+func (f *fixture) instancesOn(n localstack.Node, passing bool) map[string]bool {
+	f.t.Helper()
+	entries, _, err := f.kv.Health().Service(f.job, "", passing, nil)
+	if err != nil {
+		f.t.Fatalf("instances of %s in Consul: %v", f.job, err)
+	}
+	urls := map[string]bool{}
+	for _, e := range entries {
+		if e.Node.Node == n.Name {
+			urls[fmt.Sprintf("http://%s:%d/", e.Service.Address, e.Service.Port)] = true
+		}
+	}
+	return urls
+}
+
+// runningPerNode counts the running allocations of job version v per
+// node name.
+func (f *fixture) runningPerNode(v uint64) map[string]int {
+	f.t.Helper()
+	allocs, _, err := f.nomad.Jobs().Allocations(f.job, false, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	per := map[string]int{}
+	for _, a := range allocs {
+		if a.JobVersion == v && a.ClientStatus == "running" {
+			per[a.NodeName]++
+		}
+	}
+	return per
+}
+
+// runningAllocs counts the job's running allocations of any version.
+func (f *fixture) runningAllocs() int {
+	f.t.Helper()
+	allocs, _, err := f.nomad.Jobs().Allocations(f.job, false, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	n := 0
+	for _, a := range allocs {
+		if a.ClientStatus == "running" {
+			n++
+		}
+	}
+	return n
+}
+
+// otherClient is the client node that is not n.
+func (f *fixture) otherClient(n localstack.Node) localstack.Node {
+	for _, o := range f.stack.Nodes {
+		if !o.Server && o.Name != n.Name {
+			return o
+		}
+	}
+	f.t.Fatal("the stack has one client node")
+	return localstack.Node{}
 }

@@ -21,9 +21,9 @@ import (
 // list of passing instances, refreshed every 100 ms, reading every answer.
 type load struct {
 	mu      sync.Mutex
-	ok      int      // 200 answers
-	failed  []string // what went wrong, for the report
-	empty   int      // refreshes that found no passing instance
+	ok      int    // 200 answers
+	failed  []miss // what went wrong, for the report
+	empty   int    // refreshes that found no passing instance
 	stop    context.CancelFunc
 	done    chan struct{}
 	counted map[int]bool // counts seen: no two answers may share one
@@ -68,7 +68,17 @@ func (f *fixture) startLoad(t *testing.T) *load {
 	return l
 }
 
+// miss is a request of the load that got no count.
+type miss struct {
+	at  time.Time // when it was sent
+	url string
+	err string
+}
+
+func (m miss) String() string { return "GET " + m.url + ": " + m.err }
+
 func (l *load) get(c *http.Client, url string) {
+	at := time.Now()
 	res, err := c.Get(url)
 	var body []byte
 	if err == nil {
@@ -79,13 +89,13 @@ func (l *load) get(c *http.Client, url string) {
 	defer l.mu.Unlock()
 	switch {
 	case err != nil:
-		l.failed = append(l.failed, fmt.Sprintf("GET %s: %v", url, err))
+		l.failed = append(l.failed, miss{at, url, err.Error()})
 	case res.StatusCode != http.StatusOK:
-		l.failed = append(l.failed, fmt.Sprintf("GET %s: %s: %s", url, res.Status, body))
+		l.failed = append(l.failed, miss{at, url, fmt.Sprintf("%s: %s", res.Status, body)})
 	default:
 		n, err := strconv.Atoi(strings.TrimPrefix(string(body), "Welcome to KODEKLOUD! Visitor Count: "))
 		if err != nil || l.counted[n] {
-			l.failed = append(l.failed, fmt.Sprintf("GET %s: answer %q (repeated or not a count)", url, body))
+			l.failed = append(l.failed, miss{at, url, fmt.Sprintf("answer %q (repeated or not a count)", body)})
 			return
 		}
 		l.counted[n] = true
@@ -94,10 +104,10 @@ func (l *load) get(c *http.Client, url string) {
 }
 
 // snapshot returns what the load saw so far.
-func (l *load) snapshot() (ok, empty int, failed []string) {
+func (l *load) snapshot() (ok, empty int, failed []miss) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.ok, l.empty, append([]string(nil), l.failed...)
+	return l.ok, l.empty, append([]miss(nil), l.failed...)
 }
 
 // halt stops the load and waits for its last request.
