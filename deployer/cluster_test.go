@@ -190,9 +190,9 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 		rdb := testredis.Start(t)
 		// A rolling update (no canary), one instance at a time, quick
 		// enough that the node is lost in its middle: Nomad takes ~20 s to
-		// mark a node down, the four steps ~30 s. Without a canary there
-		// is nothing to promote: Nomad refuses auto_promote then.
-		const update = "max_parallel = 1\ncanary = 0\nauto_promote = false\nmin_healthy_time = \"3s\"\nhealthy_deadline = \"1m\"\nprogress_deadline = \"2m\""
+		// mark a node down, the four steps ~30 s. Without a canary,
+		// auto_promote defaults to off.
+		const update = "max_parallel = 1\ncanary = 0\nmin_healthy_time = \"3s\"\nhealthy_deadline = \"1m\"\nprogress_deadline = \"2m\""
 		f.writeEnv("dev", rdb, 4, update)
 		v0 := f.release(good, rdb)
 		if per := f.runningPerNode(*v0.rec.Version); len(per) != 2 {

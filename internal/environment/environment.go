@@ -277,6 +277,10 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 			bad(attrRange(body, "update", n.name), "Invalid "+n.name, fmt.Sprintf("%s = %d: must be at least %d.", n.name, *n.v, n.min))
 		}
 	}
+	if *u.AutoPromote && *u.Canary == 0 {
+		bad(attrRange(body, "update", "auto_promote"), "Invalid auto_promote",
+			"auto_promote = true with canary = 0: there is no canary to promote (Nomad refuses it); set canary to 1 or more, or drop auto_promote.")
+	}
 	return diags
 }
 
@@ -307,7 +311,9 @@ func (u *Update) fillDefaults(durations map[string]time.Duration) {
 	orDefault(&u.MaxParallel, defaultMaxParallel)
 	orDefault(&u.Canary, defaultCanary)
 	orDefault(&u.AutoRevert, defaultAutoRevert)
-	orDefault(&u.AutoPromote, defaultAutoPromote)
+	// Nomad promotes canaries, and refuses auto_promote without one: with
+	// canary = 0 it defaults to off.
+	orDefault(&u.AutoPromote, defaultAutoPromote && *u.Canary > 0)
 	orDefault(&u.MinHealthyTime, defaultMinHealthyTime)
 	orDefault(&u.HealthyDeadline, defaultHealthyDeadline)
 	healthy, ok := durations["healthy_deadline"]

@@ -53,7 +53,7 @@ func TestParseFillsEveryUpdateSetting(t *testing.T) {
 		{"keeps/what the file sets", "update {\n canary = 2\n auto_promote = false\n progress_deadline = \"20m\"\n}",
 			update(1, 2, true, false, "10s", "5m", "20m")},
 		{"keeps/false and zero", "update {\n auto_revert = false\n canary = 0\n max_parallel = 3\n}",
-			update(3, 0, false, true, "10s", "5m", "5m30s")},
+			update(3, 0, false, false, "10s", "5m", "5m30s")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,6 +122,8 @@ func TestParseRejectsBadFiles(t *testing.T) {
 			[]string{"bad.hcl:8,23", "progress_deadline too short", "progress_deadline = 45s must be longer than healthy_deadline = 45s"}},
 		{"rejects/progress deadline within the default healthy deadline", good + "update {\n  progress_deadline = \"2m\"\n}\n",
 			[]string{"bad.hcl:7,23", "must be longer than healthy_deadline = 5m0s"}},
+		{"rejects/auto promote without a canary", good + "update {\n  canary = 0\n  auto_promote = true\n}\n",
+			[]string{"bad.hcl:8,18", "Invalid auto_promote", "no canary to promote"}},
 		{"rejects/min healthy time past the healthy deadline", good + "update {\n  healthy_deadline = \"5s\"\n}\n",
 			[]string{"bad.hcl:6", "min_healthy_time too long", "min_healthy_time = 10s must be shorter than healthy_deadline = 5s"}},
 	}
