@@ -227,6 +227,61 @@ func (s *Stack) nomadServerReady(ctx context.Context, n Node) error {
 	return nil
 }
 
+// nomadServerCaughtUp checks that server n has applied what the leader had
+// committed. A restarted server answers before it has replayed the log, and
+// it resolves tokens from its own state: until it caught up, it refuses a
+// token made since as unknown.
+func (s *Stack) nomadServerCaughtUp(ctx context.Context, n Node) error {
+	var leader string
+	c, err := nomad.NewClient(&nomad.Config{Address: n.NomadAddr, HttpClient: s.httpClient()})
+	if err != nil {
+		return err
+	}
+	if _, err := c.Raw().Query("/v1/status/leader", &leader, (&nomad.QueryOptions{}).WithContext(ctx)); err != nil {
+		return err
+	}
+	ip, _, _ := net.SplitHostPort(leader)
+	for _, l := range s.Nodes {
+		if l.IP != ip {
+			continue
+		}
+		_, committed, err := s.raftIndexes(l)
+		if err != nil {
+			return fmt.Errorf("leader %s: %w", l.Name, err)
+		}
+		applied, _, err := s.raftIndexes(n)
+		if err != nil {
+			return err
+		}
+		if applied < committed {
+			return fmt.Errorf("server %s has applied Raft index %d of the leader's %d", n.Name, applied, committed)
+		}
+		return nil
+	}
+	return fmt.Errorf("leader %q is none of the stack's servers", leader)
+}
+
+// raftIndexes are the last Raft index server n applied and the last it
+// knows committed, from its agent's stats.
+func (s *Stack) raftIndexes(n Node) (applied, committed uint64, err error) {
+	c, err := nomad.NewClient(&nomad.Config{Address: n.NomadAddr, SecretID: s.NomadToken, HttpClient: s.httpClient()})
+	if err != nil {
+		return 0, 0, err
+	}
+	self, err := c.Agent().Self()
+	if err != nil {
+		return 0, 0, err
+	}
+	applied, err = strconv.ParseUint(self.Stats["raft"]["applied_index"], 10, 64)
+	if err == nil {
+		committed, err = strconv.ParseUint(self.Stats["raft"]["commit_index"], 10, 64)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("raft stats of %s: %w", n.Name, err)
+	}
+	return applied, committed, nil
+}
+
 // nomadClientReady checks that the client of s.Nodes[i] registered, is
 // ready with a healthy docker driver and has fingerprinted Consul, and
 // records its node ID.
@@ -246,6 +301,9 @@ func (s *Stack) clusterHealthy(ctx context.Context) error {
 		}
 		if n.Server {
 			if err := s.nomadServerReady(ctx, n); err != nil {
+				return fmt.Errorf("nomad %s: %w", n.Name, err)
+			}
+			if err := s.nomadServerCaughtUp(ctx, n); err != nil {
 				return fmt.Errorf("nomad %s: %w", n.Name, err)
 			}
 		} else if err := s.nomadClientReady(ctx, i); err != nil {
