@@ -17,22 +17,42 @@ import (
 	"github.com/kodekloud/counter/internal/resp"
 )
 
-// appPoint is one concurrency level: the app under wrk and Redis under
-// redis-benchmark, measured back to back.
+// appLoads are the three loads of a point: the app's GET / and GET /healthz
+// under wrk, and Redis under redis-benchmark.
+type appLoads struct {
+	AppRPS       float64 `json:"app_rps"`
+	AppP50MS     float64 `json:"app_p50_ms"`
+	AppP99MS     float64 `json:"app_p99_ms"`
+	HealthzRPS   float64 `json:"healthz_rps"`
+	HealthzP50MS float64 `json:"healthz_p50_ms"`
+	HealthzP99MS float64 `json:"healthz_p99_ms"`
+	RedisRPS     float64 `json:"redis_benchmark_incr_rps"`
+	RedisP50MS   float64 `json:"redis_benchmark_p50_ms"`
+	RedisP99MS   float64 `json:"redis_benchmark_p99_ms"`
+}
+
+// appPoint is one concurrency level: each figure the median of Runs, which
+// were interleaved with the other points' runs and with each other.
 type appPoint struct {
-	Conns         int     `json:"connections"`
-	AppRPS        float64 `json:"app_rps"`
-	AppP50MS      float64 `json:"app_p50_ms"`
-	AppP99MS      float64 `json:"app_p99_ms"`
-	RedisRPS      float64 `json:"redis_benchmark_incr_rps"`
-	RedisP50MS    float64 `json:"redis_benchmark_p50_ms"`
-	RedisP99MS    float64 `json:"redis_benchmark_p99_ms"`
-	Ratio         float64 `json:"ratio_app_over_redis"`
-	CounterChecks string  `json:"counter_check"`
+	Conns int `json:"connections"`
+	appLoads
+	// RatioHealthz is GET / over the app's own HTTP ceiling, a route that
+	// does nothing: what counting costs.
+	RatioHealthz float64  `json:"ratio_app_over_healthz"`
+	Ratio        float64  `json:"ratio_app_over_redis"`
+	Runs         []appRun `json:"runs"`
+}
+
+// appRun is one round of a point, its loads in Order.
+type appRun struct {
+	Order []string `json:"order"`
+	appLoads
+	CounterChecks string `json:"counter_check"`
 }
 
 type appReport struct {
 	Points      []appPoint `json:"points"`
+	Rounds      int        `json:"rounds"`
 	PeakRSSMiB  float64    `json:"app_peak_rss_mib"`
 	HalfRate    float64    `json:"half_peak_rate"`
 	HalfP50MS   float64    `json:"half_peak_p50_ms"`
@@ -44,7 +64,7 @@ type appReport struct {
 }
 
 // benchApp runs the app and Redis and loads both at each concurrency.
-func benchApp(ctx context.Context, root, work string, conns []int, d time.Duration, progress io.Writer) (*appReport, error) {
+func benchApp(ctx context.Context, root, work string, conns []int, rounds int, d time.Duration, progress io.Writer) (*appReport, error) {
 	for _, tool := range []string{"redis-server", "redis-benchmark", "wrk"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("%s not found: install Debian's redis-server, redis-tools and wrk packages", tool)
@@ -79,33 +99,57 @@ func benchApp(ctx context.Context, root, work string, conns []int, d time.Durati
 		return nil, fmt.Errorf("app: %w", err)
 	}
 
-	rep := &appReport{Duration: d.String(), AppRevision: gitRevision(root)}
-	for _, c := range conns {
-		fmt.Fprintf(progress, "app: c=%d: redis-benchmark -t incr, then wrk for %s\n", c, d)
-		p := appPoint{Conns: c}
-		if p.RedisRPS, p.RedisP50MS, p.RedisP99MS, err = redisBenchmark(ctx, redisPort, c, d); err != nil {
-			return nil, err
+	rep := &appReport{Duration: d.String(), AppRevision: gitRevision(root), Rounds: rounds}
+	runs := make([][]appRun, len(conns))
+	// Rounds outside, points inside, and each round a different order of
+	// the three loads: the machine's drift and its neighbours' bursts spread
+	// over every point and every load instead of landing on one.
+	for round := range rounds {
+		for i, c := range conns {
+			run := appRun{}
+			measure := map[string]func() error{
+				"redis-benchmark": func() (err error) {
+					run.RedisRPS, run.RedisP50MS, run.RedisP99MS, err = redisBenchmark(ctx, redisPort, c, d)
+					return err
+				},
+				"GET /": func() (err error) {
+					run.AppRPS, run.AppP50MS, run.AppP99MS, run.CounterChecks, err = countedWrk(ctx, appAddr, redisAddr, c, d)
+					return err
+				},
+				"GET /healthz": func() (err error) {
+					run.HealthzRPS, run.HealthzP50MS, run.HealthzP99MS, _, _, err = wrk(ctx, appAddr, "/healthz", c, d)
+					return err
+				},
+			}
+			order := []string{"redis-benchmark", "GET /", "GET /healthz"}
+			for range (round + i) % len(order) {
+				order = append(order[1:], order[0])
+			}
+			run.Order = order
+			fmt.Fprintf(progress, "app: round %d/%d, c=%d: %s, %s each\n", round+1, rounds, c, strings.Join(order, ", "), d)
+			for _, what := range order {
+				if err := measure[what](); err != nil {
+					return nil, fmt.Errorf("c=%d: %s: %w", c, what, err)
+				}
+			}
+			runs[i] = append(runs[i], run)
 		}
-		if err := quiesce(redisAddr); err != nil {
-			return nil, err
-		}
-		if _, err := resp.Do(redisAddr, "SET", "visitorCount", "0"); err != nil {
-			return nil, err
-		}
-		var requests, non2xx int
-		if p.AppRPS, p.AppP50MS, p.AppP99MS, requests, non2xx, err = wrk(ctx, appAddr, c, d); err != nil {
-			return nil, err
-		}
-		final, _ := resp.Do(redisAddr, "GET", "visitorCount")
-		// wrk stops without reading the answers still in flight, so the
-		// counter may be ahead of wrk's count by at most one per connection.
-		n, _ := strconv.Atoi(final)
-		ok := requests - non2xx
-		p.CounterChecks = fmt.Sprintf("counter %d, wrk saw %d ok + up to %d in flight", n, ok, c)
-		if n < ok || n > ok+c {
-			return nil, fmt.Errorf("c=%d: counter %d but wrk saw %d successful answers (+%d in flight at most)", c, n, ok, c)
-		}
+	}
+	for i, c := range conns {
+		rs := runs[i]
+		p := appPoint{Conns: c, Runs: rs, appLoads: appLoads{
+			AppRPS:       median(rs, func(r appRun) float64 { return r.AppRPS }),
+			AppP50MS:     median(rs, func(r appRun) float64 { return r.AppP50MS }),
+			AppP99MS:     median(rs, func(r appRun) float64 { return r.AppP99MS }),
+			HealthzRPS:   median(rs, func(r appRun) float64 { return r.HealthzRPS }),
+			HealthzP50MS: median(rs, func(r appRun) float64 { return r.HealthzP50MS }),
+			HealthzP99MS: median(rs, func(r appRun) float64 { return r.HealthzP99MS }),
+			RedisRPS:     median(rs, func(r appRun) float64 { return r.RedisRPS }),
+			RedisP50MS:   median(rs, func(r appRun) float64 { return r.RedisP50MS }),
+			RedisP99MS:   median(rs, func(r appRun) float64 { return r.RedisP99MS }),
+		}}
 		p.Ratio = p.AppRPS / p.RedisRPS
+		p.RatioHealthz = p.AppRPS / p.HealthzRPS
 		rep.Points = append(rep.Points, p)
 	}
 
@@ -148,6 +192,31 @@ func benchApp(ctx context.Context, root, work string, conns []int, d time.Durati
 	rep.HalfP99MS = ms(half.percentile(0.99))
 	rep.PeakRSSMiB = peakRSS(app.cmd.Process.Pid)
 	return rep, nil
+}
+
+// countedWrk loads GET / with wrk from a counter at zero, then checks the
+// counter against the answers wrk saw.
+func countedWrk(ctx context.Context, appAddr, redisAddr string, c int, d time.Duration) (rps, p50, p99 float64, check string, err error) {
+	if err := quiesce(redisAddr); err != nil {
+		return 0, 0, 0, "", err
+	}
+	if _, err := resp.Do(redisAddr, "SET", "visitorCount", "0"); err != nil {
+		return 0, 0, 0, "", err
+	}
+	rps, p50, p99, requests, non2xx, err := wrk(ctx, appAddr, "/", c, d)
+	if err != nil {
+		return 0, 0, 0, "", err
+	}
+	final, _ := resp.Do(redisAddr, "GET", "visitorCount")
+	// wrk stops without reading the answers still in flight, so the
+	// counter may be ahead of wrk's count by at most one per connection.
+	n, _ := strconv.Atoi(final)
+	ok := requests - non2xx
+	check = fmt.Sprintf("counter %d, wrk saw %d ok + up to %d in flight", n, ok, c)
+	if n < ok || n > ok+c {
+		return 0, 0, 0, check, fmt.Errorf("counter %d but wrk saw %d successful answers (+%d in flight at most)", n, ok, c)
+	}
+	return rps, p50, p99, check, nil
 }
 
 // quiesce waits until the counter stops moving: the answers to a previous
@@ -206,11 +275,11 @@ var (
 	wrkPercent = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)`)
 )
 
-// wrk loads addr with c connections for d and parses its report.
-func wrk(ctx context.Context, addr string, c int, d time.Duration) (rps, p50, p99 float64, requests, non2xx int, err error) {
+// wrk loads path on addr with c connections for d and parses its report.
+func wrk(ctx context.Context, addr, path string, c int, d time.Duration) (rps, p50, p99 float64, requests, non2xx int, err error) {
 	threads := min(2, c)
 	out, err := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(c),
-		"-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", "http://"+addr+"/").Output()
+		"-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", "http://"+addr+path).Output()
 	if err != nil {
 		return 0, 0, 0, 0, 0, fmt.Errorf("wrk: %w", err)
 	}

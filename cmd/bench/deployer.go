@@ -383,7 +383,8 @@ func compare(what string, deployer, baseline []timing, name string) comparison {
 	return c
 }
 
-func median(ts []timing, f func(timing) float64) float64 {
+// median is the middle value of f over ts (the upper one of an even count).
+func median[T any](ts []T, f func(T) float64) float64 {
 	vs := make([]float64, len(ts))
 	for i, t := range ts {
 		vs[i] = f(t)

@@ -31,11 +31,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "bench-results", "folder for the report and chart")
 	only := fs.String("only", "", `"app" or "deployer" to run one half`)
 	conns := fs.String("c", "16,64,256", "app concurrencies")
-	dur := fs.Duration("d", 5*time.Second, "load duration per app point")
+	dur := fs.Duration("d", 5*time.Second, "load duration per app run")
+	appRounds := fs.Int("app-rounds", 3, "interleaved runs of each app point; the report shows their medians")
 	versions := fs.Int("versions", 50, "job versions for the history benchmark")
 	rounds := fs.Int("rounds", 5, "repetitions of each deployer comparison")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	if *appRounds < 1 {
+		return fmt.Errorf("-app-rounds %d: want at least 1", *appRounds)
 	}
 	var cs []int
 	for _, f := range strings.Split(*conns, ",") {
@@ -57,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Cores: runtime.NumCPU()}
 	if *only == "" || *only == "app" {
-		if rep.App, err = benchApp(ctx, root, work, cs, *dur, stderr); err != nil {
+		if rep.App, err = benchApp(ctx, root, work, cs, *appRounds, *dur, stderr); err != nil {
 			return fmt.Errorf("app: %w", err)
 		}
 	}
