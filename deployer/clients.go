@@ -12,6 +12,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"time"
 
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
@@ -34,6 +35,20 @@ func (f *envFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dir, "environments", "environments", "folder `DIR` of environment files")
 	fs.StringVar(&f.kvPrefix, "kv-prefix", configstore.DefaultPrefix, "Consul KV folder `PATH` of config snapshots")
 	fs.BoolVar(&f.json, "json", false, "print the result as JSON")
+}
+
+// watchFlags are the options of the commands that make a job version and
+// watch its deployment: submit, rollback and promote.
+type watchFlags struct {
+	detach bool
+	wait   time.Duration
+}
+
+// register adds -detach and -wait; made says what returns before the
+// deployment is watched ("registering", "reverting").
+func (w *watchFlags) register(fs *flag.FlagSet, made string) {
+	fs.BoolVar(&w.detach, "detach", false, "return after "+made+", without watching the deployment")
+	fs.DurationVar(&w.wait, "wait", 0, "wait up to `DURATION` for another deploy of the job to end, instead of a conflict (exit 5)")
 }
 
 // load reads the environment file.

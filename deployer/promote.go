@@ -33,8 +33,8 @@ release_promoted_from ("test v7"), which history shows.`,
 			f.register(fs)
 			from := fs.String("from", "", "environment `SOURCE` whose running release to promote; SOURCE@vN for its release vN")
 			jobFile := fs.String("job", "jobs/counter.nomad.hcl", "Nomad job spec `FILE`")
-			detach := fs.Bool("detach", false, "return after registering, without watching the deployment")
-			wait := fs.Duration("wait", 0, "wait up to `DURATION` for another deploy of the job to end, instead of a conflict (exit 5)")
+			var w watchFlags
+			w.register(fs, "registering")
 			return func(ctx context.Context, _ []string) error {
 				srcName, at, err := promotionSource(*from)
 				if err != nil {
@@ -78,7 +78,7 @@ release_promoted_from ("test v7"), which history shows.`,
 				r.PromotedFrom = b.From
 				fmt.Fprintf(sh.stderr, "==> promoting %s to %s: %s%s, with %s's config %s\n",
 					b.From, f.env, b.Image.Pinned(), commitNote(b.GitCommit), f.env, r.ConfigHash())
-				rec, err := d.Promote(ctx, r, deploy.SubmitOptions{Detach: *detach, Wait: *wait})
+				rec, err := d.Promote(ctx, r, deploy.SubmitOptions{Detach: w.detach, Wait: w.wait})
 				return finishRecord(sh, rec, err, f.json)
 			}
 		},

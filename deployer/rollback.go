@@ -29,8 +29,8 @@ stable version older than the current one that runs a different release.`,
 			f.register(fs)
 			to := fs.String("to", "", "version `TAG` to go back to, e.g. v7")
 			toVersion := fs.String("to-version", "", "job version number `N` to go back to")
-			detach := fs.Bool("detach", false, "return after reverting, without watching the deployment")
-			wait := fs.Duration("wait", 0, "wait up to `DURATION` for another deploy of the job to end, instead of a conflict (exit 5)")
+			var w watchFlags
+			w.register(fs, "reverting")
 			return func(ctx context.Context, _ []string) error {
 				target, err := rollbackTarget(*to, *toVersion)
 				if err != nil {
@@ -42,7 +42,7 @@ stable version older than the current one that runs a different release.`,
 				}
 				defer closeClients()
 				rec, err := d.Rollback(ctx, e.Namespace, e.Job, target,
-					deploy.RollbackOptions{Detach: *detach, Wait: *wait, Who: submitter(ctx, sh.getenv)})
+					deploy.RollbackOptions{Detach: w.detach, Wait: w.wait, Who: submitter(ctx, sh.getenv)})
 				return finishRecord(sh, rec, err, f.json)
 			}
 		},

@@ -23,12 +23,12 @@ what already runs changes nothing.`,
 		flags: func(fs *flag.FlagSet, sh *shell) func(context.Context, []string) error {
 			var f releaseFlags
 			f.register(fs)
-			detach := fs.Bool("detach", false, "return after registering, without watching the deployment")
-			wait := fs.Duration("wait", 0, "wait up to `DURATION` for another deploy of the job to end, instead of a conflict (exit 5)")
+			var w watchFlags
+			w.register(fs, "registering")
 			unplaceable := fs.Bool("allow-unplaceable", false, "register even when Nomad cannot place the release now (it waits for capacity)")
 			checkIndex := fs.String("check-index", "", "register only if the job's modify `INDEX` is still this one (0: only if the job does not exist), as plan prints it")
 			return func(ctx context.Context, _ []string) error {
-				opts := deploy.SubmitOptions{Detach: *detach, Wait: *wait, AllowUnplaceable: *unplaceable}
+				opts := deploy.SubmitOptions{Detach: w.detach, Wait: w.wait, AllowUnplaceable: *unplaceable}
 				if *checkIndex != "" {
 					n, err := strconv.ParseUint(*checkIndex, 10, 64)
 					if err != nil {
