@@ -213,18 +213,24 @@ func (s *Stack) clusterChecks() []check {
 // leader endpoint needs no token, so it answers before ACLs are
 // bootstrapped.
 func (s *Stack) nomadServerReady(ctx context.Context, n Node) error {
+	_, err := s.nomadLeaderOf(ctx, n)
+	return err
+}
+
+// nomadLeaderOf is the RPC address of the leader that server n knows.
+func (s *Stack) nomadLeaderOf(ctx context.Context, n Node) (string, error) {
 	c, err := nomad.NewClient(&nomad.Config{Address: n.NomadAddr, HttpClient: s.httpClient()})
 	if err != nil {
-		return err
+		return "", err
 	}
 	var leader string
 	if _, err := c.Raw().Query("/v1/status/leader", &leader, (&nomad.QueryOptions{}).WithContext(ctx)); err != nil {
-		return err
+		return "", err
 	}
 	if leader == "" {
-		return fmt.Errorf("no leader elected yet")
+		return "", fmt.Errorf("no leader elected yet")
 	}
-	return nil
+	return leader, nil
 }
 
 // nomadServerCaughtUp checks that server n has applied what the leader had
@@ -232,12 +238,8 @@ func (s *Stack) nomadServerReady(ctx context.Context, n Node) error {
 // it resolves tokens from its own state: until it caught up, it refuses a
 // token made since as unknown.
 func (s *Stack) nomadServerCaughtUp(ctx context.Context, n Node) error {
-	var leader string
-	c, err := nomad.NewClient(&nomad.Config{Address: n.NomadAddr, HttpClient: s.httpClient()})
+	leader, err := s.nomadLeaderOf(ctx, n)
 	if err != nil {
-		return err
-	}
-	if _, err := c.Raw().Query("/v1/status/leader", &leader, (&nomad.QueryOptions{}).WithContext(ctx)); err != nil {
 		return err
 	}
 	ip, _, _ := net.SplitHostPort(leader)
@@ -300,9 +302,7 @@ func (s *Stack) clusterHealthy(ctx context.Context) error {
 			return fmt.Errorf("consul %s: %w", n.Name, err)
 		}
 		if n.Server {
-			if err := s.nomadServerReady(ctx, n); err != nil {
-				return fmt.Errorf("nomad %s: %w", n.Name, err)
-			}
+			// Caught up implies a leader: one look at it serves both.
 			if err := s.nomadServerCaughtUp(ctx, n); err != nil {
 				return fmt.Errorf("nomad %s: %w", n.Name, err)
 			}
