@@ -306,8 +306,13 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 		// Every answer the load read was counted once, and nothing else
 		// was, but for the one request the load may have had in flight
 		// when the container died: Redis counted it, its answer was cut.
-		if counted != ok && (counted != ok+1 || ambiguous == 0) {
-			t.Errorf("Redis counted %d, the load got %d answers (%d requests cut mid-answer)", counted, ok, ambiguous)
+		// Its error need not say so: Go's transport sends a GET cut on a
+		// kept-alive connection again, on a new one, and the dead node
+		// refuses that (CI saw 17,723 counted for 17,722 answers with
+		// every failure "connection refused"). One request at a time,
+		// so at most one such, and only among the failed ones.
+		if counted != ok && (counted != ok+1 || len(failed) == 0) {
+			t.Errorf("Redis counted %d, the load got %d answers and %d failed (%d cut mid-answer by their error)", counted, ok, len(failed), ambiguous)
 		}
 	})
 }
