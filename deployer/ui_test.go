@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"testing"
 	"time"
 
@@ -29,6 +30,11 @@ func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 	var rs []released
 	for i := range 2 {
 		rdb := testredis.Start(t)
+		// Counts apart (100, 200), so that an answer names the Redis, and
+		// so the config, it came from.
+		if err := rdb.Set("visitorCount", strconv.Itoa(100*(i+1))); err != nil {
+			t.Fatal(err)
+		}
 		f.writeEnv("dev", rdb, 1, "")
 		rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", imageVariant(t, f.stack, i))
 		if code != exitOK || rec.Release != fmt.Sprintf("v%d", i) {
