@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,8 +23,9 @@ import (
 // TestNomadUIRevertBringsBackImageAndConfig is the Nomad UI path of a
 // rollback, in a real browser: two releases that differ in image and in
 // Redis port; on the job's Versions page, "Revert Version" on the first and
-// its confirmation; then the app itself must answer with the first
-// release's image and count in the first release's Redis.
+// its confirmation; then the Docker container the revert's deployment runs
+// must be the first release's image, and the app must count in the first
+// release's Redis.
 func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 	t.Parallel()
 	chromium := testenv.LookPath(t, "chromium", "chromium")
@@ -80,10 +83,63 @@ func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 		b.save("after the revert")
 		t.Fatalf("the revert's deployment %s is %s: %s", dep.ID, dep.Status, dep.StatusDescription)
 	}
+	// What runs: the image of the revert's container, from Docker; the
+	// config, from the app's answer, counted in the first release's Redis
+	// (101), not the second's (201).
+	f.wantContainers(dep, rs[0], rs[1])
 	f.wantRunning(rs[0], "after the revert in the Nomad UI")
 	if t.Failed() {
 		b.do("reopen the Versions page", chromedp.Navigate(ui+"/versions"), chromedp.WaitVisible(`//section[contains(@class,"job-version")]`))
 		b.save("versions after the revert")
+	}
+}
+
+// wantContainers checks that every running allocation the deployment dep
+// placed runs, in its Docker container, the image want released, and not
+// not's: the container's image ID, as Docker reports it, must be one whose
+// registry digests include want's pinned reference. The job's spec says
+// what Nomad was asked to run; the container is what it runs.
+func (f *fixture) wantContainers(dep *nomad.Deployment, want, not released) {
+	f.t.Helper()
+	allocs, _, err := f.nomad.Deployments().Allocations(dep.ID, nil)
+	if err != nil {
+		f.t.Fatalf("allocations of deployment %s: %v", dep.ID, err)
+	}
+	running := 0
+	for _, a := range allocs {
+		if a.ClientStatus != nomad.AllocClientStatusRunning || a.DesiredStatus != nomad.AllocDesiredStatusRun {
+			continue
+		}
+		running++
+		// The docker driver labels each container with its allocation
+		// (the task's name only when configured to); the job has one task
+		// and host networking, so no pause container.
+		ids, err := testimage.Docker("ps", "-q", "--no-trunc", "--filter", "label=com.hashicorp.nomad.alloc_id="+a.ID)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if strings.Count(ids, "\n") != 0 || ids == "" {
+			f.t.Errorf("allocation %s: Docker runs containers %q, want the one of its task", a.ID, ids)
+			continue
+		}
+		image, err := testimage.Docker("container", "inspect", "-f", "{{.Image}}", ids)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		digests, err := testimage.Docker("image", "inspect", "-f", `{{join .RepoDigests "\n"}}`, image)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		got := strings.Fields(digests)
+		if !slices.Contains(got, want.rec.Image) || slices.Contains(got, not.rec.Image) {
+			f.t.Errorf("allocation %s: container %.12s runs image %s with digests %q, want %s's %s (not %s's %s)",
+				a.ID, ids, image, got, want.rec.Release, want.rec.Image, not.rec.Release, not.rec.Image)
+		} else {
+			f.t.Logf("allocation %s: container %.12s runs image %s = %s", a.ID, ids, image, want.rec.Image)
+		}
+	}
+	if running == 0 {
+		f.t.Errorf("deployment %s has no running allocation (%d in all)", dep.ID, len(allocs))
 	}
 }
 
