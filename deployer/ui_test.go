@@ -74,13 +74,13 @@ func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 	version := `//section[contains(@class,"job-version")][.//header[starts-with(normalize-space(.), "Version #0 ")]]`
 	revert := version + `//div[contains(@class,"two-step-button")]//button[contains(normalize-space(.), "Revert Version")]`
 	confirm := version + `//div[contains(@class,"two-step-button")]//button[normalize-space(.)="Yes, Revert Version"]`
-	b.do("open the Versions page", chromedp.Navigate(ui+"/versions"), chromedp.WaitVisible(revert))
+	b.page, b.pageReady = ui+"/versions", `//section[contains(@class,"job-version")]`
+	b.do("open the Versions page", chromedp.Navigate(b.page), chromedp.WaitVisible(revert))
 	b.do("click Revert Version on version 0", chromedp.Click(revert), chromedp.WaitVisible(confirm))
 	b.do("confirm", chromedp.Click(confirm))
 
 	dep := f.waitForDeployment(2, 2*time.Minute)
 	if dep.Status != "successful" {
-		b.save("after the revert")
 		t.Fatalf("the revert's deployment %s is %s: %s", dep.ID, dep.Status, dep.StatusDescription)
 	}
 	// What runs: the image of the revert's container, from Docker; the
@@ -88,10 +88,6 @@ func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 	// (101), not the second's (201).
 	f.wantContainers(dep, rs[0], rs[1])
 	f.wantRunning(rs[0], "after the revert in the Nomad UI")
-	if t.Failed() {
-		b.do("reopen the Versions page", chromedp.Navigate(ui+"/versions"), chromedp.WaitVisible(`//section[contains(@class,"job-version")]`))
-		b.save("versions after the revert")
-	}
 }
 
 // wantContainers checks that every running allocation the deployment dep
@@ -167,6 +163,13 @@ func (f *fixture) waitForDeployment(version uint64, within time.Duration) *nomad
 type browser struct {
 	t   *testing.T
 	ctx context.Context
+	// step is the browser step last begun, which names a failure's
+	// screenshot.
+	step string
+	// page, when set, is opened and saved too on failure, once what
+	// pageReady selects shows (the Versions page, which the UI leaves for
+	// the job's overview after a revert).
+	page, pageReady string
 }
 
 func newBrowser(t *testing.T, chromium string) *browser {
@@ -190,18 +193,40 @@ func newBrowser(t *testing.T, chromium string) *browser {
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("start %s: %v", chromium, err)
 	}
-	return &browser{t: t, ctx: ctx}
+	b := &browser{t: t, ctx: ctx, step: "start"}
+	// On any failure, a browser step's or another check's (a Fatalf in
+	// waitForDeployment or appURL included), the page as it was. Cleanups
+	// run last registered first, so this one runs while the browser is
+	// still open, and before the fixture's, while the job still exists.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		b.save("failed after " + b.step)
+		if b.page == "" {
+			return
+		}
+		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Do(ctx, chromedp.Navigate(b.page), chromedp.WaitVisible(b.pageReady)); err != nil {
+			t.Logf("browser: reopen %s to save it: %v", b.page, err)
+			return
+		}
+		b.save("failed, page reopened")
+	})
+	return b
 }
 
 // do runs steps, bounded in time (the UI long-polls, so nothing waits for
-// the page to go idle), and on failure saves what the page showed.
+// the page to go idle). On failure newBrowser's cleanup saves what the page
+// showed.
 func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
 	b.t.Logf("browser: %s", what)
+	b.step = what
 	ctx, cancel := context.WithTimeout(b.ctx, 45*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
-		b.save(what)
 		b.t.Fatalf("browser: %s: %v", what, err)
 	}
 }
