@@ -6,6 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,8 +23,9 @@ import (
 // TestNomadUIRevertBringsBackImageAndConfig is the Nomad UI path of a
 // rollback, in a real browser: two releases that differ in image and in
 // Redis port; on the job's Versions page, "Revert Version" on the first and
-// its confirmation; then the app itself must answer with the first
-// release's image and count in the first release's Redis.
+// its confirmation; then the Docker container the revert's deployment runs
+// must be the first release's image, and the app must count in the first
+// release's Redis.
 func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 	t.Parallel()
 	chromium := testenv.LookPath(t, "chromium", "chromium")
@@ -29,6 +33,11 @@ func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 	var rs []released
 	for i := range 2 {
 		rdb := testredis.Start(t)
+		// Counts apart (100, 200), so that an answer names the Redis, and
+		// so the config, it came from.
+		if err := rdb.Set("visitorCount", strconv.Itoa(100*(i+1))); err != nil {
+			t.Fatal(err)
+		}
 		f.writeEnv("dev", rdb, 1, "")
 		rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", imageVariant(t, f.stack, i))
 		if code != exitOK || rec.Release != fmt.Sprintf("v%d", i) {
@@ -65,19 +74,68 @@ func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 	version := `//section[contains(@class,"job-version")][.//header[starts-with(normalize-space(.), "Version #0 ")]]`
 	revert := version + `//div[contains(@class,"two-step-button")]//button[contains(normalize-space(.), "Revert Version")]`
 	confirm := version + `//div[contains(@class,"two-step-button")]//button[normalize-space(.)="Yes, Revert Version"]`
-	b.do("open the Versions page", chromedp.Navigate(ui+"/versions"), chromedp.WaitVisible(revert))
+	b.page, b.pageReady = ui+"/versions", `//section[contains(@class,"job-version")]`
+	b.do("open the Versions page", chromedp.Navigate(b.page), chromedp.WaitVisible(revert))
 	b.do("click Revert Version on version 0", chromedp.Click(revert), chromedp.WaitVisible(confirm))
 	b.do("confirm", chromedp.Click(confirm))
 
 	dep := f.waitForDeployment(2, 2*time.Minute)
 	if dep.Status != "successful" {
-		b.save("after the revert")
 		t.Fatalf("the revert's deployment %s is %s: %s", dep.ID, dep.Status, dep.StatusDescription)
 	}
+	// What runs: the image of the revert's container, from Docker; the
+	// config, from the app's answer, counted in the first release's Redis
+	// (101), not the second's (201).
+	f.wantContainers(dep, rs[0], rs[1])
 	f.wantRunning(rs[0], "after the revert in the Nomad UI")
-	if t.Failed() {
-		b.do("reopen the Versions page", chromedp.Navigate(ui+"/versions"), chromedp.WaitVisible(`//section[contains(@class,"job-version")]`))
-		b.save("versions after the revert")
+}
+
+// wantContainers checks that every running allocation the deployment dep
+// placed runs, in its Docker container, the image want released, and not
+// not's: the container's image ID, as Docker reports it, must be one whose
+// registry digests include want's pinned reference. The job's spec says
+// what Nomad was asked to run; the container is what it runs.
+func (f *fixture) wantContainers(dep *nomad.Deployment, want, not released) {
+	f.t.Helper()
+	allocs, _, err := f.nomad.Deployments().Allocations(dep.ID, nil)
+	if err != nil {
+		f.t.Fatalf("allocations of deployment %s: %v", dep.ID, err)
+	}
+	running := 0
+	for _, a := range allocs {
+		if a.ClientStatus != nomad.AllocClientStatusRunning || a.DesiredStatus != nomad.AllocDesiredStatusRun {
+			continue
+		}
+		running++
+		// The docker driver labels each container with its allocation
+		// (the task's name only when configured to); the job has one task
+		// and host networking, so no pause container.
+		ids, err := testimage.Docker("ps", "-q", "--no-trunc", "--filter", "label=com.hashicorp.nomad.alloc_id="+a.ID)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if strings.Count(ids, "\n") != 0 || ids == "" {
+			f.t.Errorf("allocation %s: Docker runs containers %q, want the one of its task", a.ID, ids)
+			continue
+		}
+		image, err := testimage.Docker("container", "inspect", "-f", "{{.Image}}", ids)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		digests, err := testimage.Docker("image", "inspect", "-f", `{{join .RepoDigests "\n"}}`, image)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		got := strings.Fields(digests)
+		if !slices.Contains(got, want.rec.Image) || slices.Contains(got, not.rec.Image) {
+			f.t.Errorf("allocation %s: container %.12s runs image %s with digests %q, want %s's %s (not %s's %s)",
+				a.ID, ids, image, got, want.rec.Release, want.rec.Image, not.rec.Release, not.rec.Image)
+		} else {
+			f.t.Logf("allocation %s: container %.12s runs image %s = %s", a.ID, ids, image, want.rec.Image)
+		}
+	}
+	if running == 0 {
+		f.t.Errorf("deployment %s has no running allocation (%d in all)", dep.ID, len(allocs))
 	}
 }
 
@@ -105,6 +163,13 @@ func (f *fixture) waitForDeployment(version uint64, within time.Duration) *nomad
 type browser struct {
 	t   *testing.T
 	ctx context.Context
+	// step is the browser step last begun, which names a failure's
+	// screenshot.
+	step string
+	// page, when set, is opened and saved too on failure, once what
+	// pageReady selects shows (the Versions page, which the UI leaves for
+	// the job's overview after a revert).
+	page, pageReady string
 }
 
 func newBrowser(t *testing.T, chromium string) *browser {
@@ -128,18 +193,40 @@ func newBrowser(t *testing.T, chromium string) *browser {
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("start %s: %v", chromium, err)
 	}
-	return &browser{t: t, ctx: ctx}
+	b := &browser{t: t, ctx: ctx, step: "start"}
+	// On any failure, a browser step's or another check's (a Fatalf in
+	// waitForDeployment or appURL included), the page as it was. Cleanups
+	// run last registered first, so this one runs while the browser is
+	// still open, and before the fixture's, while the job still exists.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		b.save("failed after " + b.step)
+		if b.page == "" {
+			return
+		}
+		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Do(ctx, chromedp.Navigate(b.page), chromedp.WaitVisible(b.pageReady)); err != nil {
+			t.Logf("browser: reopen %s to save it: %v", b.page, err)
+			return
+		}
+		b.save("failed, page reopened")
+	})
+	return b
 }
 
 // do runs steps, bounded in time (the UI long-polls, so nothing waits for
-// the page to go idle), and on failure saves what the page showed.
+// the page to go idle). On failure newBrowser's cleanup saves what the page
+// showed.
 func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
 	b.t.Logf("browser: %s", what)
+	b.step = what
 	ctx, cancel := context.WithTimeout(b.ctx, 45*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
-		b.save(what)
 		b.t.Fatalf("browser: %s: %v", what, err)
 	}
 }
