@@ -103,11 +103,3 @@ func promotionSource(from string) (string, deploy.Target, error) {
 	}
 	return name, t, nil
 }
-
-// commitNote is " (commit SHA)", or nothing when the build names none.
-func commitNote(commit string) string {
-	if commit == "" {
-		return ""
-	}
-	return " (commit " + commit + ")"
-}
