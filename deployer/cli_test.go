@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strconv"
@@ -151,5 +152,81 @@ func TestSubmitterIsNeverUnknown(t *testing.T) {
 				t.Errorf("who = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// readmeCommandBlock returns the README's summary of the deployer's commands
+// (the first code block under "## The deployer"): each command's text, its
+// line and the indented lines after it, without "# ..." comments.
+func readmeCommandBlock(t *testing.T) map[string]string {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, found := strings.Cut(string(readme), "\n## The deployer\n")
+	if !found {
+		t.Fatal(`README has no "## The deployer" section`)
+	}
+	_, block, _ := strings.Cut(section, "```\n")
+	block, _, found = strings.Cut(block, "```")
+	if !found {
+		t.Fatal(`README's "## The deployer" section has no code block`)
+	}
+	entries := map[string]string{}
+	name := ""
+	for i, line := range strings.Split(block, "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		switch {
+		case strings.TrimSpace(line) == "":
+		case strings.HasPrefix(line, "deployer "):
+			name = strings.Fields(line)[1]
+			if _, dup := entries[name]; dup {
+				t.Errorf("README command block line %d: deployer %s again", i+1, name)
+			}
+			entries[name] = line
+		case name != "" && (line[0] == ' ' || line[0] == '\t'):
+			entries[name] += "\n" + line
+		default:
+			t.Errorf("README command block line %d: %q is neither a command nor its continuation", i+1, line)
+		}
+	}
+	return entries
+}
+
+// TestREADMECommandBlockListsEveryFlag keeps the README's hand-written
+// summary of the commands true: every command of the table is there with
+// every flag it registers, and no flag it does not.
+func TestREADMECommandBlockListsEveryFlag(t *testing.T) {
+	entries := readmeCommandBlock(t)
+	flagRE := regexp.MustCompile(`(?:^|[\s\[|])-([a-z][a-z0-9-]*)`)
+	sh := &shell{getenv: func(string) string { return "" }, stdout: io.Discard, stderr: io.Discard}
+	table := map[string]bool{}
+	for _, c := range commands() {
+		table[c.name] = true
+		text, ok := entries[c.name]
+		if !ok {
+			t.Errorf("README command block has no line for deployer %s", c.name)
+			continue
+		}
+		listed := map[string]bool{}
+		for _, m := range flagRE.FindAllStringSubmatch(text, -1) {
+			listed[m[1]] = true
+		}
+		fs, _ := c.flagSet(sh)
+		fs.VisitAll(func(f *flag.Flag) {
+			if !listed[f.Name] {
+				t.Errorf("README command block: deployer %s lacks -%s", c.name, f.Name)
+			}
+			delete(listed, f.Name)
+		})
+		for name := range listed {
+			t.Errorf("README command block: deployer %s has no flag -%s", c.name, name)
+		}
+	}
+	for name := range entries {
+		if !table[name] {
+			t.Errorf("README command block lists deployer %s, which is not in the command table", name)
+		}
 	}
 }

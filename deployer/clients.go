@@ -24,6 +24,10 @@ import (
 	"github.com/kodekloud/counter/internal/release"
 )
 
+// defaultJobFile is the Nomad job spec, relative to the checkout's root, that
+// the commands render unless -job names another.
+const defaultJobFile = "jobs/counter.nomad.hcl"
+
 // envFlags are the options of every command that works on one environment.
 type envFlags struct {
 	env, dir, kvPrefix string
@@ -31,8 +35,8 @@ type envFlags struct {
 }
 
 func (f *envFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.env, "env", "", "environment `NAME`: its file is environments/NAME.hcl")
-	fs.StringVar(&f.dir, "environments", "environments", "folder `DIR` of environment files")
+	fs.StringVar(&f.env, "env", "", "environment `NAME`: its file is "+environment.DefaultDir+"/NAME.hcl")
+	fs.StringVar(&f.dir, "environments", environment.DefaultDir, "folder `DIR` of environment files")
 	fs.StringVar(&f.kvPrefix, "kv-prefix", configstore.DefaultPrefix, "Consul KV folder `PATH` of config snapshots")
 	fs.BoolVar(&f.json, "json", false, "print the result as JSON")
 }
@@ -48,7 +52,7 @@ type watchFlags struct {
 // deployment is watched ("registering", "reverting").
 func (w *watchFlags) register(fs *flag.FlagSet, made string) {
 	fs.BoolVar(&w.detach, "detach", false, "return after "+made+", without watching the deployment")
-	fs.DurationVar(&w.wait, "wait", 0, "wait up to `DURATION` for another deploy of the job to end, instead of a conflict (exit 5)")
+	fs.DurationVar(&w.wait, "wait", 0, fmt.Sprintf("wait up to `DURATION` for another deploy of the job to end, instead of a conflict (exit %d)", exitConflict))
 }
 
 // load reads the environment file.
@@ -82,7 +86,7 @@ func (f *releaseFlags) register(fs *flag.FlagSet) {
 	f.envFlags.register(fs)
 	fs.StringVar(&f.image, "image", "", "image `REF` to release, REPO:TAG or REPO@sha256:...; a tag is pinned to its digest "+
 		`where the registry answers; "latest" and untagged images are refused`)
-	fs.StringVar(&f.jobFile, "job", "jobs/counter.nomad.hcl", "Nomad job spec `FILE`")
+	fs.StringVar(&f.jobFile, "job", defaultJobFile, "Nomad job spec `FILE`")
 	fs.StringVar(&f.commit, "commit", "", "git commit `SHA` of the build (default: the image's org.opencontainers.image.revision label)")
 }
 

@@ -83,11 +83,12 @@ func usageError(format string, args ...any) error {
 	return &exitStatus{code: exitUsage, err: fmt.Errorf(format, args...)}
 }
 
-// planChanged is plan's answer when the release would change the job: not
-// an error, but a different exit code, as nomad job plan gives.
+// planChanged is plan's answer when the release would create or destroy
+// allocations: not an error, but a different exit code, as nomad job plan
+// gives.
 type planChanged struct{}
 
-func (planChanged) Error() string { return "the plan has changes" }
+func (planChanged) Error() string { return "the plan creates or destroys allocations" }
 
 // exitCode is the one place where errors become exit codes and messages.
 func exitCode(err error, stderr io.Writer) int {

@@ -36,3 +36,38 @@ func printRecord(w io.Writer, r *deploy.Record) {
 		fmt.Fprintf(w, "Nomad UI: %s\n", r.UI)
 	}
 }
+
+// finishRecord prints what submit, rollback or promote did and turns its outcome into
+// an error that carries the exit code.
+func finishRecord(sh *shell, rec *deploy.Record, err error, asJSON bool) error {
+	if rec != nil {
+		if asJSON {
+			if jerr := writeJSON(sh.stdout, rec); jerr != nil {
+				return jerr
+			}
+		} else {
+			printRecord(sh.stdout, rec)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	switch rec.Outcome {
+	case deploy.Failed:
+		return &exitStatus{code: exitFailed, err: fmt.Errorf("deployment of %s %s failed: %s", rec.Job, rec.Release, rec.Detail)}
+	case deploy.Unknown:
+		return &exitStatus{code: exitUnknown, err: fmt.Errorf("%s %s: %s", rec.Job, rec.Release, rec.Detail)}
+	case deploy.AutoReverted:
+		return &exitStatus{code: exitAutoReverted, err: fmt.Errorf("deployment of %s %s failed and Nomad reverted the job to %s (job version %d): %s",
+			rec.Job, rec.Release, rec.RevertedToRelease, *rec.RevertedTo, rec.Detail)}
+	}
+	return nil
+}
+
+// commitNote is " (commit SHA)", or nothing when the build names none.
+func commitNote(commit string) string {
+	if commit == "" {
+		return ""
+	}
+	return " (commit " + commit + ")"
+}

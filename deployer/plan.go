@@ -24,8 +24,8 @@ and the job modify index to pass to submit -check-index. Nothing is written.
 Exit codes follow nomad job plan, usage errors included.`,
 		required: releaseRequired(),
 		exits: []exitDoc{
-			{exitOK, "no change: the release already runs"},
-			{exitPlanChanged, "the release would change the job"},
+			{exitOK, "no allocation would be created or destroyed (no change, or only in-place updates)"},
+			{exitPlanChanged, "allocations would be created or destroyed"},
 			{exitPlanError, "error, usage errors included"},
 		},
 		errorCode: exitPlanError,
@@ -49,13 +49,32 @@ Exit codes follow nomad job plan, usage errors included.`,
 				} else {
 					printPlan(sh.stdout, p)
 				}
-				if p.Changed {
+				if planExit(p.Response) == exitPlanChanged {
 					return planChanged{}
 				}
 				return nil
 			}
 		},
 	}
+}
+
+// planExit is plan's exit code for Nomad's answer, by the rule of nomad job
+// plan (getExitCode in Nomad 1.11's command/job_plan.go), so that scripts
+// written for it read the deployer's the same way: 1 when the scheduler would
+// create or destroy allocations (place, stop, migrate, replace or add a
+// canary) in any task group, otherwise 0. An in-place update (a changed
+// update block, say) is a change that submit registers as a new version, yet
+// plan exits 0 for it, as nomad job plan does.
+func planExit(resp *nomad.JobPlanResponse) int {
+	if resp == nil || resp.Annotations == nil || (resp.Diff != nil && resp.Diff.Type == "None") {
+		return exitOK
+	}
+	for _, u := range resp.Annotations.DesiredTGUpdates {
+		if u != nil && u.Stop+u.Place+u.Migrate+u.DestructiveUpdate+u.Canary > 0 {
+			return exitPlanChanged
+		}
+	}
+	return exitOK
 }
 
 // printPlan writes the plan as `nomad job plan` users expect: the job diff

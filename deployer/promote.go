@@ -32,7 +32,7 @@ release_promoted_from ("test v7"), which history shows.`,
 			var f envFlags
 			f.register(fs)
 			from := fs.String("from", "", "environment `SOURCE` whose running release to promote; SOURCE@vN for its release vN")
-			jobFile := fs.String("job", "jobs/counter.nomad.hcl", "Nomad job spec `FILE`")
+			jobFile := fs.String("job", defaultJobFile, "Nomad job spec `FILE`")
 			var w watchFlags
 			w.register(fs, "registering")
 			return func(ctx context.Context, _ []string) error {
@@ -102,12 +102,4 @@ func promotionSource(from string) (string, deploy.Target, error) {
 		t.Tag = at
 	}
 	return name, t, nil
-}
-
-// commitNote is " (commit SHA)", or nothing when the build names none.
-func commitNote(commit string) string {
-	if commit == "" {
-		return ""
-	}
-	return " (commit " + commit + ")"
 }

@@ -20,7 +20,7 @@ and nothing is written, so it fits a pre-commit hook or a CI step.`,
 		maxArgs: -1,
 		exits:   append([]exitDoc{{exitOK, "every file is valid"}}, codes(exitError, exitUsage)...),
 		flags: func(fs *flag.FlagSet, sh *shell) func(context.Context, []string) error {
-			dir := fs.String("environments", "environments", "folder `DIR` of environment files")
+			dir := fs.String("environments", environment.DefaultDir, "folder `DIR` of environment files")
 			return func(ctx context.Context, names []string) error {
 				if len(names) == 0 {
 					names = environment.List(*dir)

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/kodekloud/counter/internal/access"
@@ -19,7 +20,8 @@ import (
 	"github.com/kodekloud/counter/internal/localstack"
 )
 
-const usage = `Usage: stack <up|down|env> [options]
+// commandsHelp is the part of the help that the flags do not say.
+const commandsHelp = `Usage: stack <up|down|env> [options]
 
   up     Start Consul, Nomad, a Docker registry and a Redis for each of
          dev, test and prod (redis_db_test and redis_db_prod on 127.0.0.2
@@ -29,26 +31,79 @@ const usage = `Usage: stack <up|down|env> [options]
          starts the rest with its data.
   down   Stop what "up" started (by recorded pids) and nothing else.
   env    Print the export lines for the running stack.
-
-Options:
-  -dir DIR       state folder (default .stack)
-  -nomad PATH    nomad binary (default $NOMAD_BIN)
-  -consul PATH   consul binary (default $CONSUL_BIN)
-  -open          up: Consul and Nomad with ACLs off (default: on, default
-                 deny, bootstrapped; management tokens in DIR/secrets)
-  -cluster       up: three Consul servers, three Nomad servers and two
-                 client nodes (each with a Consul agent of its own), every
-                 node on its own loopback address, 127.0.1.1-3 and
-                 127.0.1.11-12, instead of one agent of each
-  -environments DIR
-                 up, with ACLs: let each environment's job read its own
-                 config snapshots (default environments)
-  -policies DIR  up, with ACLs: the deployer's policies, nomad.hcl and
-                 consul.hcl, for the tokens env hands out (default
-                 deployer/policies)
-
-Exit codes: 0 ok, 1 failed, 2 usage.
 `
+
+// options are the flags of every command; up reads them all.
+type options struct {
+	dir, nomadBin, consulBin, envDir, policyDir string
+	open, cluster                               bool
+}
+
+// flagSet registers the options on a flag set for command cmd.
+func flagSet(cmd string, getenv func(string) string, stderr io.Writer) (*flag.FlagSet, *options) {
+	var o options
+	fs := flag.NewFlagSet("stack "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.dir, "dir", ".stack", "state folder `DIR`")
+	fs.StringVar(&o.nomadBin, "nomad", getenv("NOMAD_BIN"), "nomad binary `PATH`; the default is $NOMAD_BIN")
+	fs.StringVar(&o.consulBin, "consul", getenv("CONSUL_BIN"), "consul binary `PATH`; the default is $CONSUL_BIN")
+	fs.BoolVar(&o.open, "open", false, "up: Consul and Nomad with ACLs off (default: on, default deny, bootstrapped; "+
+		"management tokens in DIR/secrets)")
+	fs.BoolVar(&o.cluster, "cluster", false, "up: three Consul servers, three Nomad servers and two client nodes "+
+		"(each with a Consul agent of its own), every node on its own loopback address, 127.0.1.1-3 and "+
+		"127.0.1.11-12, instead of one agent of each")
+	fs.StringVar(&o.envDir, "environments", environment.DefaultDir, "up, with ACLs: let each environment's job "+
+		"read its own config snapshots, for the environment files in `DIR`")
+	fs.StringVar(&o.policyDir, "policies", filepath.Join("deployer", "policies"), "up, with ACLs: the deployer's "+
+		"policies in `DIR`, nomad.hcl and consul.hcl, for the tokens env hands out")
+	fs.Usage = func() { fmt.Fprint(stderr, usage(fs)) }
+	return fs, &o
+}
+
+// usage is the help text: the commands, then the options as fs registers
+// them, so that it cannot drift from what run parses.
+func usage(fs *flag.FlagSet) string {
+	var b strings.Builder
+	b.WriteString(commandsHelp + "\nOptions:\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		name, text := flag.UnquoteUsage(f)
+		head := "  -" + f.Name
+		if name != "" {
+			head += " " + name
+		}
+		if f.DefValue != "" && f.DefValue != "false" {
+			text += " (default " + f.DefValue + ")"
+		}
+		writeWrapped(&b, 17, head, text)
+	})
+	b.WriteString("\nExit codes: 0 ok, 1 failed, 2 usage.\n")
+	return b.String()
+}
+
+// writeWrapped writes head, then text wrapped at 80 columns from column col,
+// starting on the next line when head is wider.
+func writeWrapped(b *strings.Builder, col int, head, text string) {
+	const width = 80
+	line := head
+	if len(head) >= col-1 {
+		b.WriteString(head + "\n")
+		line = ""
+	}
+	line += strings.Repeat(" ", col-len(line))
+	fresh := true
+	for _, w := range strings.Fields(text) {
+		if !fresh && len(line)+1+len(w) > width {
+			b.WriteString(line + "\n")
+			line, fresh = strings.Repeat(" ", col), true
+		}
+		if !fresh {
+			line += " "
+		}
+		line += w
+		fresh = false
+	}
+	b.WriteString(line + "\n")
+}
 
 // usageError is a mistake on the command line: exit code 2.
 type usageError struct{ msg string }
@@ -69,19 +124,11 @@ func exitCode(err error, stderr io.Writer) int {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) < 2 {
-		fmt.Fprint(stderr, usage)
+		fs, _ := flagSet("", getenv, stderr)
+		fmt.Fprint(stderr, usage(fs))
 		return usageError{"missing command"}
 	}
-	fs := flag.NewFlagSet("stack "+args[1], flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	dir := fs.String("dir", ".stack", "")
-	nomadBin := fs.String("nomad", getenv("NOMAD_BIN"), "")
-	consulBin := fs.String("consul", getenv("CONSUL_BIN"), "")
-	open := fs.Bool("open", false, "")
-	clustered := fs.Bool("cluster", false, "")
-	envDir := fs.String("environments", "environments", "")
-	policyDir := fs.String("policies", filepath.Join("deployer", "policies"), "")
+	fs, o := flagSet(args[1], getenv, stderr)
 	if err := fs.Parse(args[2:]); err != nil {
 		return err
 	}
@@ -90,23 +137,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	switch args[1] {
 	case "up":
-		return up(ctx, upOptions{dir: *dir, bin: localstack.Binaries{Nomad: *nomadBin, Consul: *consulBin},
-			open: *open, cluster: *clustered, envDir: *envDir, policyDir: *policyDir}, stdout, stderr)
+		return up(ctx, upOptions{dir: o.dir, bin: localstack.Binaries{Nomad: o.nomadBin, Consul: o.consulBin},
+			open: o.open, cluster: o.cluster, envDir: o.envDir, policyDir: o.policyDir}, stdout, stderr)
 	case "down":
-		if err := localstack.Down(ctx, *dir, stderr); err != nil {
+		if err := localstack.Down(ctx, o.dir, stderr); err != nil {
 			return err
 		}
 		fmt.Fprintln(stderr, "stack stopped")
 		return nil
 	case "env":
-		s, err := localstack.Load(*dir)
+		s, err := localstack.Load(o.dir)
 		if err != nil {
-			return fmt.Errorf("no stack recorded in %s (run make up): %w", *dir, err)
+			return fmt.Errorf("no stack recorded in %s (run make up): %w", o.dir, err)
 		}
 		printEnv(stdout, s)
 		return nil
 	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage(fs))
 		return nil
 	}
 	return usageError{fmt.Sprintf("unknown command %q (want up, down or env)", args[1])}

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -60,4 +62,27 @@ func TestUpChecksTheBinariesBeforeStoppingTheOldStack(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHelpListsEveryFlagWithItsUsage: stack -h shows each flag that run
+// parses, with usage text of its own.
+func TestHelpListsEveryFlagWithItsUsage(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"stack", "-h"}, func(string) string { return "" }, &stdout, &stderr); err != nil {
+		t.Fatalf("stack -h: %v", err)
+	}
+	help := stdout.String()
+	fs, _ := flagSet("up", func(string) string { return "" }, &stderr)
+	fs.VisitAll(func(f *flag.Flag) {
+		_, text := flag.UnquoteUsage(f)
+		if len(strings.Fields(text)) < 2 {
+			t.Errorf("-%s has usage %q; want a sentence", f.Name, f.Usage)
+			return
+		}
+		// The flag at the start of a line, its text's first words after it.
+		first := strings.Join(strings.Fields(text)[:2], " ")
+		if !regexp.MustCompile(`(?m)^  -` + regexp.QuoteMeta(f.Name) + `\b[^\n]*\n?\s*` + regexp.QuoteMeta(first)).MatchString(help) {
+			t.Errorf("stack -h does not list -%s with %q:\n%s", f.Name, first, help)
+		}
+	})
 }

@@ -25,6 +25,16 @@ func TestIsConflict(t *testing.T) {
 			"Enforcing job modify index 1: job exists with conflicting job modify index: 8", false, true},
 		{"conflict/register a new job that now exists", 500,
 			"Enforcing job modify index 0: job already exists", false, true},
+		// The job was purged after it was read at index 12 (or -check-index
+		// 12 named a job that is gone): the mirror of "job already exists".
+		// Nomad words it with the same prefix as every failed index check
+		// (job_endpoint.go, Nomad 1.11.2), and nomad job run -check-index
+		// takes it for one. It is a conflict: the job changed since it was
+		// read, and nothing was registered; a new plan shows what now is (a
+		// new job), so exit 5 and "look again and retry" is the right answer,
+		// not exit 1 as for a server fault.
+		{"conflict/register against a job deleted since it was read", 500,
+			"Enforcing job modify index 12: job does not exist", false, true},
 		{"conflict/revert when the current version moved", 500,
 			"Current job has version 1; enforcing version 5", true, true},
 		{"not a conflict/revert to a version Nomad dropped", 500,

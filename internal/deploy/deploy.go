@@ -66,6 +66,10 @@ type Deployer struct {
 	// (no leader while the servers elect one, a server restarting) before
 	// it gives up and says the outcome is unknown; 0 means 90 s.
 	Patience time.Duration
+	// Retry is how long Watch waits between two asks of a Nomad that does
+	// not answer; 0 means 500 ms. Tests of the waiting logic set it small
+	// so that they run in milliseconds.
+	Retry time.Duration
 }
 
 // Record describes a release as a submit made it; -json prints it.

@@ -47,7 +47,7 @@ func (deploymentsOf) Deployments(string, bool, *nomad.QueryOptions) ([]*nomad.De
 
 func TestLostContactWhileWatchingIsNeitherSuccessNorFailure(t *testing.T) {
 	refused := errors.New("dial tcp 127.0.0.1:4646: connect: connection refused")
-	d := &Deployer{Jobs: deploymentsOf{}, Deploys: &lostDeploys{err: refused, failures: -1}, Progress: io.Discard, Patience: 300 * time.Millisecond}
+	d := &Deployer{Jobs: deploymentsOf{}, Deploys: &lostDeploys{err: refused, failures: -1}, Progress: io.Discard, Patience: 30 * time.Millisecond, Retry: time.Millisecond}
 	v := uint64(3)
 	rec, err := d.follow(context.Background(), &Record{Job: "counter-dev", Release: "v3", Version: &v}, false)
 	if err != nil {
@@ -93,14 +93,14 @@ func TestWatchWaitsOutALostLeaderButNotARefusal(t *testing.T) {
 	}{
 		{"a leader election of three answers", noLeader, 3, time.Minute, Succeeded, 5, true},
 		{"a server that comes back", errors.New("connect: connection refused"), 2, time.Minute, Succeeded, 4, true},
-		{"no leader for longer than the patience", noLeader, -1, 200 * time.Millisecond, Unknown, 0, true},
+		{"no leader for longer than the patience", noLeader, -1, 30 * time.Millisecond, Unknown, 0, true},
 		{"a refusal is not waited out", denied, -1, time.Minute, Unknown, 2, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			deploys := &lostDeploys{err: tt.err, failures: tt.failures}
 			var progress strings.Builder
-			d := &Deployer{Jobs: deploymentsOf{}, Deploys: deploys, Progress: &progress, Patience: tt.patience}
+			d := &Deployer{Jobs: deploymentsOf{}, Deploys: deploys, Progress: &progress, Patience: tt.patience, Retry: time.Millisecond}
 			v := uint64(3)
 			rec, err := d.follow(context.Background(), &Record{Job: "counter-dev", Release: "v3", Version: &v}, false)
 			if err != nil {

@@ -120,7 +120,7 @@ func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, ev
 
 // patient returns a func that calls read until it succeeds, fails for a
 // reason that waiting does not mend, or Nomad has not answered for
-// d.Patience in a row. A lost leader makes every server answer 500 "No
+// d.Patience in a row, asking every d.Retry. A lost leader makes every server answer 500 "No
 // cluster leader" until the others elect one, a matter of seconds; a server
 // that went away refuses connections. Either is said once on Progress, not
 // taken for the deployment's end.
@@ -128,6 +128,10 @@ func (d *Deployer) patient(ctx context.Context) func(read func() error) error {
 	patience := d.Patience
 	if patience == 0 {
 		patience = 90 * time.Second
+	}
+	retry := d.Retry
+	if retry == 0 {
+		retry = 500 * time.Millisecond
 	}
 	return func(read func() error) error {
 		var since time.Time
@@ -149,7 +153,7 @@ func (d *Deployer) patient(ctx context.Context) func(read func() error) error {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-time.After(500 * time.Millisecond):
+			case <-time.After(retry):
 			}
 		}
 	}

@@ -19,6 +19,10 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
+// DefaultDir is the folder of environment files, relative to the checkout's
+// root, that the commands read unless told another.
+const DefaultDir = "environments"
+
 // Environment is one decoded environments/NAME.hcl.
 type Environment struct {
 	Name string // from the file name: dev.hcl is "dev"
