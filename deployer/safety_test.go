@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -154,14 +155,16 @@ func TestASecondReleaseDuringADeploymentIsAConflictAndCancelsNothing(t *testing.
 	}
 }
 
-// A deployer killed while it holds the lock leaves nothing that blocks: its
-// session expires and the lock goes with it.
+// A deployer killed mid-watch, its version registered and its deployment
+// running, leaves nothing that blocks: its session expires and the lock goes
+// with it.
 func TestAKilledDeployerLeavesNoLockBehind(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
 	a, b := testredis.Start(t), testredis.Start(t)
-	f.writeEnv("a", a, 1, "min_healthy_time = \"5s\"\nhealthy_deadline = \"40s\"\nprogress_deadline = \"60s\"")
+	// 10 s of min_healthy_time: a deployment long enough to be killed in.
+	f.writeEnv("a", a, 1, "min_healthy_time = \"10s\"\nhealthy_deadline = \"40s\"\nprogress_deadline = \"60s\"")
 	f.writeEnv("b", b, 1, "")
 
 	// This test binary is the deployer when called by that name
@@ -174,6 +177,8 @@ func TestAKilledDeployerLeavesNoLockBehind(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "submit", "-env", "a", "-image", good,
 		"-environments", filepath.Join(f.dir, "environments"), "-job", filepath.Join(f.dir, "jobs", "counter.nomad.hcl"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	cmd.Env = append(os.Environ(), "DEPLOYER_USER=killed")
 	for _, k := range []string{"NOMAD_ADDR", "NOMAD_TOKEN", "CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN"} {
 		cmd.Env = append(cmd.Env, k+"="+f.env[k])
@@ -181,12 +186,28 @@ func TestAKilledDeployerLeavesNoLockBehind(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	f.waitForLock(60 * time.Second)
+	// Mid-watch: its version registered, its deployment running, and the
+	// lock still its own.
+	dep := f.waitForRunningDeployment(60 * time.Second)
+	p, _, err := f.kv.KV().Get(f.lockKey(), nil)
+	if err != nil || p == nil || p.Session == "" || !strings.HasPrefix(string(p.Value), "killed, submit of") {
+		// Its output is read once it has ended.
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("deployment of v%d running, lock %+v (%v); want it held by the deployer to kill\n%s", dep.JobVersion, p, err, &stderr)
+	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
 	killed := time.Now()
+	// Its deployment outlived it: the kill came before the watch could end.
+	if d, _, err := f.nomad.Deployments().Info(dep.ID, nil); err != nil {
+		t.Fatal(err)
+	} else if d.Status != "running" {
+		t.Fatalf("the killed deployer's deployment %s: %s (%s); want it still running at the kill", dep.ID, d.Status, d.StatusDescription)
+	}
+	t.Logf("killed while watching the deployment of v%d; its output:\n%s", dep.JobVersion, &stderr)
 
 	// Right away, it is still a conflict: the dead holder's session lives
 	// until its TTL runs out.
