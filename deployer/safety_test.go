@@ -68,7 +68,7 @@ func TestUnplaceableReleaseIsRefusedAndWritesNothing(t *testing.T) {
 		name, old, new, want string
 	}{
 		{"no node in the datacenter", `datacenters = ["dc1"]`, `datacenters = ["dc9"]`, `no nodes are available in datacenter "dc9"`},
-		{"a memory ask no node can give", "memory = 32", "memory = 1000000000", `dimension "memory" exhausted`},
+		{"a memory ask of 1 TB", "memory = 32", "memory = 1048576", `dimension "memory" exhausted`}, // MiB
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
