@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -229,4 +230,55 @@ func TestAKilledDeployerLeavesNoLockBehind(t *testing.T) {
 	if rec, code, _ := submitJSON(t, f, "-env", "b", "-image", good, "-wait", "60s"); code != exitOK || rec.Outcome != deploy.Succeeded {
 		t.Errorf("submit after the lock went: exit %d %+v", code, rec)
 	}
+}
+
+// A rollback to a version Nomad cannot place (registered with
+// -allow-unplaceable, in a datacenter with no node) is refused as a submit of
+// it would be: by Nomad's plan, before the lock, the revert or a snapshot. And
+// the unplaceable version, whose deployment never ends by itself, does not
+// block the release after it.
+func TestUnplaceableRollbackIsRefusedAndWritesNothing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	rdb, rdb2 := testredis.Start(t), testredis.Start(t)
+	// Short deadlines: the unplaceable version's deployment fails, and
+	// Nomad reverts it, within seconds.
+	const update = "min_healthy_time = \"1s\"\nhealthy_deadline = \"10s\"\nprogress_deadline = \"20s\""
+	f.writeEnv("dev", rdb, 1, update)
+	if rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK {
+		t.Fatalf("first release: exit %d %+v\n%s", code, rec, stderr)
+	}
+	f.editEnv("dev", `datacenters = ["dc1"]`, `datacenters = ["dc9"]`)
+	unplaceable, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good, "-allow-unplaceable")
+	if code != exitFailed || unplaceable.Release == "" {
+		t.Fatalf("submit -allow-unplaceable to dc9: exit %d %+v; want %d and a registered version\n%s", code, unplaceable, exitFailed, stderr)
+	}
+	// A good release after it, in dc1, counting in another Redis, without
+	// -wait: the unplaceable version's deployment placed nothing and never
+	// ends by itself, so it must not block the next release.
+	f.writeEnv("dev", rdb2, 1, update)
+	if rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK || rec.Outcome != deploy.Succeeded ||
+		!strings.Contains(stderr, "has placed nothing (Nomad cannot place it); a new version replaces it") {
+		t.Fatalf("good release after the unplaceable one: exit %d %+v; want it to replace the deployment that placed nothing\n%s", code, rec, stderr)
+	}
+	before, versions := f.snapshots(), len(f.versions())
+
+	start := time.Now()
+	rec, code, stderr := f.rollbackJSON("-to", unplaceable.Release)
+	took := time.Since(start)
+	const want = `no nodes are available in datacenter "dc9"`
+	if code != exitError || !strings.Contains(stderr, "Nomad cannot place job "+f.job+", so nothing was written") || !strings.Contains(stderr, want) {
+		t.Errorf("rollback -to %s: exit %d %+v, stderr:\n%s\nwant exit %d naming %q", unplaceable.Release, code, rec, stderr, exitError, want)
+	}
+	if took > 30*time.Second {
+		t.Errorf("refused after %s, want within seconds", took.Round(time.Second))
+	}
+	if n := len(f.versions()); n != versions {
+		t.Errorf("%d versions, want %d: the refused rollback registered one", n, versions)
+	}
+	if after := f.snapshots(); !slices.Equal(after, before) {
+		t.Errorf("snapshots %v after, %v before: the refused rollback wrote one", after, before)
+	}
+	t.Logf("rollback -to %s refused in %s:\n%s", unplaceable.Release, took.Round(100*time.Millisecond), stderr)
 }
