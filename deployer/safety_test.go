@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -67,7 +69,7 @@ func TestUnplaceableReleaseIsRefusedAndWritesNothing(t *testing.T) {
 		name, old, new, want string
 	}{
 		{"no node in the datacenter", `datacenters = ["dc1"]`, `datacenters = ["dc9"]`, `no nodes are available in datacenter "dc9"`},
-		{"a memory ask no node can give", "memory = 32", "memory = 1000000000", `dimension "memory" exhausted`},
+		{"a memory ask of 1 TB", "memory = 32", "memory = 1048576", `dimension "memory" exhausted`}, // MiB
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -154,14 +156,16 @@ func TestASecondReleaseDuringADeploymentIsAConflictAndCancelsNothing(t *testing.
 	}
 }
 
-// A deployer killed while it holds the lock leaves nothing that blocks: its
-// session expires and the lock goes with it.
+// A deployer killed mid-watch, its version registered and its deployment
+// running, leaves nothing that blocks: its session expires and the lock goes
+// with it.
 func TestAKilledDeployerLeavesNoLockBehind(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
 	a, b := testredis.Start(t), testredis.Start(t)
-	f.writeEnv("a", a, 1, "min_healthy_time = \"5s\"\nhealthy_deadline = \"40s\"\nprogress_deadline = \"60s\"")
+	// 10 s of min_healthy_time: a deployment long enough to be killed in.
+	f.writeEnv("a", a, 1, "min_healthy_time = \"10s\"\nhealthy_deadline = \"40s\"\nprogress_deadline = \"60s\"")
 	f.writeEnv("b", b, 1, "")
 
 	// This test binary is the deployer when called by that name
@@ -174,6 +178,8 @@ func TestAKilledDeployerLeavesNoLockBehind(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "submit", "-env", "a", "-image", good,
 		"-environments", filepath.Join(f.dir, "environments"), "-job", filepath.Join(f.dir, "jobs", "counter.nomad.hcl"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	cmd.Env = append(os.Environ(), "DEPLOYER_USER=killed")
 	for _, k := range []string{"NOMAD_ADDR", "NOMAD_TOKEN", "CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN"} {
 		cmd.Env = append(cmd.Env, k+"="+f.env[k])
@@ -181,12 +187,28 @@ func TestAKilledDeployerLeavesNoLockBehind(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	f.waitForLock(60 * time.Second)
+	// Mid-watch: its version registered, its deployment running, and the
+	// lock still its own.
+	dep := f.waitForRunningDeployment(60 * time.Second)
+	p, _, err := f.kv.KV().Get(f.lockKey(), nil)
+	if err != nil || p == nil || p.Session == "" || !strings.HasPrefix(string(p.Value), "killed, submit of") {
+		// Its output is read once it has ended.
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("deployment of v%d running, lock %+v (%v); want it held by the deployer to kill\n%s", dep.JobVersion, p, err, &stderr)
+	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
 	killed := time.Now()
+	// Its deployment outlived it: the kill came before the watch could end.
+	if d, _, err := f.nomad.Deployments().Info(dep.ID, nil); err != nil {
+		t.Fatal(err)
+	} else if d.Status != "running" {
+		t.Fatalf("the killed deployer's deployment %s: %s (%s); want it still running at the kill", dep.ID, d.Status, d.StatusDescription)
+	}
+	t.Logf("killed while watching the deployment of v%d; its output:\n%s", dep.JobVersion, &stderr)
 
 	// Right away, it is still a conflict: the dead holder's session lives
 	// until its TTL runs out.
@@ -208,4 +230,55 @@ func TestAKilledDeployerLeavesNoLockBehind(t *testing.T) {
 	if rec, code, _ := submitJSON(t, f, "-env", "b", "-image", good, "-wait", "60s"); code != exitOK || rec.Outcome != deploy.Succeeded {
 		t.Errorf("submit after the lock went: exit %d %+v", code, rec)
 	}
+}
+
+// A rollback to a version Nomad cannot place (registered with
+// -allow-unplaceable, in a datacenter with no node) is refused as a submit of
+// it would be: by Nomad's plan, before the lock, the revert or a snapshot. And
+// the unplaceable version, whose deployment never ends by itself, does not
+// block the release after it.
+func TestUnplaceableRollbackIsRefusedAndWritesNothing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	rdb, rdb2 := testredis.Start(t), testredis.Start(t)
+	// Short deadlines: the unplaceable version's deployment fails, and
+	// Nomad reverts it, within seconds.
+	const update = "min_healthy_time = \"1s\"\nhealthy_deadline = \"10s\"\nprogress_deadline = \"20s\""
+	f.writeEnv("dev", rdb, 1, update)
+	if rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK {
+		t.Fatalf("first release: exit %d %+v\n%s", code, rec, stderr)
+	}
+	f.editEnv("dev", `datacenters = ["dc1"]`, `datacenters = ["dc9"]`)
+	unplaceable, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good, "-allow-unplaceable")
+	if code != exitFailed || unplaceable.Release == "" {
+		t.Fatalf("submit -allow-unplaceable to dc9: exit %d %+v; want %d and a registered version\n%s", code, unplaceable, exitFailed, stderr)
+	}
+	// A good release after it, in dc1, counting in another Redis, without
+	// -wait: the unplaceable version's deployment placed nothing and never
+	// ends by itself, so it must not block the next release.
+	f.writeEnv("dev", rdb2, 1, update)
+	if rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK || rec.Outcome != deploy.Succeeded ||
+		!strings.Contains(stderr, "has placed nothing (Nomad cannot place it); a new version replaces it") {
+		t.Fatalf("good release after the unplaceable one: exit %d %+v; want it to replace the deployment that placed nothing\n%s", code, rec, stderr)
+	}
+	before, versions := f.snapshots(), len(f.versions())
+
+	start := time.Now()
+	rec, code, stderr := f.rollbackJSON("-to", unplaceable.Release)
+	took := time.Since(start)
+	const want = `no nodes are available in datacenter "dc9"`
+	if code != exitError || !strings.Contains(stderr, "Nomad cannot place job "+f.job+", so nothing was written") || !strings.Contains(stderr, want) {
+		t.Errorf("rollback -to %s: exit %d %+v, stderr:\n%s\nwant exit %d naming %q", unplaceable.Release, code, rec, stderr, exitError, want)
+	}
+	if took > 30*time.Second {
+		t.Errorf("refused after %s, want within seconds", took.Round(time.Second))
+	}
+	if n := len(f.versions()); n != versions {
+		t.Errorf("%d versions, want %d: the refused rollback registered one", n, versions)
+	}
+	if after := f.snapshots(); !slices.Equal(after, before) {
+		t.Errorf("snapshots %v after, %v before: the refused rollback wrote one", after, before)
+	}
+	t.Logf("rollback -to %s refused in %s:\n%s", unplaceable.Release, took.Round(100*time.Millisecond), stderr)
 }

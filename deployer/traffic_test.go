@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,30 +19,59 @@ import (
 )
 
 // load is a client of the service as a real one finds it: through Consul's
-// list of passing instances, refreshed every 100 ms, reading every answer.
+// list of passing instances, polled every 50 ms as the issue measured it,
+// reading every answer.
 type load struct {
+	t       *testing.T
 	mu      sync.Mutex
 	ok      int    // 200 answers
 	failed  []miss // what went wrong, for the report
-	empty   int    // refreshes that found no passing instance
+	empty   int    // polls that found no passing instance
 	stop    context.CancelFunc
 	done    chan struct{}
 	counted map[int]bool // counts seen: no two answers may share one
+	// cutShort says which limit ended the load before it was halted, ""
+	// if none did; reported once it is.
+	cutShort string
+	reported bool
 }
 
-// startLoad sends requests to the fixture's job until stopped, at most
-// 100,000 and for at most 5 minutes.
+// Limits of one load, so that a test that forgets to halt it cannot run it
+// on forever; a load that reaches one fails its test, since what happened
+// after went unobserved.
+const (
+	loadFor         = 5 * time.Minute
+	loadMaxRequests = 100000
+	loadPoll        = 50 * time.Millisecond
+)
+
+// startLoad sends requests to the fixture's job until halted, failing the
+// test if it reaches loadFor or loadMaxRequests first.
 func (f *fixture) startLoad(t *testing.T) *load {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	l := &load{stop: cancel, done: make(chan struct{}), counted: map[int]bool{}}
+	ctx, cancel := context.WithTimeout(context.Background(), loadFor)
+	l := &load{t: t, stop: cancel, done: make(chan struct{}), counted: map[int]bool{}}
 	client := &http.Client{Timeout: 3 * time.Second}
 	go func() {
 		defer close(l.done)
 		var urls []string
 		refreshed := time.Time{}
-		for i := 0; i < 100000 && ctx.Err() == nil; i++ {
-			if time.Since(refreshed) > 100*time.Millisecond {
+		i := 0
+		defer func() {
+			// Canceled is a halt; anything else is a limit.
+			why := ""
+			switch {
+			case errors.Is(ctx.Err(), context.DeadlineExceeded):
+				why = fmt.Sprintf("it ran for its limit of %s", loadFor)
+			case ctx.Err() == nil && i >= loadMaxRequests:
+				why = fmt.Sprintf("it sent its limit of %d requests", loadMaxRequests)
+			}
+			l.mu.Lock()
+			l.cutShort = why
+			l.mu.Unlock()
+		}()
+		for i < loadMaxRequests && ctx.Err() == nil {
+			if time.Since(refreshed) >= loadPoll {
 				entries, _, err := f.kv.Health().Service(f.job, "", true, nil)
 				if err == nil {
 					urls = urls[:0]
@@ -61,10 +91,11 @@ func (f *fixture) startLoad(t *testing.T) *load {
 				continue
 			}
 			l.get(client, urls[i%len(urls)])
+			i++
 			time.Sleep(2 * time.Millisecond)
 		}
 	}()
-	t.Cleanup(func() { l.stop(); <-l.done })
+	t.Cleanup(l.halt)
 	return l
 }
 
@@ -110,8 +141,19 @@ func (l *load) snapshot() (ok, empty int, failed []miss) {
 	return l.ok, l.empty, append([]miss(nil), l.failed...)
 }
 
-// halt stops the load and waits for its last request.
-func (l *load) halt() { l.stop(); <-l.done }
+// halt stops the load and waits for its last request. A load that had
+// already ended at one of its limits fails the test: what followed went
+// unobserved.
+func (l *load) halt() {
+	l.stop()
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cutShort != "" && !l.reported {
+		l.reported = true
+		l.t.Errorf("the load ended before it was halted: %s, so what followed went unobserved", l.cutShort)
+	}
+}
 
 // TestTrafficSurvivesGoodAndBadReleases runs a client through a good release
 // and then four bad ones. The old instance serves until its replacement

@@ -465,10 +465,36 @@ func (d *Deployer) idle(ctx context.Context, ns, job string) error {
 		return fmt.Errorf("read the latest deployment of %s from Nomad at %s: %w", job, d.NomadAddr, err)
 	}
 	if dep != nil && activeDeployment(dep.Status) {
+		if placedNothing(dep) {
+			// Registered with -allow-unplaceable (or by hand), it waits for
+			// capacity, and its progress deadline never ends it (a 20 s one
+			// still ran after two minutes, on Nomad 1.11): waiting on it
+			// would block every release, a rollback too, until capacity
+			// came. Replacing it cancels nothing that runs.
+			fmt.Fprintf(d.Progress, "==> deployment %s of job version %d has placed nothing (Nomad cannot place it); a new version replaces it\n",
+				short(dep.ID), dep.JobVersion)
+			return nil
+		}
 		return &ConflictError{Job: job, Err: fmt.Errorf("deployment %s of job version %d is %s (%s), and a new version would cancel it: "+
 			"retry once it ends (deployer status), or with -wait", short(dep.ID), dep.JobVersion, dep.Status, dep.StatusDescription)}
 	}
 	return nil
+}
+
+// placedNothing reports whether a deployment has not placed a single
+// allocation in any task group: Nomad places a deployment's first
+// allocations in the plan that creates it, so one that has none could place
+// none.
+func placedNothing(dep *nomad.Deployment) bool {
+	if len(dep.TaskGroups) == 0 {
+		return false
+	}
+	for _, tg := range dep.TaskGroups {
+		if tg == nil || tg.PlacedAllocs > 0 || len(tg.PlacedCanaries) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // activeDeployment reports whether a deployment in this status may still

@@ -194,6 +194,28 @@ func TestPlacementFailures(t *testing.T) {
 	}
 }
 
+func TestPlacedNothing(t *testing.T) {
+	tests := []struct {
+		name string
+		tgs  map[string]*nomad.DeploymentState
+		want bool
+	}{
+		{"a canary that could not be placed", map[string]*nomad.DeploymentState{"web": {DesiredCanaries: 1, DesiredTotal: 1}}, true},
+		{"no group placed anything", map[string]*nomad.DeploymentState{"web": {DesiredTotal: 2}, "api": {DesiredTotal: 1}}, true},
+		{"a canary placed", map[string]*nomad.DeploymentState{"web": {DesiredCanaries: 1, PlacedCanaries: []string{"a1"}, PlacedAllocs: 1}}, false},
+		{"an allocation placed, even an unhealthy one", map[string]*nomad.DeploymentState{"web": {PlacedAllocs: 1, UnhealthyAllocs: 1}}, false},
+		{"one group placed, another not", map[string]*nomad.DeploymentState{"web": {PlacedAllocs: 1}, "api": {}}, false},
+		{"no groups known", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := placedNothing(&nomad.Deployment{TaskGroups: tt.tgs}); got != tt.want {
+				t.Errorf("placedNothing = %t, want %t", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestFailingPutsUnhealthyFirstAndSkipsHealthy(t *testing.T) {
 	stub := func(id string, healthy *bool) *nomad.AllocationListStub {
 		a := &nomad.AllocationListStub{ID: id}

@@ -281,6 +281,15 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 			bad(attrRange(body, "update", n.name), "Invalid "+n.name, fmt.Sprintf("%s = %d: must be at least %d.", n.name, *n.v, n.min))
 		}
 	}
+	// Without a canary Nomad's rolling update stops max_parallel old
+	// instances before it places their replacements: when that is every
+	// instance, nothing serves until the new ones are up, or ever if they
+	// never turn healthy.
+	if *u.Canary == 0 && *u.MaxParallel >= e.Count && e.Count >= 1 {
+		bad(attrRange(body, "update", "canary"), "No instance left serving",
+			fmt.Sprintf("canary = 0 with count = %d and max_parallel = %d: Nomad would stop every running instance before its replacement is healthy, an outage on each release; set canary to 1 or more, or max_parallel below count.",
+				e.Count, *u.MaxParallel))
+	}
 	if *u.AutoPromote && *u.Canary == 0 {
 		bad(attrRange(body, "update", "auto_promote"), "Invalid auto_promote",
 			"auto_promote = true with canary = 0: there is no canary to promote (Nomad refuses it); set canary to 1 or more, or drop auto_promote.")

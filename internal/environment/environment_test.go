@@ -6,17 +6,46 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestShippedEnvironmentsLoad(t *testing.T) {
-	for _, name := range []string{"dev", "test", "prod"} {
-		t.Run(name, func(t *testing.T) {
-			env, err := Load("../../environments", name)
+	tests := []struct {
+		name string
+		// maxProgress bounds progress_deadline, how long a release that
+		// never turns healthy runs before Nomad fails and reverts it; 0
+		// leaves it to the environment.
+		maxProgress time.Duration
+	}{
+		// The issue: in dev a release that cannot turn healthy fails
+		// within about a minute.
+		{"dev", time.Minute},
+		{"test", 0},
+		{"prod", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env, err := Load("../../environments", tt.name)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if env.Job != "counter-"+name || env.Namespace != "default" || env.Count < 1 {
+			if env.Job != "counter-"+tt.name || env.Namespace != "default" || env.Count < 1 {
 				t.Errorf("defaults: job %q namespace %q count %d", env.Job, env.Namespace, env.Count)
+			}
+			// Old instances serve until new ones are healthy, in every
+			// environment: a canary, promoted once healthy, and reverted
+			// when it never is.
+			u := env.Update
+			if *u.Canary < 1 || !*u.AutoPromote || !*u.AutoRevert {
+				t.Errorf("%s: canary = %d, auto_promote = %t, auto_revert = %t; want a canary, promoted and reverted automatically",
+					env.File, *u.Canary, *u.AutoPromote, *u.AutoRevert)
+			}
+			progress, err := time.ParseDuration(*u.ProgressDeadline)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.maxProgress > 0 && progress > tt.maxProgress {
+				t.Errorf("%s: progress_deadline = %s, want at most %s", env.File, progress, tt.maxProgress)
 			}
 		})
 	}
@@ -52,7 +81,9 @@ func TestParseFillsEveryUpdateSetting(t *testing.T) {
 			update(1, 1, true, true, "3s", "45s", "1m15s")},
 		{"keeps/what the file sets", "update {\n canary = 2\n auto_promote = false\n progress_deadline = \"20m\"\n}",
 			update(1, 2, true, false, "10s", "5m", "20m")},
-		{"keeps/false and zero", "update {\n auto_revert = false\n canary = 0\n max_parallel = 3\n}",
+		// Without a canary, max_parallel below count keeps one old
+		// instance serving through the update.
+		{"keeps/false and zero", "count = 4\nupdate {\n auto_revert = false\n canary = 0\n max_parallel = 3\n}",
 			update(3, 0, false, false, "10s", "5m", "5m30s")},
 	}
 	for _, tt := range tests {
@@ -124,6 +155,12 @@ func TestParseRejectsBadFiles(t *testing.T) {
 			[]string{"bad.hcl:7,23", "must be longer than healthy_deadline = 5m0s"}},
 		{"rejects/auto promote without a canary", good + "update {\n  canary = 0\n  auto_promote = true\n}\n",
 			[]string{"bad.hcl:8,18", "Invalid auto_promote", "no canary to promote"}},
+		{"rejects/no canary with one instance", good + "update {\n  canary = 0\n}\n",
+			[]string{"bad.hcl:7,12", "No instance left serving", "canary = 0 with count = 1 and max_parallel = 1", "stop every running instance"}},
+		{"rejects/no canary with one instance set explicitly", "count = 1\n" + good + "update {\n  canary = 0\n  max_parallel = 1\n}\n",
+			[]string{"bad.hcl:8,12", "No instance left serving", "canary = 0 with count = 1"}},
+		{"rejects/no canary with max_parallel replacing every instance at once", "count = 2\n" + good + "update {\n  canary = 0\n  max_parallel = 2\n}\n",
+			[]string{"bad.hcl:8,12", "No instance left serving", "canary = 0 with count = 2 and max_parallel = 2"}},
 		{"rejects/min healthy time past the healthy deadline", good + "update {\n  healthy_deadline = \"5s\"\n}\n",
 			[]string{"bad.hcl:6", "min_healthy_time too long", "min_healthy_time = 10s must be shorter than healthy_deadline = 5s"}},
 	}
