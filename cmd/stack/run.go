@@ -111,12 +111,13 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 func exitCode(err error, stderr io.Writer) int {
-	if err == nil {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		// -h has printed what was asked for.
 		return 0
 	}
 	fmt.Fprintf(stderr, "stack: %v\n", err)
 	var u usageError
-	if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
+	if errors.As(err, &u) {
 		return 2
 	}
 	return 1
@@ -130,7 +131,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fs, o := flagSet(args[1], getenv, stderr)
 	if err := fs.Parse(args[2:]); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		// The flag package has printed the usage already.
+		return usageError{err.Error()}
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}

@@ -86,3 +86,29 @@ func TestHelpListsEveryFlagWithItsUsage(t *testing.T) {
 		}
 	})
 }
+
+// A mistake on the command line exits 2, as stack's help says; -h does not
+// count as one.
+func TestCommandLineMistakesExitTwo(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"no command", []string{"stack"}, 2},
+		{"an unknown flag", []string{"stack", "up", "-bogus"}, 2},
+		{"a flag without its value", []string{"stack", "down", "-dir"}, 2},
+		{"an extra argument", []string{"stack", "down", "-dir", "x", "extra"}, 2},
+		{"help", []string{"stack", "-h"}, 0},
+		{"help of a command", []string{"stack", "up", "-h"}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tt.args, func(string) string { return "" }, &stdout, &stderr)
+			if got := exitCode(err, &stderr); got != tt.want {
+				t.Errorf("%q: exit %d (%v), want %d", tt.args, got, err, tt.want)
+			}
+		})
+	}
+}
