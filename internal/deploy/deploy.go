@@ -327,6 +327,9 @@ type SubmitOptions struct {
 	// CheckIndex, when set, is the job modify index the caller planned
 	// against (like nomad job run -check-index); 0 means the job must not exist.
 	CheckIndex *uint64
+	// OnPlan, when set, is shown each plan before anything is written:
+	// the first, and the one made again after waiting for another deploy.
+	OnPlan func(*Plan)
 
 	// promoted is set by Promote: the release's source is volatile (see plan).
 	promoted bool
@@ -408,6 +411,9 @@ func (d *Deployer) planSubmit(ctx context.Context, r *release.Release, opts Subm
 	p, err := d.plan(ctx, r, opts.promoted)
 	if err != nil {
 		return nil, nil, err
+	}
+	if opts.OnPlan != nil {
+		opts.OnPlan(p)
 	}
 	r = p.Release
 	rec := d.newRecord(r)
