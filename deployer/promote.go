@@ -20,7 +20,8 @@ func promoteCommand() *command {
 		synopsis: "Release the build another environment runs, with this environment's config",
 		doc: `Releases to -env exactly the image (by digest) and git commit of the
 release that environment SOURCE runs (or of its release vN), with -env's
-own config, as submit does: same plan, lock, watch and exit codes. Refuses,
+own config, as submit does: same plan (printed to stderr first, as plan
+prints it), lock, watch and exit codes. Refuses,
 changing nothing, a source release that is not stable, has no healthy
 instance, has drifted, or was not made by the deployer. Promoting what
 -env already runs changes nothing. The new job version records
@@ -78,7 +79,10 @@ release_promoted_from ("test v7"), which history shows.`,
 				r.PromotedFrom = b.From
 				fmt.Fprintf(sh.stderr, "==> promoting %s to %s: %s%s, with %s's config %s\n",
 					b.From, f.env, b.Image.Pinned(), commitNote(b.GitCommit), f.env, r.ConfigHash())
-				rec, err := d.Promote(ctx, r, deploy.SubmitOptions{Detach: w.detach, Wait: w.wait})
+				// The plan goes to stderr, as progress does: with -json,
+				// stdout is the record alone.
+				rec, err := d.Promote(ctx, r, deploy.SubmitOptions{Detach: w.detach, Wait: w.wait,
+					OnPlan: func(p *deploy.Plan) { printPlan(sh.stderr, p) }})
 				return finishRecord(sh, rec, err, f.json)
 			}
 		},

@@ -79,6 +79,7 @@ func TestPromoteCarriesOneBuildThroughTheEnvironments(t *testing.T) {
 	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", bad); code != exitAutoReverted {
 		t.Fatalf("the bad release to dev: exit %d %+v, want %d", code, rec, exitAutoReverted)
 	}
+	snaps := f.snapshotsOf(jobs["prod"])
 	refused := func(what, want string, args ...string) {
 		t.Helper()
 		_, stderr, code := f.deployer(append([]string{"promote"}, args...)...)
@@ -87,6 +88,9 @@ func TestPromoteCarriesOneBuildThroughTheEnvironments(t *testing.T) {
 		}
 		if now := len(f.versionsOf(jobs["prod"])); now != n {
 			t.Errorf("a refused promotion (%s) registered %d version(s) of prod", what, now-n)
+		}
+		if now := f.snapshotsOf(jobs["prod"]); !slices.Equal(now, snaps) {
+			t.Errorf("a refused promotion (%s) left prod's config snapshots %v, were %v", what, now, snaps)
 		}
 	}
 	refused("of a failed release", "it is not stable", "-from", "dev@v1", "-env", "prod")
@@ -147,4 +151,123 @@ func (f *fixture) versionsOf(job string) []*nomad.Job {
 		f.t.Fatalf("versions of %s: %v", job, err)
 	}
 	return vs
+}
+
+// A promotion is decided like a submit, by what runs where it goes: -from
+// dev@v0 carries v0's build while dev runs a later one, printing its plan
+// first; a changed count in the target's file is a new version of the build
+// that runs there, while another release of the source with that build is
+// not; a source with no passing instance, or stopped, is refused, leaving
+// the target without a new version or config snapshot.
+func TestPromoteGoesByWhatRunsWhereItGoes(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	later := imageVariant(t, f.stack, 1)
+	prod := f.otherJob("prod")
+	devRedis, prodRedis := testredis.Start(t), testredis.Start(t)
+	f.writeEnv("dev", devRedis, 1, "")
+	f.writeEnvJob("prod", prod, prodRedis, 1, "")
+	v0, code, _ := submitJSON(t, f, "-env", "dev", "-image", good)
+	if code != exitOK || v0.ImageDigest == "" {
+		t.Fatalf("dev v0: exit %d %+v", code, v0)
+	}
+	if v1, code, _ := submitJSON(t, f, "-env", "dev", "-image", later); code != exitOK || v1.ImageDigest == v0.ImageDigest {
+		t.Fatalf("dev v1, another build: exit %d, digest %s (v0's %s)", code, v1.ImageDigest, v0.ImageDigest)
+	}
+
+	rec, code, stderr := f.promote("-from", "dev@v0", "-env", "prod")
+	if code != exitOK || rec.Outcome != deploy.Succeeded || rec.ImageDigest != v0.ImageDigest || rec.PromotedFrom != "dev v0" {
+		t.Fatalf("promote -from dev@v0 while dev runs v1: exit %d, outcome %q, digest %s, from %q; want success with v0's %s from \"dev v0\"\n%s",
+			code, rec.Outcome, rec.ImageDigest, rec.PromotedFrom, v0.ImageDigest, stderr)
+	}
+	// The plan, on stderr before registering: the new job, the new config.
+	plan := fmt.Sprintf("+ Job: %q", prod)
+	if i, j := strings.Index(stderr, plan), strings.Index(stderr, "==> registered"); i < 0 || j < i ||
+		!strings.Contains(stderr, fmt.Sprintf("+ PORT = %q", strconv.Itoa(prodRedis.Port))) {
+		t.Errorf("promote printed no plan (%q, then the config diff) before registering:\n%s", plan, stderr)
+	}
+
+	// The same build, but prod's file asks for two instances: a release.
+	f.writeEnvJob("prod", prod, prodRedis, 2, "")
+	rec, code, stderr = f.promote("-from", "dev@v0", "-env", "prod")
+	if code != exitOK || rec.Outcome != deploy.Succeeded || rec.Release != "v1" || rec.ImageDigest != v0.ImageDigest || len(rec.URLs) != 2 {
+		t.Errorf("promote of the build prod runs, with count 2: exit %d, outcome %q, release %q, digest %s, %d URLs; want v1 succeeded with 2 instances\n%s",
+			code, rec.Outcome, rec.Release, rec.ImageDigest, len(rec.URLs), stderr)
+	}
+	if !strings.Contains(stderr, `~ Count: "1" => "2"`) {
+		t.Errorf("promote's plan does not show the count change:\n%s", stderr)
+	}
+	n, snaps := len(f.versionsOf(prod)), f.snapshotsOf(prod)
+
+	// dev goes back to v0's build as its v2: promoting that is the build
+	// prod runs, with prod's config, named by another source release: no
+	// change.
+	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK || rec.Release != "v2" {
+		t.Fatalf("dev v2, v0's build again: exit %d %+v", code, rec)
+	}
+	rec, code, stderr = f.promote("-from", "dev", "-env", "prod")
+	if code != exitOK || rec.Outcome != deploy.NoChange || !strings.Contains(rec.Detail, "already runs the build of dev v2") {
+		t.Errorf("promote of dev v2, the build prod runs: exit %d, outcome %q, detail %q; want no change\n%s", code, rec.Outcome, rec.Detail, stderr)
+	}
+	if now := len(f.versionsOf(prod)); now != n {
+		t.Errorf("promoting the build prod runs registered %d version(s)", now-n)
+	}
+	if got := f.versionsOf(prod)[0].Meta[release.MetaPromotedFrom]; got != "dev v0" {
+		t.Errorf("prod's running version is promoted from %q, want \"dev v0\"", got)
+	}
+
+	refused := func(what, want string) {
+		t.Helper()
+		_, stderr, code := f.deployer("promote", "-from", "dev", "-env", "prod")
+		if code != exitError || !strings.Contains(stderr, want) || !strings.Contains(stderr, "nothing was changed") {
+			t.Errorf("promote %s: exit %d, stderr %q; want 1 and %q", what, code, stderr, want)
+		}
+		if now := len(f.versionsOf(prod)); now != n {
+			t.Errorf("a refused promotion (%s) registered %d version(s) of prod", what, now-n)
+		}
+		if now := f.snapshotsOf(prod); !slices.Equal(now, snaps) {
+			t.Errorf("a refused promotion (%s) left prod's config snapshots %v, were %v", what, now, snaps)
+		}
+	}
+	// prod moves on to another config, so that a promotion that is not
+	// refused would be a change, with a snapshot of its own.
+	f.writeEnvJob("prod", prod, testredis.Start(t), 2, "")
+
+	// dev's Redis goes away: its instance fails its readiness check.
+	devRedis.Stop()
+	f.waitNoPassing(f.job, f.versionsOf(f.job)[0].Meta[release.MetaConfigHash])
+	refused("of a source with no passing instance", "no instance of it passes its health check now")
+
+	if _, _, err := f.nomad.Jobs().Deregister(f.job, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	refused("of a stopped source", "the job is stopped")
+}
+
+// snapshotsOf returns the config snapshot folders stored for job.
+func (f *fixture) snapshotsOf(job string) []string {
+	f.t.Helper()
+	keys, _, err := f.kv.KV().Keys("counter/releases/default/"+job+"/", "/", nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return keys
+}
+
+// waitNoPassing waits until Consul lists no passing instance of the job's
+// service that runs the release with configHash.
+func (f *fixture) waitNoPassing(job, configHash string) {
+	f.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		entries, _, err := f.kv.Health().Service(job, "release-"+configHash, true, nil)
+		if err == nil && len(entries) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("%d passing instance(s) of %s with release-%s in Consul after 60s (err %v)", len(entries), job, configHash, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

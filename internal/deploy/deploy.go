@@ -170,6 +170,15 @@ type Plan struct {
 // Volatile identity (who submits) is carried over from the running version
 // so that resubmitting the same release is no change.
 func (d *Deployer) Plan(ctx context.Context, r *release.Release) (*Plan, error) {
+	return d.plan(ctx, r, false)
+}
+
+// plan is Plan. For a promotion (promoted), the source it names is volatile
+// too while the running version has the release's build and config: the
+// same build promoted again, from another release of the source or after a
+// plain submit, is no change, but a real one (count, resources, update)
+// registers the release naming its own source.
+func (d *Deployer) plan(ctx context.Context, r *release.Release, promoted bool) (*Plan, error) {
 	cur, err := d.current(ctx, r.Env.Namespace, r.Env.Job)
 	if err != nil {
 		return nil, err
@@ -199,15 +208,36 @@ func (d *Deployer) Plan(ctx context.Context, r *release.Release) (*Plan, error) 
 	}
 	p.Job = job
 	planned := job
+	carried := false
 	if cur != nil {
 		planned = withSubmitter(job, cur.Meta[release.MetaSubmittedBy])
+		from := cur.Meta[release.MetaPromotedFrom]
+		if promoted && from != r.PromotedFrom && cur.Meta[release.MetaImageDigest] == r.Image.Digest && cur.Meta[release.MetaConfigHash] == r.ConfigHash() {
+			// The source is in the job's meta and in its description, so
+			// the job is rendered again as the running version names it.
+			same := *r
+			same.PromotedFrom = from
+			sameJob, err := d.Render(ctx, &same)
+			if err != nil {
+				return nil, err
+			}
+			planned, carried = withSubmitter(sameJob, cur.Meta[release.MetaSubmittedBy]), true
+		}
 	}
-	resp, _, err := d.Jobs.Plan(planned, true, (&nomad.WriteOptions{Namespace: r.Env.Namespace}).WithContext(ctx))
+	resp, err := d.planJob(ctx, r, planned)
 	if err != nil {
-		return nil, fmt.Errorf("plan job %s with Nomad at %s: %w", r.Env.Job, d.NomadAddr, err)
+		return nil, err
+	}
+	p.Changed = cur == nil || (resp.Diff != nil && resp.Diff.Type != "None")
+	if p.Changed && carried {
+		// Something besides the source changed: the plan shown is that of
+		// the job registered, which names this promotion's source.
+		planned = withSubmitter(job, cur.Meta[release.MetaSubmittedBy])
+		if resp, err = d.planJob(ctx, r, planned); err != nil {
+			return nil, err
+		}
 	}
 	p.Response, p.Diff = resp, resp.Diff
-	p.Changed = cur == nil || (resp.Diff != nil && resp.Diff.Type != "None")
 	p.Unplaceable = placementFailures(resp.FailedTGAllocs, job.Datacenters)
 	if !p.Changed {
 		// The same release, resubmitted: register nothing, not even a new
@@ -215,6 +245,15 @@ func (d *Deployer) Plan(ctx context.Context, r *release.Release) (*Plan, error) 
 		p.Job = planned
 	}
 	return p, nil
+}
+
+// planJob asks Nomad to plan job, with its diff against the registered one.
+func (d *Deployer) planJob(ctx context.Context, r *release.Release, job *nomad.Job) (*nomad.JobPlanResponse, error) {
+	resp, _, err := d.Jobs.Plan(job, true, (&nomad.WriteOptions{Namespace: r.Env.Namespace}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("plan job %s with Nomad at %s: %w", r.Env.Job, d.NomadAddr, err)
+	}
+	return resp, nil
 }
 
 // snapshotFor picks the snapshot the release's config is read from. The
@@ -292,6 +331,12 @@ type SubmitOptions struct {
 	// CheckIndex, when set, is the job modify index the caller planned
 	// against (like nomad job run -check-index); 0 means the job must not exist.
 	CheckIndex *uint64
+	// OnPlan, when set, is shown each plan before anything is written:
+	// the first, and the one made again after waiting for another deploy.
+	OnPlan func(*Plan)
+
+	// promoted is set by Promote: the release's source is volatile (see plan).
+	promoted bool
 }
 
 // Submit registers the release as a new job version. Order matters: the
@@ -367,9 +412,12 @@ func (d *Deployer) Submit(ctx context.Context, r0 *release.Release, opts SubmitO
 // planSubmit plans the release and checks what must hold before anything
 // is written. A release that already runs gets its record, as no change.
 func (d *Deployer) planSubmit(ctx context.Context, r *release.Release, opts SubmitOptions) (*Plan, *Record, error) {
-	p, err := d.Plan(ctx, r)
+	p, err := d.plan(ctx, r, opts.promoted)
 	if err != nil {
 		return nil, nil, err
+	}
+	if opts.OnPlan != nil {
+		opts.OnPlan(p)
 	}
 	r = p.Release
 	rec := d.newRecord(r)

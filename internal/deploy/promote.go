@@ -81,28 +81,17 @@ func (d *Deployer) PromotableBuild(ctx context.Context, env, ns, job string, to 
 }
 
 // Promote releases r, which carries a Build of another environment, like
-// Submit; when the environment already runs that build with the same
-// config, it changes nothing and says so (the record says where it came
-// from either way).
+// Submit: its plan, lock and settled check decide whether the environment
+// already runs that build with this environment's config (and so changes
+// nothing), not a look at the running version's meta, which would miss a
+// changed count, resources or update block, and a deployment of that build
+// still running or failed. Which release of the source it names is not a
+// change by itself; the record says where it came from either way.
 func (d *Deployer) Promote(ctx context.Context, r *release.Release, opts SubmitOptions) (*Record, error) {
-	cur, err := d.current(ctx, r.Env.Namespace, r.Env.Job)
-	if err != nil {
-		return nil, err
+	opts.promoted = true
+	rec, err := d.Submit(ctx, r, opts)
+	if err == nil && rec.Outcome == NoChange {
+		rec.Detail = fmt.Sprintf("job %s %s already runs the build of %s (%s) with this config", r.Env.Job, rec.Release, r.PromotedFrom, r.Image.Digest)
 	}
-	if cur != nil && cur.Meta[release.MetaImageDigest] == r.Image.Digest && cur.Meta[release.MetaConfigHash] == r.ConfigHash() {
-		values, found, err := d.Store.Get(ctx, cur.Meta[release.MetaConfigPath])
-		if err != nil {
-			return nil, err
-		}
-		if found && configstore.Hash(values) == r.ConfigHash() {
-			rec := d.newRecord(r)
-			v := *cur.Version
-			rec.Version, rec.Release, rec.Outcome = &v, entry(cur, nil).Release, NoChange
-			rec.ConfigPath = cur.Meta[release.MetaConfigPath]
-			rec.Detail = fmt.Sprintf("job %s %s already runs the build of %s (%s) with this config", r.Env.Job, rec.Release, r.PromotedFrom, r.Image.Digest)
-			rec.URLs = d.urls(ctx, rec.Job, rec.ConfigHash)
-			return rec, nil
-		}
-	}
-	return d.Submit(ctx, r, opts)
+	return rec, err
 }
