@@ -30,7 +30,7 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 	if !f.stack.ACL {
 		t.Fatal("the test stack runs without ACLs")
 	}
-	good, _ := releaseImages(t, f.stack)
+	good, bad := releaseImages(t, f.stack)
 	rdb := testredis.Start(t)
 	f.writeEnv("dev", rdb, 1, "")
 	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK {
@@ -57,12 +57,12 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 		name         string
 		nomad, cons  string // the rules the token gets
 		want         string // in the one line
+		doing        string // in it too: what the deployer was doing
 		unknownToken string // "NOMAD_TOKEN" or "CONSUL_HTTP_TOKEN": a token no server knows
 	}
 	var drops []drop
 	// Nomad's capabilities, one at a time. read-logs only serves the causes
-	// of a failed release, which TestFailureNamesTheMissingLogsCapability
-	// covers.
+	// of a failed release: its subtest below fails one.
 	for _, c := range regexp.MustCompile(`"([a-z-]+)",`).FindAllStringSubmatch(nomadRules, -1) {
 		if c[1] == "read-logs" {
 			continue
@@ -71,19 +71,31 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 		drops = append(drops, drop{name: "nomad " + c[1], nomad: without, cons: consulRules,
 			want: `Nomad denied ` + c[1] + ` in namespace "default" to this token (NOMAD_TOKEN)`})
 	}
-	// Consul's rules, one block at a time. The read of services and nodes
-	// only finds the release's addresses, which TestMissingInstanceReadIsSaid
-	// covers.
-	for _, b := range regexp.MustCompile(`(?m)^([a-z_]+) "([^"]*)" \{\n[^}]*\}\n`).FindAllStringSubmatch(consulRules, -1) {
-		if b[1] == "service_prefix" || b[1] == "node_prefix" {
-			continue
-		}
-		perm := map[string]string{"key_prefix": "key:", "session_prefix": "session:write"}[b[1]]
-		drops = append(drops, drop{name: "consul " + b[1] + " " + b[2], nomad: nomadRules, cons: strings.Replace(consulRules, b[0], "", 1),
-			want: "Consul denied " + perm})
+	// Consul's rules, one block at a time, and the operation each one
+	// stops first. Consul does not refuse the reads of keys, services and
+	// nodes a token may not read, it leaves them out of its answer; the
+	// deployer takes that as the refusal it is.
+	stopped := map[string]string{
+		"key_prefix":     `Consul denied key:read on "counter/releases/default/` + f.job + `/`,
+		"session_prefix": "Consul denied session:write",
+		"service_prefix": `Consul denied service:read on "` + f.job + `" and node:read on its nodes`,
+		"node_prefix":    `Consul denied service:read on "` + f.job + `" and node:read on its nodes`,
 	}
-	if len(drops) < 4 {
-		t.Fatalf("read %d capabilities from the policies, want read-job, submit-job, key_prefix, session_prefix", len(drops))
+	doing := map[string]string{
+		"key_prefix":     "while the deployer tried to read config snapshot counter/releases/default/" + f.job + "/",
+		"session_prefix": "while the deployer tried to take the deploy lock counter/releases/.locks/default/" + f.job + ":",
+		"service_prefix": "while the deployer tried to list the instances of service " + f.job + ":",
+		"node_prefix":    "while the deployer tried to list the instances of service " + f.job + ":",
+	}
+	for _, b := range regexp.MustCompile(`(?m)^([a-z_]+) "([^"]*)" \{\n[^}]*\}\n`).FindAllStringSubmatch(consulRules, -1) {
+		if stopped[b[1]] == "" {
+			t.Fatalf("the Consul policy has a %s rule this test does not know", b[1])
+		}
+		drops = append(drops, drop{name: "consul " + b[1] + " " + b[2], nomad: nomadRules, cons: strings.Replace(consulRules, b[0], "", 1),
+			want: stopped[b[1]], doing: doing[b[1]]})
+	}
+	if len(drops) != 6 {
+		t.Fatalf("read %d capabilities from the policies, want read-job, submit-job and 4 Consul rules", len(drops))
 	}
 	drops = append(drops,
 		drop{name: "unknown nomad token", nomad: nomadRules, cons: consulRules, unknownToken: "NOMAD_TOKEN",
@@ -105,8 +117,8 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 			_, stderr, code := runCLI(t, f.dir, env, "submit", "-env", "dev", "-image", good)
 			lines := strings.Split(strings.TrimSpace(stderr), "\n")
 			last := lines[len(lines)-1]
-			if code != exitError || !strings.Contains(last, d.want) {
-				t.Errorf("submit: exit %d, last line %q; want exit 1 and %q", code, last, d.want)
+			if code != exitError || !strings.Contains(last, d.want) || !strings.Contains(last, d.doing) {
+				t.Errorf("submit: exit %d, last line %q; want exit 1 and %q, %q", code, last, d.want, d.doing)
 			}
 			if d.unknownToken == "" && !strings.Contains(last, "deployer/policies/") {
 				t.Errorf("the refusal does not name the policy file to change: %q", last)
@@ -123,6 +135,29 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 			}
 		})
 	}
+	// read-logs serves only the report of a failed release: without it,
+	// the release fails as it would (Nomad reverts it), and its causes say
+	// why the task's stderr is missing, in the same words.
+	t.Run("nomad read-logs", func(t *testing.T) {
+		f.writeEnv("dev", testredis.Start(t), 1, "min_healthy_time = \"1s\"\nhealthy_deadline = \"8s\"\nprogress_deadline = \"30s\"")
+		without := strings.Replace(nomadRules, `"read-logs",`, "", 1)
+		if without == nomadRules {
+			t.Fatal("deployer/policies/nomad.hcl has no read-logs")
+		}
+		g := *f
+		g.t, g.env = t, maps.Clone(f.env)
+		g.env["NOMAD_TOKEN"], g.env["CONSUL_HTTP_TOKEN"] = f.tokens("drop-logs", without, consulRules)
+		rec, code, _ := submitJSON(t, &g, "-env", "dev", "-image", bad)
+		if code != exitAutoReverted || len(rec.Causes) == 0 {
+			t.Fatalf("broken release without read-logs: exit %d, %d causes; want %d and its causes", code, len(rec.Causes), exitAutoReverted)
+		}
+		c := rec.Causes[0]
+		want := `Nomad denied read-logs in namespace "default" to this token (NOMAD_TOKEN) while the deployer tried to read the logs of allocation ` + c.AllocID[:8] +
+			`: add it to the deployer's Nomad policy (deployer/policies/nomad.hcl)`
+		if c.StderrUnread != want || len(c.Stderr) != 0 || len(c.Events) == 0 {
+			t.Errorf("cause %+v\nwant its events, no stderr and stderr_unread %q", c, want)
+		}
+	})
 }
 
 // tokens makes a Nomad and a Consul token with the given rules, as policies

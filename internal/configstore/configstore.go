@@ -25,6 +25,34 @@ const DefaultPrefix = "counter/releases"
 // ErrLocked means another deployer holds the job's lock.
 var ErrLocked = errors.New("locked")
 
+// ConsulError is a Consul call of the store's that failed. Doing says what
+// the store was doing, in words a refusal of the deployer's token can
+// quote: Consul's own answer names the permission, not the operation.
+type ConsulError struct {
+	Doing string
+	Err   error
+}
+
+func (e *ConsulError) Error() string { return e.Doing + " in Consul: " + e.Err.Error() }
+
+func (e *ConsulError) Unwrap() error { return e.Err }
+
+// hidden turns keys that Consul left out of a read into an error. Consul
+// does not refuse a read of keys the token may not read: it leaves them
+// out and says so in a header. Taken as absent, a snapshot would look
+// deleted, and the deployer would "repair" what it merely cannot see.
+func hidden(meta *consul.QueryMeta, err error, prefix string) error {
+	if err != nil || meta == nil || !meta.ResultsFilteredByACLs {
+		return err
+	}
+	// Worded as Consul words a refusal, which deploy.Denied reads.
+	return fmt.Errorf("Permission denied (Consul left keys out of its answer): the token lacks permission 'key:read' on %q", prefix)
+}
+
+func consulErr(err error, format string, args ...any) error {
+	return &ConsulError{Doing: fmt.Sprintf(format, args...), Err: err}
+}
+
 // Store reads and writes snapshots in Consul KV.
 type Store struct {
 	client *consul.Client
@@ -86,7 +114,7 @@ func (s *Store) Put(ctx context.Context, path string, values map[string]string) 
 	}
 	ok, resp, _, err := s.client.Txn().Txn(ops, (&consul.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return false, fmt.Errorf("write config snapshot %s to Consul: %w", path, err)
+		return false, consulErr(err, "write config snapshot %s", path)
 	}
 	if ok {
 		return true, nil
@@ -108,9 +136,9 @@ func (s *Store) Put(ctx context.Context, path string, values map[string]string) 
 
 // Get reads the snapshot at path.
 func (s *Store) Get(ctx context.Context, path string) (values map[string]string, found bool, err error) {
-	pairs, _, err := s.client.KV().List(path+"/", (&consul.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return nil, false, fmt.Errorf("read config snapshot %s from Consul: %w", path, err)
+	pairs, meta, err := s.client.KV().List(path+"/", (&consul.QueryOptions{}).WithContext(ctx))
+	if err = hidden(meta, err, path+"/"); err != nil {
+		return nil, false, consulErr(err, "read config snapshot %s", path)
 	}
 	if len(pairs) == 0 {
 		return nil, false, nil
@@ -126,7 +154,7 @@ func (s *Store) Get(ctx context.Context, path string) (values map[string]string,
 // process created for a release that was never registered, and for gc.
 func (s *Store) Delete(ctx context.Context, path string) error {
 	if _, err := s.client.KV().DeleteTree(path+"/", (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("delete config snapshot %s: %w", path, err)
+		return consulErr(err, "delete config snapshot %s", path)
 	}
 	return nil
 }
@@ -134,9 +162,9 @@ func (s *Store) Delete(ctx context.Context, path string) error {
 // List returns the names of the snapshots stored for a job.
 func (s *Store) List(ctx context.Context, namespace, job string) ([]string, error) {
 	folder := s.Folder(namespace, job) + "/"
-	keys, _, err := s.client.KV().Keys(folder, "/", (&consul.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("list config snapshots under %s: %w", folder, err)
+	keys, meta, err := s.client.KV().Keys(folder, "/", (&consul.QueryOptions{}).WithContext(ctx))
+	if err = hidden(meta, err, folder); err != nil {
+		return nil, consulErr(err, "list the config snapshots under %s", folder)
 	}
 	var hashes []string
 	for _, k := range keys {
@@ -181,7 +209,7 @@ func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock
 	}
 	lost, err := l.Lock(ctx.Done())
 	if err != nil {
-		return nil, fmt.Errorf("take the deploy lock %s in Consul: %w", key, err)
+		return nil, consulErr(err, "take the deploy lock %s", key)
 	}
 	if lost == nil {
 		held := ""
@@ -207,9 +235,9 @@ func (s *Store) LockKey(namespace, job string) string {
 // All reads every snapshot of a job in one call: name -> values.
 func (s *Store) All(ctx context.Context, namespace, job string) (map[string]map[string]string, error) {
 	folder := s.Folder(namespace, job) + "/"
-	pairs, _, err := s.client.KV().List(folder, (&consul.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("read config snapshots under %s from Consul: %w", folder, err)
+	pairs, meta, err := s.client.KV().List(folder, (&consul.QueryOptions{}).WithContext(ctx))
+	if err = hidden(meta, err, folder); err != nil {
+		return nil, consulErr(err, "read the config snapshots under %s", folder)
 	}
 	all := map[string]map[string]string{}
 	for _, p := range pairs {

@@ -1,6 +1,12 @@
 package configstore
 
-import "testing"
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	consul "github.com/hashicorp/consul/api"
+)
 
 func TestHashIsContentAddressed(t *testing.T) {
 	a := Hash(map[string]string{"HOST": "redis", "PORT": "6379"})
@@ -23,5 +29,33 @@ func TestHashIsContentAddressed(t *testing.T) {
 	}
 	if len(a) != 16 {
 		t.Errorf("hash %q: want 16 hex digits", a)
+	}
+}
+
+// Consul leaves out of a read the keys a token may not read, and says so
+// only in a header: that is a refusal, never "no such snapshot".
+func TestHiddenKeysAreARefusal(t *testing.T) {
+	tests := []struct {
+		name    string
+		meta    *consul.QueryMeta
+		err     error
+		refusal bool
+	}{
+		{"all shown", &consul.QueryMeta{}, nil, false},
+		{"some left out", &consul.QueryMeta{ResultsFilteredByACLs: true}, nil, true},
+		{"no answer", nil, errors.New("connection refused"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := hidden(tt.meta, tt.err, "counter/releases/default/x/")
+			got := err != nil && strings.Contains(err.Error(), `Permission denied`) &&
+				strings.Contains(err.Error(), `lacks permission 'key:read' on "counter/releases/default/x/"`)
+			if got != tt.refusal {
+				t.Errorf("hidden: %v; want a refusal: %v", err, tt.refusal)
+			}
+			if !tt.refusal && err != tt.err {
+				t.Errorf("hidden: %v, want %v as it was", err, tt.err)
+			}
+		})
 	}
 }

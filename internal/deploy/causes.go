@@ -23,24 +23,27 @@ type Cause struct {
 	Events   []string `json:"events"`              // "Type: message", oldest first, the last few
 	ExitCode *int     `json:"exit_code,omitempty"` // of the last time the task ended
 	Stderr   []string `json:"stderr,omitempty"`    // its last lines
+	// StderrUnread says why Stderr is missing when its read failed: a
+	// token without read-logs, say.
+	StderrUnread string `json:"stderr_unread,omitempty"`
 }
 
 // LogTailer reads the end of a task's log; nomadLogs is the real one.
 type LogTailer interface {
-	Tail(ctx context.Context, allocID, task, stream string, bytes int) (string, error)
+	Tail(ctx context.Context, ns, allocID, task, stream string, bytes int) (string, error)
 }
 
 // nomadLogs reads task logs through Nomad's client filesystem API, which the
 // server forwards to the node running the allocation.
 type nomadLogs struct{ c *nomad.Client }
 
-func (l nomadLogs) Tail(ctx context.Context, allocID, task, stream string, bytes int) (string, error) {
-	q := (&nomad.QueryOptions{Params: map[string]string{
+func (l nomadLogs) Tail(ctx context.Context, ns, allocID, task, stream string, bytes int) (string, error) {
+	q := (&nomad.QueryOptions{Namespace: ns, Params: map[string]string{
 		"task": task, "type": stream, "origin": "end", "offset": fmt.Sprint(bytes), "plain": "true",
 	}}).WithContext(ctx)
 	body, err := l.c.Raw().Response("/v1/client/fs/logs/"+url.PathEscape(allocID), q)
 	if err != nil {
-		return "", nomadACL{l.c}.denied(err, "read-logs", "", "read the logs of allocation "+short(allocID))
+		return "", nomadACL{l.c}.denied(err, "read-logs", ns, "read the logs of allocation "+short(allocID))
 	}
 	defer body.Close()
 	b, err := io.ReadAll(io.LimitReader(body, int64(bytes)+1024))
@@ -66,7 +69,10 @@ func (d *Deployer) causes(ctx context.Context, ns, deploymentID string) []Cause 
 		for _, task := range slices.Sorted(maps.Keys(a.TaskStates)) {
 			c := describe(a, task, a.TaskStates[task])
 			if d.Logs != nil {
-				if tail, err := d.Logs.Tail(ctx, a.ID, task, "stderr", tailBytes); err == nil {
+				tail, err := d.Logs.Tail(ctx, ns, a.ID, task, "stderr", tailBytes)
+				if err != nil {
+					c.StderrUnread = err.Error()
+				} else {
 					c.Stderr = lastLines(tail, maxStderrLine, len(tail) >= tailBytes)
 				}
 			}
@@ -161,6 +167,9 @@ func (c Cause) String() string {
 		for _, l := range c.Stderr {
 			b.WriteString("\n      " + l)
 		}
+	}
+	if c.StderrUnread != "" {
+		b.WriteString("\n    stderr not read: " + c.StderrUnread)
 	}
 	return b.String()
 }

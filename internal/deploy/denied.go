@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/kodekloud/counter/internal/configstore"
 )
 
 // Policy files the deployer's tokens are made from; a refusal names the one
@@ -82,13 +84,18 @@ func Denied(err error) error {
 	if err == nil || errors.As(err, &d) {
 		return err
 	}
+	doing := "reach Consul"
+	var op *configstore.ConsulError
+	if errors.As(err, &op) {
+		doing = op.Doing
+	}
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "ACL not found"):
-		return &DeniedError{System: "Consul", Doing: "reach Consul", Err: err}
+		return &DeniedError{System: "Consul", Doing: doing, Err: err}
 	case strings.Contains(msg, "Permission denied"):
 		if m := consulLacks.FindStringSubmatch(msg); m != nil {
-			return &DeniedError{System: "Consul", Capability: fmt.Sprintf("%s on %q", m[1], m[2]), Doing: "use Consul", Err: err}
+			return &DeniedError{System: "Consul", Capability: fmt.Sprintf("%s on %q", m[1], m[2]), Doing: doing, Err: err}
 		}
 	}
 	return err

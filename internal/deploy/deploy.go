@@ -355,7 +355,11 @@ func (d *Deployer) Submit(ctx context.Context, r0 *release.Release, opts SubmitO
 	// Nomad's active deployment, which the next release respects. A
 	// release that is already registered takes it too: until its own
 	// deployment ends, "it already runs" would be a guess.
-	unlock, waited, err := d.acquire(ctx, r0.Env.Namespace, r0.Env.Job, fmt.Sprintf("%s, submit of %s", r0.SubmittedBy, r0.Image.Pinned()), opts.Wait)
+	what := fmt.Sprintf("%s, submit of %s", r0.SubmittedBy, r0.Image.Pinned())
+	if opts.promoted {
+		what = fmt.Sprintf("%s, promote of %s from %s", r0.SubmittedBy, r0.Image.Pinned(), r0.PromotedFrom)
+	}
+	unlock, waited, err := d.acquire(ctx, r0.Env.Namespace, r0.Env.Job, what, opts.Wait)
 	if err != nil {
 		return nil, err
 	}
@@ -430,6 +434,11 @@ func (d *Deployer) planSubmit(ctx context.Context, r *release.Release, opts Subm
 	}
 	if p.Changed && len(p.Unplaceable) > 0 && !opts.AllowUnplaceable {
 		return nil, nil, &UnplaceableError{Job: r.Env.Job, Reasons: p.Unplaceable}
+	}
+	if p.Changed && p.Current != nil {
+		if err := d.seesInstances(ctx, r.Env.Job); err != nil {
+			return nil, nil, err
+		}
 	}
 	if !p.Changed {
 		v := *p.Current.Version
@@ -625,17 +634,21 @@ func (d *Deployer) releaseName(ctx context.Context, ns, job string, version uint
 	return release.Name(version)
 }
 
-// urls lists the passing instances of the job's service that run the
-// release with configHash (the service is tagged release-HASH).
+// urls lists the addresses of the passing instances of the job's service
+// that run the release with configHash (the service is tagged
+// release-HASH). It reports what it could not see on Progress: the release
+// is made by then, and only its addresses are missing.
 func (d *Deployer) urls(ctx context.Context, service, configHash string) []string {
-	if d.Instances == nil {
-		return nil
-	}
-	entries, _, err := d.Instances.Service(service, "release-"+configHash, true, (&consul.QueryOptions{}).WithContext(ctx))
+	urls, err := d.passing(ctx, service, configHash)
 	if err != nil {
-		fmt.Fprintf(d.Progress, "warning: list instances of %s in Consul: %v\n", service, err)
-		return nil
+		fmt.Fprintf(d.Progress, "warning: %v\n", err)
 	}
+	return urls
+}
+
+// passing is urls with its error.
+func (d *Deployer) passing(ctx context.Context, service, configHash string) ([]string, error) {
+	entries, err := d.instances(ctx, service, "release-"+configHash, true)
 	var urls []string
 	for _, e := range entries {
 		addr := e.Service.Address
@@ -644,7 +657,41 @@ func (d *Deployer) urls(ctx context.Context, service, configHash string) []strin
 		}
 		urls = append(urls, "http://"+net.JoinHostPort(addr, strconv.Itoa(e.Service.Port))+"/")
 	}
-	return urls
+	return urls, err
+}
+
+// seesInstances checks, before anything is written, that Consul shows the
+// token the instances of the job's service that run now, whose addresses a
+// command reports at its end. A token that cannot see them is refused then,
+// not after the release. Other errors are left to the report.
+func (d *Deployer) seesInstances(ctx context.Context, service string) error {
+	_, err := d.instances(ctx, service, "", false)
+	var denied *DeniedError
+	if errors.As(err, &denied) {
+		return err
+	}
+	return nil
+}
+
+// instances lists the service's instances with tag (passing ones only, or
+// all). Consul does not refuse a token that may not read a service or its
+// nodes: it leaves them out of the answer and says so in a header. That is
+// a DeniedError here, so that "no instance" is never a guess.
+func (d *Deployer) instances(ctx context.Context, service, tag string, passingOnly bool) ([]*consul.ServiceEntry, error) {
+	if d.Instances == nil {
+		return nil, nil
+	}
+	entries, meta, err := d.Instances.Service(service, tag, passingOnly, (&consul.QueryOptions{}).WithContext(ctx))
+	doing := "list the instances of service " + service
+	if err != nil {
+		return nil, Denied(&configstore.ConsulError{Doing: doing, Err: err})
+	}
+	if meta != nil && meta.ResultsFilteredByACLs {
+		return entries, &DeniedError{System: "Consul", Doing: doing,
+			Capability: fmt.Sprintf("service:read on %q and node:read on its nodes", service),
+			Err:        errors.New("Consul left instances out of its answer (X-Consul-Results-Filtered-By-ACLs)")}
+	}
+	return entries, nil
 }
 
 // versionAt finds the job version registered at modifyIndex.

@@ -68,7 +68,11 @@ func (d *Deployer) PromotableBuild(ctx context.Context, env, ns, job string, to 
 		// Passing in Consul, not healthy in a deployment: an instance
 		// that Nomad updated in place (an auto-revert to an identical
 		// version) has no deployment health of its own.
-		if len(d.urls(ctx, job, e.ConfigHash)) == 0 {
+		urls, err := d.passing(ctx, job, e.ConfigHash)
+		if err != nil {
+			return nil, err
+		}
+		if len(urls) == 0 {
 			return nil, refuse("no instance of it passes its health check now")
 		}
 	}

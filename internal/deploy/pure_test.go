@@ -253,8 +253,10 @@ func TestDescribeATaskThatExited(t *testing.T) {
 		t.Errorf("events %q, want the last %d, newest last", c.Events, maxEvents)
 	}
 	c.Stderr = lastLines("ial line\nfirst\n\nsecond\nthird\n", 2, true)
+	c.StderrUnread = "Nomad denied read-logs"
 	s := c.String()
-	for _, want := range []string{"instance 01234567 (job version 4, node node-1) task \"app\" is failed, last exit code 2", "      second\n      third"} {
+	for _, want := range []string{"instance 01234567 (job version 4, node node-1) task \"app\" is failed, last exit code 2", "      second\n      third",
+		"\n    stderr not read: Nomad denied read-logs"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("cause text lacks %q:\n%s", want, s)
 		}

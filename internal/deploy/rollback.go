@@ -108,6 +108,9 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 	if why := placementFailures(plan.FailedTGAllocs, target.Datacenters); len(why) > 0 {
 		return nil, &UnplaceableError{Job: job, Reasons: why}
 	}
+	if err := d.seesInstances(ctx, job); err != nil {
+		return nil, err
+	}
 
 	// A wait here is bounded by EnforcePriorVersion below: a release that
 	// landed meanwhile makes the revert a conflict, not a surprise.
