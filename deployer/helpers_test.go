@@ -56,15 +56,23 @@ func newFixture(t *testing.T) *fixture {
 // fixtureOn is newFixture on stack s.
 func fixtureOn(t *testing.T, s *localstack.Stack) *fixture {
 	t.Helper()
+	f := fixtureOf(t, s, stacktest.Name(t, "counter"))
+	stacktest.GrantJob(t, s, f.job)
+	return f
+}
+
+// fixtureOf is fixtureOn for the job named, whose tasks get no policy:
+// the test gives them one, or none.
+func fixtureOf(t *testing.T, s *localstack.Stack, job string) *fixture {
+	t.Helper()
 	nc, cc := stacktest.Clients(t, s)
 	f := &fixture{
-		t: t, stack: s, job: stacktest.Name(t, "counter"), dir: t.TempDir(), nomad: nc, kv: cc,
+		t: t, stack: s, job: job, dir: t.TempDir(), nomad: nc, kv: cc,
 		env: map[string]string{
 			"NOMAD_ADDR": s.NomadAddr, "CONSUL_HTTP_ADDR": s.ConsulAddr, "DEPLOYER_USER": "tester",
 			"NOMAD_TOKEN": s.DeployerNomadToken, "CONSUL_HTTP_TOKEN": s.DeployerConsulToken,
 		},
 	}
-	stacktest.GrantJob(t, s, f.job)
 	spec, err := os.ReadFile(filepath.Join(testimage.RepoRoot(t), "jobs", "counter.nomad.hcl"))
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,48 @@
+package stacktest
+
+import (
+	"context"
+	"time"
+
+	"testing"
+
+	"github.com/kodekloud/counter/internal/localstack"
+	"github.com/kodekloud/counter/internal/testenv"
+)
+
+// StartOwn starts a single-agent stack of the test's own, beside the
+// package's, and stops it when the test ends: for a test that changes what
+// every other test relies on, such as Consul's trust of Nomad's
+// identities. It is the stack `make up` starts (ACLs on, bootstrapped,
+// identities trusted), without the deployer's tokens.
+func StartOwn(tb testing.TB) *localstack.Stack {
+	tb.Helper()
+	bin := Binaries(tb)
+	lo, hi, release, err := localstack.ReserveDynamicRange()
+	if err != nil {
+		testenv.Unavailable(tb, "ports for a stack: %v", err)
+	}
+	dir := tb.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s, err := localstack.Start(ctx, localstack.Config{
+		Dir: dir, Bin: bin, Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi},
+	})
+	if err != nil {
+		release()
+		testenv.Unavailable(tb, "a stack of the test's own: %v", err)
+	}
+	// Registered after TempDir's, so it runs before the folder goes.
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			for _, name := range []string{"nomad", "consul"} {
+				tb.Logf("last lines of its own stack's %s.log:\n%s", name, s.LogTail(name, 12))
+			}
+		}
+		if err := s.Stop(context.Background()); err != nil {
+			tb.Errorf("stop the test's own stack: %v", err)
+		}
+		release()
+	})
+	return s
+}
