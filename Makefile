@@ -26,11 +26,11 @@ tools: ## build (or find) the pinned nomad and consul binaries
 	scripts/hashitools >/dev/null
 
 .PHONY: up
-up: setup tools ## start the local stack (CLUSTER=1: 3 Consul + 3 Nomad servers, 2 client nodes); release the app to dev unless dev already runs a release; call it
+up: setup tools ## start the local stack, ACLs on (CLUSTER=1: 3 Consul + 3 Nomad servers, 2 client nodes; OPEN=1: ACLs off); release the app to dev unless dev already runs a release; call it
 	STACK_DIR=$(CURDIR)/.stack scripts/dockerd-up
 	go build -o bin/stack ./cmd/stack
 	go build -o bin/deployer ./deployer
-	eval "$$(scripts/hashitools)" && bin/stack up -dir .stack -nomad "$$nomad" -consul "$$consul" $(if $(CLUSTER),-cluster)
+	eval "$$(scripts/hashitools)" && bin/stack up -dir .stack -nomad "$$nomad" -consul "$$consul" $(if $(CLUSTER),-cluster) $(if $(OPEN),-open)
 	@set -eo pipefail; eval "$$(bin/stack env -dir .stack)"; \
 	st=0; bin/deployer status -env dev >.stack/status.txt 2>&1 || st=$$?; \
 	if [ $$st -ne 0 ] && [ $$st -ne 6 ]; then $(MAKE) --no-print-directory release ENV=dev; exit; fi; \

@@ -123,3 +123,28 @@ func TestDownAfterACrashSaysWhatWasGone(t *testing.T) {
 		t.Errorf("second down after a crash: %v\n%s", err, out)
 	}
 }
+
+func TestSameKindRefusesToSwitchACLsOnKeptData(t *testing.T) {
+	tests := []struct {
+		name    string
+		prevACL bool
+		open    bool
+		refused bool
+	}{
+		{"secure, resumed secure", true, false, false},
+		{"open, resumed open", false, true, false},
+		{"secure, resumed open", true, true, true},
+		{"open, resumed secure", false, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := sameKind(&Stack{Dir: ".stack", ACL: tt.prevACL}, Config{Open: tt.open})
+			if (err != nil) != tt.refused {
+				t.Fatalf("sameKind: %v, want refused %v", err, tt.refused)
+			}
+			if err != nil && !strings.Contains(err.Error(), "make clean") {
+				t.Errorf("the refusal does not say how to go on: %v", err)
+			}
+		})
+	}
+}

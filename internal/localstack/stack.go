@@ -176,6 +176,11 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 	}()
 	if cfg.Resume {
+		if prev, err := Load(dir); err == nil {
+			if err := sameKind(prev, cfg); err != nil {
+				return nil, err
+			}
+		}
 		ps, err := recorded(dir)
 		if err != nil {
 			return nil, err
@@ -329,6 +334,19 @@ func (s *Stack) wait(ctx context.Context, p *proc, what string, ready func(conte
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// sameKind refuses to resume the stack prev, recorded in its folder, with
+// ACLs set otherwise than it had them: its agents' data holds its ACL
+// set-up (bootstrapped, tokens, policies) or none, which agents of the other
+// kind would start on and misread.
+func sameKind(prev *Stack, cfg Config) error {
+	if prev.ACL == !cfg.Open {
+		return nil
+	}
+	acl := map[bool]string{true: "ACLs on", false: "ACLs off (-open)"}
+	return fmt.Errorf("the stack in %s was started with %s, and this start asks for %s: its agents' data is of the first kind; "+
+		"stop it and delete its data (make clean), or start it as it was", prev.Dir, acl[prev.ACL], acl[!cfg.Open])
 }
 
 // writeState records the stack's addresses for `make down` and for the
