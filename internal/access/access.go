@@ -22,8 +22,13 @@ const Audience = "consul.io"
 // JobPolicy is the name of the Consul policy of a job's tasks. The binding
 // rule of SetUpWorkloadIdentity gives each task the policy of its own job;
 // a job without one gets no token at all.
+//
+// The underscore ends the namespace: a Nomad namespace name has none
+// (^[a-zA-Z0-9-]{1,128}$), so no two jobs share a name. With a dash there,
+// job "c" of namespace "a-b" and job "b-c" of namespace "a" got the same
+// policy, and each one's tasks read the other's config.
 func JobPolicy(namespace, job string) string {
-	return "nomad-job-" + namespace + "-" + job
+	return "nomad-job-" + namespace + "_" + job
 }
 
 // SetUpWorkloadIdentity makes Consul trust the identities the Nomad at
