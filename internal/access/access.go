@@ -7,6 +7,10 @@ package access
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
 
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
@@ -29,6 +33,30 @@ const Audience = "consul.io"
 // policy, and each one's tasks read the other's config.
 func JobPolicy(namespace, job string) string {
 	return "nomad-job-" + namespace + "_" + job
+}
+
+// validPolicyName is what Consul takes as a policy name.
+var validPolicyName = regexp.MustCompile(`^[A-Za-z0-9\-_]{1,128}$`)
+
+// CheckJobPolicy says why the tasks of job in namespace could never get a
+// Consul token, or returns nil: Consul's login computes the name JobPolicy
+// gives and refuses the task's identity when that is no valid policy name.
+func CheckJobPolicy(namespace, job string) error {
+	name := JobPolicy(namespace, job)
+	if validPolicyName.MatchString(name) {
+		return nil
+	}
+	if len(name) > 128 {
+		return fmt.Errorf("Consul policy name %s is %d characters long, more than the 128 Consul takes", name, len(name))
+	}
+	var bad []string
+	for _, r := range name {
+		if q := strconv.QuoteRune(r); !validPolicyName.MatchString(string(r)) && !slices.Contains(bad, q) {
+			bad = append(bad, q)
+		}
+	}
+	return fmt.Errorf("Consul policy name %s has %s, which Consul refuses in one (it takes letters, digits, '-' and '_')",
+		name, strings.Join(bad, ", "))
 }
 
 // SetUpWorkloadIdentity makes Consul trust the identities the Nomad at

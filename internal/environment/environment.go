@@ -17,6 +17,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"github.com/kodekloud/counter/internal/access"
 )
 
 // DefaultDir is the folder of environment files, relative to the checkout's
@@ -169,6 +171,9 @@ var (
 	// validJob is Nomad's job ID alphabet, less what would need escaping
 	// in a Consul KV path.
 	validJob = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+	// validNamespace is Nomad's rule for namespace names. Nomad refuses the
+	// others too, and access.JobPolicy's names stay apart only with these.
+	validNamespace = regexp.MustCompile(`^[a-zA-Z0-9-]{1,128}$`)
 	// validHost is a DNS name or an IPv4 address; IPv6 is accepted too.
 	validHost = regexp.MustCompile(`^([a-zA-Z0-9_]([a-zA-Z0-9_-]*[a-zA-Z0-9_])?)(\.[a-zA-Z0-9_]([a-zA-Z0-9_-]*[a-zA-Z0-9_])?)*$|^[0-9a-fA-F:]+$`)
 )
@@ -198,16 +203,26 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 	bad := func(rng hcl.Range, summary, detail string) {
 		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: detail, Subject: rng.Ptr()})
 	}
-	if e.Job == "" {
-		e.Job = "counter-" + e.Name
-	} else if !validJob.MatchString(e.Job) {
-		bad(attrRange(body, "", "job"), "Invalid job name",
-			fmt.Sprintf("%q is not a valid Nomad job ID: use letters, digits, '-', '_' and '.', at most 128.", e.Job))
-	}
 	if e.Namespace == "" {
 		e.Namespace = "default"
-	} else if !validJob.MatchString(e.Namespace) {
-		bad(attrRange(body, "", "namespace"), "Invalid namespace", fmt.Sprintf("%q is not a valid Nomad namespace.", e.Namespace))
+	} else if !validNamespace.MatchString(e.Namespace) {
+		bad(attrRange(body, "", "namespace"), "Invalid namespace",
+			fmt.Sprintf("%q is not a valid Nomad namespace: use letters, digits and '-', at most 128.", e.Namespace))
+	}
+	if e.Job == "" {
+		e.Job = "counter-" + e.Name
+	}
+	switch {
+	case !validJob.MatchString(e.Job):
+		bad(attrRange(body, "", "job"), "Invalid job name",
+			fmt.Sprintf("%q is not a job ID the deployer takes: use letters, digits, '-' and '_'.", e.Job))
+	case validNamespace.MatchString(e.Namespace):
+		// With ACLs on, a task reads its config with the token of its
+		// job's Consul policy, which Consul must be able to name.
+		if err := access.CheckJobPolicy(e.Namespace, e.Job); err != nil {
+			bad(attrRange(body, "", "job"), "Job name without a Consul policy",
+				fmt.Sprintf("job %q: with ACLs on, its tasks could never get a Consul token to read their config: %v.", e.Job, err))
+		}
 	}
 	if len(e.Datacenters) == 0 {
 		bad(attrRange(body, "", "datacenters"), "No datacenters", `List at least one Nomad datacenter, for example ["dc1"].`)
