@@ -203,11 +203,21 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 	bad := func(rng hcl.Range, summary, detail string) {
 		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: detail, Subject: rng.Ptr()})
 	}
-	if e.Namespace == "" {
-		e.Namespace = "default"
-	} else if !validNamespace.MatchString(e.Namespace) {
+	// With ACLs on, a task reads its config with a token of its job's
+	// Consul policy (access.JobPolicy), which must be the job's alone and
+	// one Consul's login takes.
+	namespaceOK := false
+	switch ns := e.Namespace; {
+	case ns == "":
+		e.Namespace, namespaceOK = "default", true
+	case !validNamespace.MatchString(ns):
 		bad(attrRange(body, "", "namespace"), "Invalid namespace",
-			fmt.Sprintf("%q is not a valid Nomad namespace: use letters, digits and '-', at most 128.", e.Namespace))
+			fmt.Sprintf("%q is not a valid Nomad namespace: use lower-case letters, digits and '-', at most 128.", ns))
+	case strings.ToLower(ns) != ns:
+		bad(attrRange(body, "", "namespace"), "Invalid namespace",
+			fmt.Sprintf("%q has upper case: Consul's policy names ignore it, so its jobs would share their policies with those of namespace %q; use lower case.", ns, strings.ToLower(ns)))
+	default:
+		namespaceOK = true
 	}
 	if e.Job == "" {
 		e.Job = "counter-" + e.Name
@@ -215,13 +225,11 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 	switch {
 	case !validJob.MatchString(e.Job):
 		bad(attrRange(body, "", "job"), "Invalid job name",
-			fmt.Sprintf("%q is not a job ID the deployer takes: use letters, digits, '-' and '_'.", e.Job))
-	case validNamespace.MatchString(e.Namespace):
-		// With ACLs on, a task reads its config with the token of its
-		// job's Consul policy, which Consul must be able to name.
+			fmt.Sprintf("%q is not a job ID the deployer takes: use lower-case letters, digits, '-' and '_'.", e.Job))
+	case namespaceOK:
 		if err := access.CheckJobPolicy(e.Namespace, e.Job); err != nil {
-			bad(attrRange(body, "", "job"), "Job name without a Consul policy",
-				fmt.Sprintf("job %q: with ACLs on, its tasks could never get a Consul token to read their config: %v.", e.Job, err))
+			bad(attrRange(body, "", "job"), "Job name without a Consul policy of its own",
+				fmt.Sprintf("job %q: with ACLs on, its tasks could not read their config with a token of their own: %v.", e.Job, err))
 		}
 	}
 	if len(e.Datacenters) == 0 {

@@ -153,11 +153,17 @@ func TestParseRejectsBadFiles(t *testing.T) {
 		// after them, so with ACLs on the tasks would never read their
 		// config.
 		{"rejects/job name with a dot", "job = \"counter.prod\"\n" + good,
-			[]string{"bad.hcl:1,7", "Job name without a Consul policy", `job "counter.prod"`, "nomad-job-default_counter.prod has '.'", "^^^^^^^^^^^^^^"}},
+			[]string{"bad.hcl:1,7", "Job name without a Consul policy of its own", `job "counter.prod"`, "nomad-job-default_counter.prod has '.'", "^^^^^^^^^^^^^^"}},
 		{"rejects/job name too long for its policy name", "job = \"" + strings.Repeat("j", 111) + "\"\n" + good,
-			[]string{"bad.hcl:1,7", "Job name without a Consul policy", `job "` + strings.Repeat("j", 111) + `"`, "is 129 characters long, more than the 128"}},
+			[]string{"bad.hcl:1,7", "Job name without a Consul policy of its own", `job "` + strings.Repeat("j", 111) + `"`, "is 129 characters long, more than the 128"}},
 		{"rejects/job name too long for its policy name in a namespace longer than default", "namespace = \"team-abcd\"\njob = \"" + strings.Repeat("j", 110) + "\"\n" + good,
-			[]string{"bad.hcl:2,7", "Job name without a Consul policy", "nomad-job-team-abcd_jjj", "is 130 characters long"}},
+			[]string{"bad.hcl:2,7", "Job name without a Consul policy of its own", "nomad-job-team-abcd_jjj", "is 130 characters long"}},
+		// Consul's policy names ignore case: job Counter's policy would be
+		// job counter's.
+		{"rejects/job name with upper case", "job = \"Counter-prod\"\n" + good,
+			[]string{"bad.hcl:1,7", "Job name without a Consul policy of its own", `job "Counter-prod"`, "nomad-job-default_Counter-prod has upper case", "policy of nomad-job-default_counter-prod too"}},
+		{"rejects/namespace with upper case", "namespace = \"Team-a\"\n" + good,
+			[]string{"bad.hcl:1,13", "Invalid namespace", `"Team-a" has upper case`, `namespace "team-a"`}},
 		// An underscore in a namespace would let two jobs' policy names
 		// clash again (access.JobPolicy); Nomad refuses it anyway.
 		{"rejects/namespace with an underscore", "namespace = \"team_a\"\n" + good,
