@@ -141,7 +141,7 @@ job "counter" {
 
       # With ACLs on, the template reads Consul with a token of the task's
       # own workload identity, which gives it the policy of this job alone
-      # (nomad-job-NAMESPACE-JOB). Without ACLs the block changes nothing.
+      # (nomad-job-NAMESPACE_JOB). Without ACLs the block changes nothing.
       consul {}
 
       config {

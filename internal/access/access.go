@@ -7,6 +7,10 @@ package access
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
 
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
@@ -22,8 +26,46 @@ const Audience = "consul.io"
 // JobPolicy is the name of the Consul policy of a job's tasks. The binding
 // rule of SetUpWorkloadIdentity gives each task the policy of its own job;
 // a job without one gets no token at all.
+//
+// The underscore ends the namespace: a Nomad namespace name has none
+// (^[a-zA-Z0-9-]{1,128}$), so no two jobs share a name. With a dash there,
+// job "c" of namespace "a-b" and job "b-c" of namespace "a" got the same
+// policy, and each one's tasks read the other's config.
 func JobPolicy(namespace, job string) string {
-	return "nomad-job-" + namespace + "-" + job
+	return "nomad-job-" + namespace + "_" + job
+}
+
+// validPolicyName is a policy name Consul both creates and logs a task in
+// with: it creates names of up to 128 characters, one '/' allowed, but its
+// login takes only letters, digits, '-' and '_' in the name a binding rule
+// computes.
+var validPolicyName = regexp.MustCompile(`^[A-Za-z0-9\-_]{1,128}$`)
+
+// CheckJobPolicy says why the tasks of job in namespace cannot have a Consul
+// policy of their own, or returns nil. Consul's login computes the name
+// JobPolicy gives from the claims of the task's identity, lowercased, and
+// gives no token when it is no valid policy name; and since Consul's policy
+// names ignore case, a job with an upper-case letter would share its policy
+// with the job of its lower-case name.
+func CheckJobPolicy(namespace, job string) error {
+	name := JobPolicy(namespace, job)
+	if len(name) > 128 {
+		return fmt.Errorf("Consul policy name %s is %d characters long, more than the 128 Consul takes", name, len(name))
+	}
+	if !validPolicyName.MatchString(name) {
+		var bad []string
+		for _, r := range name {
+			if q := strconv.QuoteRune(r); !validPolicyName.MatchString(string(r)) && !slices.Contains(bad, q) {
+				bad = append(bad, q)
+			}
+		}
+		return fmt.Errorf("Consul policy name %s has %s, which Consul's login refuses in one (it takes letters, digits, '-' and '_')",
+			name, strings.Join(bad, ", "))
+	}
+	if lower := strings.ToLower(name); lower != name {
+		return fmt.Errorf("Consul policy name %s has upper case, which Consul's policy names ignore: it is the policy of %s too", name, lower)
+	}
+	return nil
 }
 
 // SetUpWorkloadIdentity makes Consul trust the identities the Nomad at
@@ -112,8 +154,12 @@ func hasRule(rules []*consul.ACLBindingRule, r *consul.ACLBindingRule) bool {
 }
 
 // GrantJobConfig lets the tasks of job read the Consul KV folder its config
-// snapshots live in, and nothing else.
+// snapshots live in, and nothing else. It refuses a job CheckJobPolicy
+// refuses, whose policy could be another job's.
 func GrantJobConfig(ctx context.Context, c *consul.Client, namespace, job, folder string) error {
+	if err := CheckJobPolicy(namespace, job); err != nil {
+		return fmt.Errorf("grant job %s of namespace %s its config: %w", job, namespace, err)
+	}
 	rules := fmt.Sprintf("# The tasks of Nomad job %s (namespace %s) read their config snapshots.\n"+
 		"key_prefix %q {\n  policy = \"read\"\n}\n", job, namespace, folder+"/")
 	return PutConsulPolicy(ctx, c, JobPolicy(namespace, job), rules)

@@ -17,6 +17,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"github.com/kodekloud/counter/internal/access"
 )
 
 // DefaultDir is the folder of environment files, relative to the checkout's
@@ -169,6 +171,9 @@ var (
 	// validJob is Nomad's job ID alphabet, less what would need escaping
 	// in a Consul KV path.
 	validJob = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+	// validNamespace is Nomad's rule for namespace names. Nomad refuses the
+	// others too, and access.JobPolicy's names stay apart only with these.
+	validNamespace = regexp.MustCompile(`^[a-zA-Z0-9-]{1,128}$`)
 	// validHost is a DNS name or an IPv4 address; IPv6 is accepted too.
 	validHost = regexp.MustCompile(`^([a-zA-Z0-9_]([a-zA-Z0-9_-]*[a-zA-Z0-9_])?)(\.[a-zA-Z0-9_]([a-zA-Z0-9_-]*[a-zA-Z0-9_])?)*$|^[0-9a-fA-F:]+$`)
 )
@@ -198,16 +203,34 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 	bad := func(rng hcl.Range, summary, detail string) {
 		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: detail, Subject: rng.Ptr()})
 	}
+	// With ACLs on, a task reads its config with a token of its job's
+	// Consul policy (access.JobPolicy), which must be the job's alone and
+	// one Consul's login takes.
+	namespaceOK := false
+	switch ns := e.Namespace; {
+	case ns == "":
+		e.Namespace, namespaceOK = "default", true
+	case !validNamespace.MatchString(ns):
+		bad(attrRange(body, "", "namespace"), "Invalid namespace",
+			fmt.Sprintf("%q is not a valid Nomad namespace: use lower-case letters, digits and '-', at most 128.", ns))
+	case strings.ToLower(ns) != ns:
+		bad(attrRange(body, "", "namespace"), "Invalid namespace",
+			fmt.Sprintf("%q has upper case: Consul's policy names ignore it, so its jobs would share their policies with those of namespace %q; use lower case.", ns, strings.ToLower(ns)))
+	default:
+		namespaceOK = true
+	}
 	if e.Job == "" {
 		e.Job = "counter-" + e.Name
-	} else if !validJob.MatchString(e.Job) {
-		bad(attrRange(body, "", "job"), "Invalid job name",
-			fmt.Sprintf("%q is not a valid Nomad job ID: use letters, digits, '-', '_' and '.', at most 128.", e.Job))
 	}
-	if e.Namespace == "" {
-		e.Namespace = "default"
-	} else if !validJob.MatchString(e.Namespace) {
-		bad(attrRange(body, "", "namespace"), "Invalid namespace", fmt.Sprintf("%q is not a valid Nomad namespace.", e.Namespace))
+	switch {
+	case !validJob.MatchString(e.Job):
+		bad(attrRange(body, "", "job"), "Invalid job name",
+			fmt.Sprintf("%q is not a job ID the deployer takes: use lower-case letters, digits, '-' and '_'.", e.Job))
+	case namespaceOK:
+		if err := access.CheckJobPolicy(e.Namespace, e.Job); err != nil {
+			bad(attrRange(body, "", "job"), "Job name without a Consul policy of its own",
+				fmt.Sprintf("job %q: with ACLs on, its tasks could not read their config with a token of their own: %v.", e.Job, err))
+		}
 	}
 	if len(e.Datacenters) == 0 {
 		bad(attrRange(body, "", "datacenters"), "No datacenters", `List at least one Nomad datacenter, for example ["dc1"].`)

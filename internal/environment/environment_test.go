@@ -147,6 +147,29 @@ func TestParseRejectsBadFiles(t *testing.T) {
 			[]string{"bad.hcl:6", "Unclosed configuration block"}},
 		{"rejects/bad job name", "job = \"counter prod\"\n" + good,
 			[]string{"bad.hcl:1,7", "Invalid job name"}},
+		{"rejects/job name with a slash", "job = \"counter/prod\"\n" + good,
+			[]string{"bad.hcl:1,7", "Invalid job name", `"counter/prod"`}},
+		// Nomad takes these job IDs, but Consul takes no policy named
+		// after them, so with ACLs on the tasks would never read their
+		// config.
+		{"rejects/job name with a dot", "job = \"counter.prod\"\n" + good,
+			[]string{"bad.hcl:1,7", "Job name without a Consul policy of its own", `job "counter.prod"`, "nomad-job-default_counter.prod has '.'", "^^^^^^^^^^^^^^"}},
+		{"rejects/job name too long for its policy name", "job = \"" + strings.Repeat("j", 111) + "\"\n" + good,
+			[]string{"bad.hcl:1,7", "Job name without a Consul policy of its own", `job "` + strings.Repeat("j", 111) + `"`, "is 129 characters long, more than the 128"}},
+		{"rejects/job name too long for its policy name in a namespace longer than default", "namespace = \"team-abcd\"\njob = \"" + strings.Repeat("j", 110) + "\"\n" + good,
+			[]string{"bad.hcl:2,7", "Job name without a Consul policy of its own", "nomad-job-team-abcd_jjj", "is 130 characters long"}},
+		// Consul's policy names ignore case: job Counter's policy would be
+		// job counter's.
+		{"rejects/job name with upper case", "job = \"Counter-prod\"\n" + good,
+			[]string{"bad.hcl:1,7", "Job name without a Consul policy of its own", `job "Counter-prod"`, "nomad-job-default_Counter-prod has upper case", "policy of nomad-job-default_counter-prod too"}},
+		{"rejects/namespace with upper case", "namespace = \"Team-a\"\n" + good,
+			[]string{"bad.hcl:1,13", "Invalid namespace", `"Team-a" has upper case`, `namespace "team-a"`}},
+		// An underscore in a namespace would let two jobs' policy names
+		// clash again (access.JobPolicy); Nomad refuses it anyway.
+		{"rejects/namespace with an underscore", "namespace = \"team_a\"\n" + good,
+			[]string{"bad.hcl:1,13", "Invalid namespace", `"team_a"`}},
+		{"rejects/namespace with a dot", "namespace = \"team.a\"\n" + good,
+			[]string{"bad.hcl:1,13", "Invalid namespace", `"team.a"`}},
 		{"rejects/no progress deadline", good + "update {\n  progress_deadline = \"0s\"\n}\n",
 			[]string{"bad.hcl:7,23", "No progress deadline", "never failed or reverted"}},
 		{"rejects/progress deadline within the healthy deadline", good + "update {\n  healthy_deadline = \"45s\"\n  progress_deadline = \"45s\"\n}\n",
@@ -175,6 +198,34 @@ func TestParseRejectsBadFiles(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error lacks %q:\n%s", w, err)
 				}
+			}
+		})
+	}
+}
+
+// The longest job ID whose policy name Consul takes, and namespaces with
+// dashes, are accepted.
+func TestParseAcceptsJobsConsulCanName(t *testing.T) {
+	const good = "datacenters = [\"dc1\"]\nconfig {\n  HOST = \"redis\"\n  PORT = 6379\n}\n"
+	tests := []struct {
+		name, namespace, job string
+	}{
+		{"accepts/the longest job in the default namespace", "", strings.Repeat("j", 110)},
+		{"accepts/a namespace with dashes", "a-b", "c"},
+		{"accepts/a job with underscores", "", "counter_prod"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := fmt.Sprintf("job = %q\n", tt.job) + good
+			if tt.namespace != "" {
+				src = fmt.Sprintf("namespace = %q\n", tt.namespace) + src
+			}
+			env, err := Parse("ok.hcl", "ok", []byte(src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if env.Job != tt.job {
+				t.Errorf("job %q, want %q", env.Job, tt.job)
 			}
 		})
 	}
