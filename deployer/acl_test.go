@@ -36,6 +36,11 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK {
 		t.Fatalf("first release, with the deployer's policies: exit %d %+v", code, rec)
 	}
+	// A second, on another Redis, so that there is a v0 to roll back to.
+	f.writeEnv("dev", testredis.Start(t), 1, "")
+	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK {
+		t.Fatalf("second release, with the deployer's policies: exit %d %+v", code, rec)
+	}
 	// What Nomad keeps of a release (job meta, the submission's source and
 	// variables) never holds a token.
 	{
@@ -113,25 +118,32 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 			if d.unknownToken != "" {
 				env[d.unknownToken] = "6d3a8f4e-1b2c-4d5e-8f90-a1b2c3d4e5f6"
 			}
-			versions, snapshots := len(f.versions()), f.snapshots()
-			_, stderr, code := runCLI(t, f.dir, env, "submit", "-env", "dev", "-image", good)
-			lines := strings.Split(strings.TrimSpace(stderr), "\n")
-			last := lines[len(lines)-1]
-			if code != exitError || !strings.Contains(last, d.want) || !strings.Contains(last, d.doing) {
-				t.Errorf("submit: exit %d, last line %q; want exit 1 and %q, %q", code, last, d.want, d.doing)
-			}
-			if d.unknownToken == "" && !strings.Contains(last, "deployer/policies/") {
-				t.Errorf("the refusal does not name the policy file to change: %q", last)
-			}
-			if n := len(f.versions()); n != versions {
-				t.Errorf("a refused submit registered %d version(s)", n-versions)
-			}
-			if now := f.snapshots(); !slices.Equal(now, snapshots) {
-				t.Errorf("a refused submit left snapshots %v, had %v", now, snapshots)
-			}
-			lock := configstore.New(nil, configstore.DefaultPrefix).LockKey("default", f.job)
-			if p, _, err := f.kv.KV().Get(lock, nil); err != nil || p != nil {
-				t.Errorf("a refused submit left the lock %s: %v %v", lock, p, err)
+			// Each command that writes needs every capability: the first
+			// it lacks stops it before anything is written.
+			for _, args := range [][]string{
+				{"submit", "-env", "dev", "-image", good},
+				{"rollback", "-env", "dev", "-to", "v0"},
+			} {
+				versions, snapshots := len(f.versions()), f.snapshots()
+				_, stderr, code := runCLI(t, f.dir, env, args...)
+				lines := strings.Split(strings.TrimSpace(stderr), "\n")
+				last := lines[len(lines)-1]
+				if code != exitError || !strings.Contains(last, d.want) || !strings.Contains(last, d.doing) {
+					t.Errorf("%s: exit %d, last line %q; want exit 1 and %q, %q", args[0], code, last, d.want, d.doing)
+				}
+				if d.unknownToken == "" && !strings.Contains(last, "deployer/policies/") {
+					t.Errorf("%s: the refusal does not name the policy file to change: %q", args[0], last)
+				}
+				if n := len(f.versions()); n != versions {
+					t.Errorf("a refused %s registered %d version(s)", args[0], n-versions)
+				}
+				if now := f.snapshots(); !slices.Equal(now, snapshots) {
+					t.Errorf("a refused %s left snapshots %v, had %v", args[0], now, snapshots)
+				}
+				lock := configstore.New(nil, configstore.DefaultPrefix).LockKey("default", f.job)
+				if p, _, err := f.kv.KV().Get(lock, nil); err != nil || p != nil {
+					t.Errorf("a refused %s left the lock %s: %v %v", args[0], lock, p, err)
+				}
 			}
 		})
 	}
