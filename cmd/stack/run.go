@@ -242,6 +242,13 @@ func grant(ctx context.Context, s *localstack.Stack, o upOptions) error {
 	if err := s.DeployerTokens(ctx, rules[0], rules[1]); err != nil {
 		return err
 	}
+	operator, err := os.ReadFile(filepath.Join(o.policyDir, "nomad-operator.hcl"))
+	if err != nil {
+		return fmt.Errorf("the operator's policy: %w", err)
+	}
+	if _, err := s.OperatorToken(ctx, string(operator)); err != nil {
+		return err
+	}
 	_, cc, err := s.Clients()
 	if err != nil {
 		return err
@@ -280,7 +287,8 @@ func printAddrs(w io.Writer, s *localstack.Stack) {
 		fmt.Fprintf(w, "For the nomad and consul CLIs, the management tokens:\n")
 		fmt.Fprintf(w, "  export NOMAD_ADDR=%s NOMAD_TOKEN=$(cat %s)\n", s.NomadAddr, nf)
 		fmt.Fprintf(w, "  export CONSUL_HTTP_ADDR=%s CONSUL_HTTP_TOKEN=$(cat %s)\n", s.ConsulAddr, cf)
-		fmt.Fprintf(w, "For the Nomad UI, paste the Nomad token (cat %s) at %s/ui/settings/tokens\n", nf, s.NomadAddr)
+		fmt.Fprintf(w, "For the Nomad UI, and the nomad CLI as a person (read the jobs, revert them: deployer/policies/nomad-operator.hcl),\n")
+		fmt.Fprintf(w, "  the operator token (cat %s): paste it at %s/ui/settings/tokens\n", localstack.OperatorTokenFile(s.Dir), s.NomadAddr)
 		return
 	}
 	fmt.Fprintf(w, "\nTo use it from this shell:\n")

@@ -24,6 +24,9 @@ const (
 	// The deployer's tokens, made from its policies by DeployerTokens.
 	deployerNomadFile  = "deployer-nomad-token"
 	deployerConsulFile = "deployer-consul-token"
+	// A person's Nomad token, made from the operator's policy by
+	// OperatorToken.
+	operatorNomadFile = "nomad-operator-token"
 )
 
 // TokenFiles are the files that hold the stack's Nomad and Consul
@@ -31,6 +34,9 @@ const (
 func TokenFiles(dir string) (nomadFile, consulFile string) {
 	return filepath.Join(dir, secretsDir, nomadTokenFile), filepath.Join(dir, secretsDir, consulTokenFile)
 }
+
+// OperatorTokenFile is the file of the token OperatorToken makes.
+func OperatorTokenFile(dir string) string { return filepath.Join(dir, secretsDir, operatorNomadFile) }
 
 // makeTokens reads the stack's management tokens, making them the first
 // time. They stay the same for the life of the state folder: Consul takes
@@ -178,6 +184,37 @@ func (s *Stack) DeployerTokens(ctx context.Context, nomadRules, consulRules stri
 		}
 	}
 	return nil
+}
+
+// OperatorToken gives a person a Nomad token of this stack with the policy
+// rules (the operator's: read the jobs, revert them), for the Nomad UI and
+// the nomad CLI, so that nobody needs the management token to look at or
+// revert a release. It is made the first time, kept in Dir/secrets, and
+// made again if Nomad does not know it (a stack started over with fresh
+// data). It returns the token's file.
+func (s *Stack) OperatorToken(ctx context.Context, rules string) (string, error) {
+	const policy = "counter-operator"
+	file := OperatorTokenFile(s.Dir)
+	nc, err := s.nomadClient()
+	if err != nil {
+		return "", err
+	}
+	if err := access.PutNomadPolicy(ctx, nc, policy, rules, "counter operator"); err != nil {
+		return "", err
+	}
+	if b, err := os.ReadFile(file); err == nil {
+		c, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr, SecretID: strings.TrimSpace(string(b)), HttpClient: s.httpClient()})
+		if err == nil {
+			if _, _, err := c.ACLTokens().Self((&nomad.QueryOptions{}).WithContext(ctx)); err == nil {
+				return file, nil
+			}
+		}
+	}
+	token, err := access.NomadToken(ctx, nc, policy, "counter operator")
+	if err != nil {
+		return "", err
+	}
+	return file, os.WriteFile(file, []byte(token+"\n"), 0o600)
 }
 
 // knowsDeployerTokens reports whether Nomad and Consul know the deployer's

@@ -429,3 +429,58 @@ func TestStackEnforcesACLs(t *testing.T) {
 		t.Errorf("Load(%s) did not read back the stack's tokens: %v", s.Dir, err)
 	}
 }
+
+// The operator's token that make up prints for the Nomad UI has the
+// operator's policy and nothing more, is kept (0600) across ups, and is made
+// again when Nomad no longer knows it.
+func TestOperatorTokenIsKeptAndMadeAgainWhenUnknown(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	rules, err := os.ReadFile(filepath.Join(testimage.RepoRoot(t), "deployer", "policies", "nomad-operator.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	token := func() string {
+		t.Helper()
+		file, err := s.OperatorToken(ctx, string(rules))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v, want mode 0600", file, fi, err)
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	first := token()
+	if again := token(); again != first {
+		t.Error("a second up made another operator token")
+	}
+	c, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr, SecretID: first})
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, _, err := c.ACLTokens().Self(nil)
+	if err != nil || self.Type != "client" || len(self.Policies) != 1 || self.Policies[0] != "counter-operator" {
+		t.Fatalf("the operator token: %+v %v; want a client token with policy counter-operator", self, err)
+	}
+	// Only a management token lists the tokens.
+	if _, _, err := c.ACLTokens().List(nil); err == nil {
+		t.Error("the operator token lists Nomad's tokens: it manages Nomad")
+	}
+	if _, _, err := c.Jobs().List(nil); err != nil {
+		t.Errorf("the operator token cannot list jobs: %v", err)
+	}
+
+	nc, _ := stacktest.Clients(t, s)
+	if _, err := nc.ACLTokens().Delete(self.AccessorID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if again := token(); again == first || again == "" {
+		t.Error("a token Nomad no longer knows was kept")
+	}
+}
