@@ -49,8 +49,7 @@ type pkgStack struct {
 	// secrets maps each token secret of the stack to its kind, which
 	// messages name in its place.
 	secrets map[string]string
-	// operator is the secret of the operator's Nomad token, once
-	// OperatorToken made it.
+	// operator is the secret of the operator's Nomad token.
 	operator string
 }
 
@@ -238,6 +237,12 @@ func (p *pkgStack) start(tb testing.TB, clustered bool) error {
 	if err == nil {
 		err = s.DeployerTokens(ctx, nomadRules, consulRules)
 	}
+	// The tests run the nomad CLI as a person would. Made now, while every
+	// server runs: a test may have the stack's first one down.
+	operator := ""
+	if err == nil {
+		operator, err = operatorToken(ctx, s, testimage.RepoRoot(tb))
+	}
 	if err != nil {
 		_ = s.Stop(context.Background())
 		return err
@@ -245,11 +250,12 @@ func (p *pkgStack) start(tb testing.TB, clustered bool) error {
 	for kind, secret := range map[string]string{
 		"Nomad management token": s.NomadToken, "Consul management token": s.ConsulToken,
 		"deployer's Nomad token": s.DeployerNomadToken, "deployer's Consul token": s.DeployerConsulToken,
+		"operator's Nomad token": operator,
 	} {
 		p.addSecret(kind, secret)
 	}
 	p.mu.Lock()
-	p.stack = s
+	p.stack, p.operator = s, operator
 	p.mu.Unlock()
 	return nil
 }
@@ -304,43 +310,36 @@ func Redact(text string) string {
 	return text
 }
 
-// OperatorToken returns a Nomad token of stack s with a person's policy,
-// deployer/policies/nomad-operator.hcl, which the README gives people for
-// the Nomad UI and CLI; "" on a stack without ACLs. It is made once per
-// stack.
+// OperatorToken returns the Nomad token of stack s with a person's
+// policy, deployer/policies/nomad-operator.hcl, which the README gives
+// people for the Nomad UI and CLI; "" on a stack without ACLs.
 func OperatorToken(tb testing.TB, s *localstack.Stack) string {
 	tb.Helper()
 	p := of(tb, s)
-	if !s.ACL {
-		return ""
-	}
-	p.mu.Lock()
-	token := p.operator
-	p.mu.Unlock()
-	if token != "" {
-		return token
-	}
-	rules, err := os.ReadFile(filepath.Join(testimage.RepoRoot(tb), "deployer", "policies", "nomad-operator.hcl"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	const policy = "counter-operator"
-	nc, _ := Clients(tb, s)
-	ctx := context.Background()
-	if err := access.PutNomadPolicy(ctx, nc, policy, string(rules), "counter operator"); err != nil {
-		tb.Fatal(err)
-	}
-	if token, err = access.NomadToken(ctx, nc, policy, "operator"); err != nil {
-		tb.Fatal(err)
-	}
-	p.addSecret("operator's Nomad token", token)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	// Tests that asked at once each made a token: all keep the first.
-	if p.operator == "" {
-		p.operator = token
-	}
 	return p.operator
+}
+
+// operatorToken makes stack s's operator token (OperatorToken) from the
+// policy file in the checkout at root.
+func operatorToken(ctx context.Context, s *localstack.Stack, root string) (string, error) {
+	if !s.ACL {
+		return "", nil
+	}
+	rules, err := os.ReadFile(filepath.Join(root, "deployer", "policies", "nomad-operator.hcl"))
+	if err != nil {
+		return "", err
+	}
+	nc, _, err := s.Clients()
+	if err != nil {
+		return "", err
+	}
+	const policy = "counter-operator"
+	if err := access.PutNomadPolicy(ctx, nc, policy, string(rules), "counter operator"); err != nil {
+		return "", err
+	}
+	return access.NomadToken(ctx, nc, policy, "operator")
 }
 
 // Nomad runs the nomad CLI of stack s against its Nomad server at addr (""
