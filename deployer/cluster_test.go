@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -151,10 +150,8 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 		f.wantRunning(v0, "rollback with a server down")
 
 		revert := *f.versions()[0].Version + 1
-		cmd := exec.Command(stacktest.ClusterBinaries(t).Nomad, "job", "revert", "-detach", f.job, "v1")
-		cmd.Env = f.nomadCLIEnv()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("nomad job revert with %s down: %v\n%s", down.Name, err, out)
+		if _, code := f.nomadCLI("job", "revert", "-detach", f.job, "v1"); code != 0 {
+			t.Fatalf("nomad job revert with %s down: exit %d", down.Name, code)
 		}
 		if dep := f.waitForDeployment(revert, 90*time.Second); dep.Status != "successful" {
 			t.Fatalf("nomad job revert with %s down: deployment %s", down.Name, dep.Status)

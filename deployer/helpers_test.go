@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -86,9 +88,48 @@ func fixtureOf(t *testing.T, s *localstack.Stack, job string) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		f.noSecretKept(nc, f.job)
 		_, _, _ = nc.Jobs().Deregister(f.job, true, nil)
 	})
 	return f
+}
+
+// noSecretKept fails the test if what Nomad keeps of the job, each version
+// (its meta, tasks, templates) and the submission it came from (source and
+// variables), holds a secret of the stack's. A job never registered is no
+// failure.
+func (f *fixture) noSecretKept(nc *nomad.Client, job string) {
+	f.t.Helper()
+	versions, _, _, err := nc.Jobs().Versions(job, false, nil)
+	if isNotFound(err) {
+		return
+	}
+	if err != nil {
+		f.t.Errorf("versions of %s, to check them for secrets: %v", job, err)
+		return
+	}
+	for _, v := range versions {
+		b, err := json.Marshal(v)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		stacktest.NoSecret(f.t, fmt.Sprintf("version %d of job %s", *v.Version, job), string(b))
+		sub, _, err := nc.Jobs().Submission(job, int(*v.Version), nil)
+		if isNotFound(err) {
+			continue // registered through the API, without a source
+		}
+		if err != nil {
+			f.t.Errorf("submission of version %d of %s, to check it for secrets: %v", *v.Version, job, err)
+			continue
+		}
+		stacktest.NoSecret(f.t, fmt.Sprintf("the submission of version %d of job %s", *v.Version, job), sub.Source+fmt.Sprint(sub.Variables, sub.VariableFlags))
+	}
+}
+
+// isNotFound reports whether err is Nomad's 404.
+func isNotFound(err error) bool {
+	var uerr nomad.UnexpectedResponseError
+	return errors.As(err, &uerr) && uerr.StatusCode() == http.StatusNotFound
 }
 
 // otherJob names one more job for the test, whose tasks may read their
@@ -98,18 +139,18 @@ func (f *fixture) otherJob(prefix string) string {
 	job := stacktest.Name(f.t, prefix)
 	stacktest.GrantJob(f.t, f.stack, job)
 	f.t.Cleanup(func() {
+		f.noSecretKept(f.nomad, job)
 		_, _, _ = f.nomad.Jobs().Deregister(job, true, nil)
 	})
 	return job
 }
 
-// nomadCLIEnv is the environment the nomad CLI reaches the stack with.
-func (f *fixture) nomadCLIEnv() []string {
-	addr := f.stack.NomadAddr
-	if f.nomadAddr != "" {
-		addr = f.nomadAddr
-	}
-	return append(os.Environ(), "NOMAD_ADDR="+addr, "NOMAD_TOKEN="+f.stack.NomadToken)
+// nomadCLI runs the nomad CLI against the fixture's Nomad server with the
+// operator's token, as a person would, and returns its output and exit
+// code.
+func (f *fixture) nomadCLI(args ...string) (string, int) {
+	f.t.Helper()
+	return stacktest.Nomad(f.t, f.stack, f.nomadAddr, args...)
 }
 
 // writeEnv writes environments/NAME.hcl for this test's job, pointing the app
@@ -172,14 +213,16 @@ func runCLI(t *testing.T, dir string, env map[string]string, args ...string) (st
 	defer cancel()
 	err := run(ctx, full, func(k string) string { return env[k] }, &out, &errb)
 	code := exitCode(err, &errb)
-	t.Logf("deployer %s: exit %d\n%s", strings.Join(args, " "), code, errb.String())
+	t.Logf("deployer %s: exit %d\n%s", strings.Join(args, " "), code, stacktest.Redact(errb.String()))
 	// A token never shows in what the deployer prints, not even in an
-	// error.
+	// error: neither its own (which may be one no server knows) nor any
+	// other of the stack's.
 	for _, k := range []string{"NOMAD_TOKEN", "CONSUL_HTTP_TOKEN"} {
 		if secret := env[k]; secret != "" && strings.Contains(out.String()+errb.String(), secret) {
 			t.Errorf("deployer %s printed the secret of %s", strings.Join(args, " "), k)
 		}
 	}
+	stacktest.NoSecret(t, "the output of deployer "+strings.Join(args, " "), out.String()+errb.String())
 	return out.String(), errb.String(), code
 }
 

@@ -2,16 +2,13 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	nomad "github.com/hashicorp/nomad/api"
 
-	"github.com/kodekloud/counter/internal/stacktest"
 	"github.com/kodekloud/counter/internal/testredis"
 )
 
@@ -82,7 +79,6 @@ func TestPlanExitsAsNomadJobPlan(t *testing.T) {
 	good, _ := releaseImages(t, f.stack)
 	other := imageVariant(t, f.stack, 1)
 	rdb := testredis.Start(t)
-	nomadCLI := stacktest.Binaries(t).Nomad
 
 	nomadPlan := func(t *testing.T, image string) int {
 		t.Helper()
@@ -94,18 +90,8 @@ func TestPlanExitsAsNomadJobPlan(t *testing.T) {
 		if err := os.WriteFile(file, []byte(out), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(nomadCLI, "job", "plan", "-json", file)
-		cmd.Env = f.nomadCLIEnv()
-		b, err := cmd.CombinedOutput()
-		t.Logf("nomad job plan:\n%s", b)
-		var ee *exec.ExitError
-		switch {
-		case errors.As(err, &ee):
-			return ee.ExitCode()
-		case err != nil:
-			t.Fatalf("nomad job plan: %v", err)
-		}
-		return 0
+		_, code = f.nomadCLI("job", "plan", "-json", file)
+		return code
 	}
 
 	f.writeEnv("dev", rdb, 1, "")

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	consul "github.com/hashicorp/consul/api"
 
 	"github.com/kodekloud/counter/internal/deploy"
-	"github.com/kodekloud/counter/internal/stacktest"
 	"github.com/kodekloud/counter/internal/testredis"
 )
 
@@ -119,11 +117,8 @@ func TestRevertBringsBackImageAndConfig(t *testing.T) {
 	}
 
 	// The real nomad CLI, by tag name: code and config come back.
-	nomadCLI := stacktest.Binaries(t).Nomad
-	cmd := exec.Command(nomadCLI, "job", "revert", "-detach", f.job, "v0")
-	cmd.Env = f.nomadCLIEnv()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nomad job revert %s v0: %v\n%s", f.job, err, out)
+	if _, code := f.nomadCLI("job", "revert", "-detach", f.job, "v0"); code != 0 {
+		t.Fatalf("nomad job revert %s v0: exit %d", f.job, code)
 	}
 	f.wantRunning(rs[0], "after nomad job revert v0")
 
@@ -226,10 +221,8 @@ func TestRevertBringsBackImageAndConfig(t *testing.T) {
 		if err := os.WriteFile(file, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(nomadCLI, "job", "run", "-detach", "-json", file)
-		cmd.Env = f.nomadCLIEnv()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("nomad job run: %v\n%s", err, out)
+		if _, code := f.nomadCLI("job", "run", "-detach", "-json", file); code != 0 {
+			t.Fatalf("nomad job run: exit %d", code)
 		}
 		out, _, code = f.deployer("status", "-env", "dev", "-json")
 		var st deploy.Status

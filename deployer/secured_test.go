@@ -58,6 +58,13 @@ func TestREADMESecuredClusterCommandsWorkAsWritten(t *testing.T) {
 	f := fixtureOf(t, s, "counter-prod")
 	f.env["NOMAD_TOKEN"] = nomadTokenNamed(t, nc, "deployer")
 	f.env["CONSUL_HTTP_TOKEN"] = consulTokenDescribed(t, cc, "deployer")
+	operator := nomadTokenNamed(t, nc, "tester")
+	for kind, secret := range map[string]string{
+		"README deployer's Nomad token": f.env["NOMAD_TOKEN"], "README deployer's Consul token": f.env["CONSUL_HTTP_TOKEN"],
+		"README operator's Nomad token": operator,
+	} {
+		stacktest.Secret(t, s, kind, secret)
+	}
 	image := imageVariant(t, s, 1)
 	first, second := testredis.Start(t), testredis.Start(t)
 	for rdb, n := range map[*testredis.Server]string{first: "100", second: "200"} {
@@ -80,9 +87,11 @@ func TestREADMESecuredClusterCommandsWorkAsWritten(t *testing.T) {
 	submit(second, "201")
 
 	revert := exec.Command(bin.Nomad, "job", "revert", "-detach", f.job, "0")
-	revert.Env = append(os.Environ(), "NOMAD_ADDR="+s.NomadAddr, "NOMAD_TOKEN="+nomadTokenNamed(t, nc, "tester"))
-	if out, err := revert.CombinedOutput(); err != nil {
-		t.Fatalf("nomad job revert with the README's operator token: %v\n%s", err, out)
+	revert.Env = append(os.Environ(), "NOMAD_ADDR="+s.NomadAddr, "NOMAD_TOKEN="+operator)
+	out, err := revert.CombinedOutput()
+	stacktest.NoSecret(t, "the output of nomad job revert", string(out))
+	if err != nil {
+		t.Fatalf("nomad job revert with the README's operator token: %v\n%s", err, stacktest.Redact(string(out)))
 	}
 	if dep := f.waitForDeployment(2, 2*time.Minute); dep.Status != nomad.DeploymentStatusSuccessful {
 		t.Fatalf("the revert's deployment: %s", dep.Status)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/kodekloud/counter/internal/deploy"
-	"github.com/kodekloud/counter/internal/stacktest"
 	"github.com/kodekloud/counter/internal/testredis"
 )
 
@@ -190,7 +188,6 @@ func TestTrafficSurvivesGoodAndBadReleases(t *testing.T) {
 	}
 	running := "v1"
 
-	nomadCLI := stacktest.Binaries(t).Nomad
 	closed := testredis.Start(t)
 	closed.Stop()
 	tests := []struct {
@@ -241,10 +238,8 @@ func TestTrafficSurvivesGoodAndBadReleases(t *testing.T) {
 			return err == nil && dep != nil && dep.Status != "running" && dep.Status != "pending"
 		})
 		revert := *f.versions()[0].Version + 1
-		cmd := exec.Command(nomadCLI, "job", "revert", "-detach", f.job, "v0")
-		cmd.Env = f.nomadCLIEnv()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("nomad job revert: %v\n%s", err, out)
+		if _, code := f.nomadCLI("job", "revert", "-detach", f.job, "v0"); code != 0 {
+			t.Fatalf("nomad job revert: exit %d", code)
 		}
 		if dep := f.waitForDeployment(revert, 90*time.Second); dep.Status != "failed" {
 			t.Errorf("the revert to a deleted snapshot: deployment %s, want failed", dep.Status)

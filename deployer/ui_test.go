@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 	nomad "github.com/hashicorp/nomad/api"
 
+	"github.com/kodekloud/counter/internal/stacktest"
 	"github.com/kodekloud/counter/internal/testenv"
 	"github.com/kodekloud/counter/internal/testimage"
 	"github.com/kodekloud/counter/internal/testredis"
@@ -55,12 +56,7 @@ func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 	// the operator policy the README gives. It is stored from a page of the
 	// same origin that is not the UI: the UI, starting, may write its own
 	// idea of the token after ours.
-	if f.stack.ACL {
-		rules, err := os.ReadFile(filepath.Join(testimage.RepoRoot(t), "deployer", "policies", "nomad-operator.hcl"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		token, _ := f.tokens("operator", string(rules), "")
+	if token := stacktest.OperatorToken(t, f.stack); token != "" {
 		b.do("sign in with an operator token", chromedp.Navigate(f.stack.NomadAddr+"/v1/status/leader"),
 			chromedp.Evaluate[chromedp.Void](fmt.Sprintf("window.localStorage.setItem('nomadTokenSecret', %q)", token)))
 	}

@@ -32,15 +32,26 @@ func StartOwn(tb testing.TB) *localstack.Stack {
 		release()
 		testenv.Unavailable(tb, "a stack of the test's own: %v", err)
 	}
+	// Its secrets are kept as the package stacks' are: Secret, NoSecret
+	// and Redact know them, and its logs are checked once it stops.
+	p := &pkgStack{stack: s}
+	p.addSecret("own stack's Nomad management token", s.NomadToken)
+	p.addSecret("own stack's Consul management token", s.ConsulToken)
+	ownsMu.Lock()
+	owns = append(owns, p)
+	ownsMu.Unlock()
 	// Registered after TempDir's, so it runs before the folder goes.
 	tb.Cleanup(func() {
 		if tb.Failed() {
 			for _, name := range []string{"nomad", "consul"} {
-				tb.Logf("last lines of its own stack's %s.log:\n%s", name, s.LogTail(name, 12))
+				tb.Logf("last lines of its own stack's %s.log:\n%s", name, Redact(s.LogTail(name, 12)))
 			}
 		}
 		if err := s.Stop(context.Background()); err != nil {
 			tb.Errorf("stop the test's own stack: %v", err)
+		}
+		if err := p.checkLogs(); err != nil {
+			tb.Error(err)
 		}
 		release()
 	})

@@ -2,15 +2,24 @@
 // stack (Consul, Nomad, Redis, registry) on free ports, started on first use
 // and stopped when the package's tests end. Tests that share it keep apart
 // by the job names and KV prefixes that Name gives them.
+//
+// It also keeps the stack's token secrets (its management and deployer
+// tokens, and those tests record with Secret): the run fails when one shows
+// in an agent's log, and NoSecret fails a test when one shows in what it
+// read.
 package stacktest
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,17 +42,31 @@ type pkgStack struct {
 	release func()
 	dir     string
 	err     error
+
+	// mu guards the stack's pointer (another stack's test looks it up
+	// while this one starts) and what tests add while it runs.
+	mu sync.Mutex
+	// secrets maps each token secret of the stack to its kind, which
+	// messages name in its place.
+	secrets map[string]string
+	// operator is the secret of the operator's Nomad token.
+	operator string
 }
 
 // shared is the package's single-agent stack; cluster its cluster stack.
 // A test binary's tests share them, so they live as long as it does.
 var shared, cluster pkgStack
 
-// stop stops the stack if it was started and frees its ports and folder.
+// stop stops the stack if it was started, checks its agents' logs for
+// its secrets, and frees its ports and folder.
 func (p *pkgStack) stop() error {
-	var err error
+	var errs []error
 	if p.stack != nil {
-		err = p.stack.Stop(context.Background())
+		if err := p.stack.Stop(context.Background()); err != nil {
+			errs = append(errs, fmt.Errorf("stop stack: %w", err))
+		}
+		// Stopped, the agents have written all they will.
+		errs = append(errs, p.checkLogs())
 	}
 	if p.release != nil {
 		p.release()
@@ -51,7 +74,60 @@ func (p *pkgStack) stop() error {
 	if p.dir != "" {
 		_ = os.RemoveAll(p.dir)
 	}
-	return err
+	return errors.Join(errs...)
+}
+
+// checkLogs returns an error for each log file of the stack's folder (the
+// agents', Redis's and the registry's output) that holds one of its
+// secrets, naming the file and the secret's kind. Only the logs: the
+// folder's configs and secrets hold tokens by design.
+func (p *pkgStack) checkLogs() error {
+	files, err := filepath.Glob(filepath.Join(p.stack.Dir, "*.log"))
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return fmt.Errorf("no log files in %s to check for secrets", p.stack.Dir)
+	}
+	var errs []error
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("check %s for secrets: %w", file, err))
+			continue
+		}
+		for _, kind := range p.leaked(string(b)) {
+			errs = append(errs, fmt.Errorf("%s holds the secret of the %s", file, kind))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// leaked returns the kinds of the stack's secrets that text holds.
+func (p *pkgStack) leaked(text string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var kinds []string
+	for secret, kind := range p.secrets {
+		if strings.Contains(text, secret) {
+			kinds = append(kinds, kind)
+		}
+	}
+	slices.Sort(kinds)
+	return kinds
+}
+
+// addSecret records secret as a secret of kind; "" is none.
+func (p *pkgStack) addSecret(kind, secret string) {
+	if secret == "" {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.secrets == nil {
+		p.secrets = map[string]string{}
+	}
+	p.secrets[secret] = kind
 }
 
 // Main runs the package's tests, stops the shared stack and exits. Call it
@@ -64,7 +140,9 @@ func Run(m interface{ Run() int }) int {
 	code := m.Run()
 	for _, p := range []*pkgStack{&shared, &cluster} {
 		if err := p.stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stacktest: stop stack: %v\n", err)
+			for _, line := range strings.Split(err.Error(), "\n") {
+				fmt.Fprintf(os.Stderr, "stacktest: %s\n", line)
+			}
 			code = 1
 		}
 	}
@@ -103,7 +181,7 @@ func (p *pkgStack) get(tb testing.TB, clustered bool, logs []string) *localstack
 			return
 		}
 		for _, name := range logs {
-			tb.Logf("last lines of %s.log:\n%s", name, s.LogTail(name, 12))
+			tb.Logf("last lines of %s.log:\n%s", name, Redact(s.LogTail(name, 12)))
 		}
 	})
 	return s
@@ -159,12 +237,145 @@ func (p *pkgStack) start(tb testing.TB, clustered bool) error {
 	if err == nil {
 		err = s.DeployerTokens(ctx, nomadRules, consulRules)
 	}
+	// The tests run the nomad CLI as a person would. Made now, while every
+	// server runs: a test may have the stack's first one down.
+	operator := ""
+	if err == nil {
+		operator, err = operatorToken(ctx, s, testimage.RepoRoot(tb))
+	}
 	if err != nil {
 		_ = s.Stop(context.Background())
 		return err
 	}
-	p.stack = s
+	for kind, secret := range map[string]string{
+		"Nomad management token": s.NomadToken, "Consul management token": s.ConsulToken,
+		"deployer's Nomad token": s.DeployerNomadToken, "deployer's Consul token": s.DeployerConsulToken,
+		"operator's Nomad token": operator,
+	} {
+		p.addSecret(kind, secret)
+	}
+	p.mu.Lock()
+	p.stack, p.operator = s, operator
+	p.mu.Unlock()
 	return nil
+}
+
+// owns are the stacks tests started with StartOwn; ownsMu guards it.
+var (
+	ownsMu sync.Mutex
+	owns   []*pkgStack
+)
+
+// stacks returns the package's stacks and the tests' own.
+func stacks() []*pkgStack {
+	ownsMu.Lock()
+	defer ownsMu.Unlock()
+	return append([]*pkgStack{&shared, &cluster}, owns...)
+}
+
+// of returns the package stack that s is.
+func of(tb testing.TB, s *localstack.Stack) *pkgStack {
+	tb.Helper()
+	for _, p := range stacks() {
+		p.mu.Lock()
+		is := p.stack == s
+		p.mu.Unlock()
+		if is {
+			return p
+		}
+	}
+	tb.Fatalf("stacktest: the stack in %s is not one stacktest started", s.Dir)
+	return nil
+}
+
+// Secret records secret, a token a test made on stack s, as one of the
+// stack's secrets; kind says what it is (never the secret itself) in the
+// messages that find it.
+func Secret(tb testing.TB, s *localstack.Stack, kind, secret string) {
+	tb.Helper()
+	of(tb, s).addSecret(kind, secret)
+}
+
+// NoSecret fails the test if text, the output or data a test read that
+// what names, holds a secret of the package's stacks. The message names
+// the secret's kind, never the secret.
+func NoSecret(tb testing.TB, what, text string) {
+	tb.Helper()
+	for _, p := range stacks() {
+		for _, kind := range p.leaked(text) {
+			tb.Errorf("%s holds the secret of the %s", what, kind)
+		}
+	}
+}
+
+// Redact returns text with each secret of the package's stacks in it
+// replaced by its kind, for what a test logs: a secret that shows fails the
+// test (NoSecret) or the run (the logs' check), and the log of the failure
+// must not hold it either.
+func Redact(text string) string {
+	for _, p := range stacks() {
+		p.mu.Lock()
+		for secret, kind := range p.secrets {
+			text = strings.ReplaceAll(text, secret, "<secret of the "+kind+">")
+		}
+		p.mu.Unlock()
+	}
+	return text
+}
+
+// OperatorToken returns the Nomad token of stack s with a person's
+// policy, deployer/policies/nomad-operator.hcl, which the README gives
+// people for the Nomad UI and CLI; "" on a stack without ACLs.
+func OperatorToken(tb testing.TB, s *localstack.Stack) string {
+	tb.Helper()
+	p := of(tb, s)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.operator
+}
+
+// operatorToken makes stack s's operator token (OperatorToken) from the
+// policy file in the checkout at root, as make up does.
+func operatorToken(ctx context.Context, s *localstack.Stack, root string) (string, error) {
+	if !s.ACL {
+		return "", nil
+	}
+	rules, err := os.ReadFile(filepath.Join(root, "deployer", "policies", "nomad-operator.hcl"))
+	if err != nil {
+		return "", err
+	}
+	file, err := s.OperatorToken(ctx, string(rules))
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(file)
+	return strings.TrimSpace(string(b)), err
+}
+
+// Nomad runs the nomad CLI of stack s against its Nomad server at addr (""
+// for the stack's first) with the operator's token, as a person would, and
+// returns its output (stdout and stderr) and exit code. The output must
+// hold no secret.
+func Nomad(tb testing.TB, s *localstack.Stack, addr string, args ...string) (string, int) {
+	tb.Helper()
+	p := of(tb, s)
+	if addr == "" {
+		addr = s.NomadAddr
+	}
+	cmd := exec.Command(p.bin.Nomad, args...)
+	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+addr, "NOMAD_TOKEN="+OperatorToken(tb, s))
+	out, err := cmd.CombinedOutput()
+	code := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		tb.Fatalf("nomad %s: %v", strings.Join(args, " "), err)
+	}
+	tb.Logf("nomad %s: exit %d\n%s", strings.Join(args, " "), code, Redact(string(out)))
+	NoSecret(tb, "the output of nomad "+strings.Join(args, " "), string(out))
+	return string(out), code
 }
 
 // DeployerPolicies reads the deployer's Nomad and Consul policies from
