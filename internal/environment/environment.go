@@ -171,6 +171,9 @@ var (
 	// validJob is Nomad's job ID alphabet, less what would need escaping
 	// in a Consul KV path.
 	validJob = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+	// validService is Nomad's rule for service names (RFC 1123 labels), which
+	// the job spec takes from the job ID.
+	validService = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	// validNamespace is Nomad's rule for namespace names. Nomad refuses the
 	// others too, and access.JobPolicy's names stay apart only with these.
 	validNamespace = regexp.MustCompile(`^[a-zA-Z0-9-]{1,128}$`)
@@ -225,12 +228,13 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 	switch {
 	case !validJob.MatchString(e.Job):
 		bad(attrRange(body, "", "job"), "Invalid job name",
-			fmt.Sprintf("%q is not a job ID the deployer takes: use lower-case letters, digits, '-' and '_'.", e.Job))
-	case namespaceOK:
-		if err := access.CheckJobPolicy(e.Namespace, e.Job); err != nil {
-			bad(attrRange(body, "", "job"), "Job name without a Consul policy of its own",
-				fmt.Sprintf("job %q: with ACLs on, its tasks could not read their config with a token of their own: %v.", e.Job, err))
-		}
+			fmt.Sprintf("%q is not a job ID the deployer takes: use lower-case letters, digits and '-'.", e.Job))
+	case namespaceOK && access.CheckJobPolicy(e.Namespace, e.Job) != nil:
+		bad(attrRange(body, "", "job"), "Job name without a Consul policy of its own",
+			fmt.Sprintf("job %q: with ACLs on, its tasks could not read their config with a token of their own: %v.", e.Job, access.CheckJobPolicy(e.Namespace, e.Job)))
+	case !validService.MatchString(e.Job):
+		bad(attrRange(body, "", "job"), "Job name that cannot name its service",
+			fmt.Sprintf("job %q: the job spec registers its Consul service under the job's name, and Nomad takes only lower-case letters, digits and '-' (not first or last), at most 63, for a service name.", e.Job))
 	}
 	if len(e.Datacenters) == 0 {
 		bad(attrRange(body, "", "datacenters"), "No datacenters", `List at least one Nomad datacenter, for example ["dc1"].`)

@@ -152,6 +152,10 @@ func TestParseRejectsBadFiles(t *testing.T) {
 		// Nomad takes these job IDs, but Consul takes no policy named
 		// after them, so with ACLs on the tasks would never read their
 		// config.
+		{"rejects/job name with an underscore, which no service name has", "job = \"counter_prod\"\n" + good,
+			[]string{"bad.hcl:1,7", "Job name that cannot name its service", `job "counter_prod"`, "at most 63"}},
+		{"rejects/job name longer than a service name", "job = \"" + strings.Repeat("j", 64) + "\"\n" + good,
+			[]string{"bad.hcl:1,7", "Job name that cannot name its service"}},
 		{"rejects/job name with a dot", "job = \"counter.prod\"\n" + good,
 			[]string{"bad.hcl:1,7", "Job name without a Consul policy of its own", `job "counter.prod"`, "nomad-job-default_counter.prod has '.'", "^^^^^^^^^^^^^^"}},
 		{"rejects/job name too long for its policy name", "job = \"" + strings.Repeat("j", 111) + "\"\n" + good,
@@ -210,9 +214,8 @@ func TestParseAcceptsJobsConsulCanName(t *testing.T) {
 	tests := []struct {
 		name, namespace, job string
 	}{
-		{"accepts/the longest job in the default namespace", "", strings.Repeat("j", 110)},
+		{"accepts/the longest job a service can be named after", "", strings.Repeat("j", 63)},
 		{"accepts/a namespace with dashes", "a-b", "c"},
-		{"accepts/a job with underscores", "", "counter_prod"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
