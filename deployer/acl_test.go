@@ -51,6 +51,9 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 		unknownToken string // "NOMAD_TOKEN" or "CONSUL_HTTP_TOKEN": a token no server knows
 	}
 	var drops []drop
+	// Which Nomad call fails first differs by command and capability
+	// (render, read, plan); that the line names it does not.
+	const nomadDoing = "while the deployer tried to "
 	// Nomad's capabilities, one at a time. read-logs only serves the causes
 	// of a failed release: its subtest below fails one.
 	for _, c := range regexp.MustCompile(`"([a-z-]+)",`).FindAllStringSubmatch(nomadRules, -1) {
@@ -59,7 +62,7 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 		}
 		without := strings.Replace(nomadRules, c[0], "", 1)
 		drops = append(drops, drop{name: "nomad " + c[1], nomad: without, cons: consulRules,
-			want: `Nomad denied ` + c[1] + ` in namespace "default" to this token (NOMAD_TOKEN)`})
+			want: `Nomad denied ` + c[1] + ` in namespace "default" to this token (NOMAD_TOKEN)`, doing: nomadDoing})
 	}
 	// Consul's rules, one block at a time, and the operation each one
 	// stops first. Consul does not refuse the reads of keys, services and
@@ -68,8 +71,8 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 	stopped := map[string]string{
 		"key_prefix":     `Consul denied key:read on "counter/releases/default/` + f.job + `/`,
 		"session_prefix": "Consul denied session:write",
-		"service_prefix": `Consul denied service:read on "` + f.job + `" and node:read on its nodes`,
-		"node_prefix":    `Consul denied service:read on "` + f.job + `" and node:read on its nodes`,
+		"service_prefix": `Consul denied service:read on "` + f.job + `" or node:read on one of its nodes`,
+		"node_prefix":    `Consul denied service:read on "` + f.job + `" or node:read on one of its nodes`,
 	}
 	doing := map[string]string{
 		"key_prefix":     "while the deployer tried to read config snapshot counter/releases/default/" + f.job + "/",
@@ -89,9 +92,9 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 	}
 	drops = append(drops,
 		drop{name: "unknown nomad token", nomad: nomadRules, cons: consulRules, unknownToken: "NOMAD_TOKEN",
-			want: "Nomad does not know this token (NOMAD_TOKEN)"},
+			want: "Nomad does not know this token (NOMAD_TOKEN)", doing: nomadDoing},
 		drop{name: "unknown consul token", nomad: nomadRules, cons: consulRules, unknownToken: "CONSUL_HTTP_TOKEN",
-			want: "Consul does not know this token (CONSUL_HTTP_TOKEN)"},
+			want: "Consul does not know this token (CONSUL_HTTP_TOKEN)", doing: "while the deployer tried to read config snapshot counter/releases/default/" + f.job + "/"},
 	)
 
 	for i, d := range drops {

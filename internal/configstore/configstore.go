@@ -30,27 +30,37 @@ var ErrLocked = errors.New("locked")
 // quote: Consul's own answer names the permission, not the operation.
 type ConsulError struct {
 	Doing string
-	Err   error
+	// Capability is what Consul's answer showed the token lacks, when the
+	// store could tell by itself: Consul hides keys instead of refusing.
+	Capability string
+	Err        error
 }
 
 func (e *ConsulError) Error() string { return e.Doing + " in Consul: " + e.Err.Error() }
 
 func (e *ConsulError) Unwrap() error { return e.Err }
 
-// hidden turns keys that Consul left out of a read into an error. Consul
+// errHidden is the error of a read whose keys Consul left out.
+var errHidden = errors.New("Consul left keys out of its answer, as it does with keys the token may not read")
+
+// hidden turns keys that Consul left out of a read into errHidden. Consul
 // does not refuse a read of keys the token may not read: it leaves them
 // out and says so in a header. Taken as absent, a snapshot would look
 // deleted, and the deployer would "repair" what it merely cannot see.
-func hidden(meta *consul.QueryMeta, err error, prefix string) error {
+func hidden(meta *consul.QueryMeta, err error) error {
 	if err != nil || meta == nil || !meta.ResultsFilteredByACLs {
 		return err
 	}
-	// Worded as Consul words a refusal, which deploy.Denied reads.
-	return fmt.Errorf("Permission denied (Consul left keys out of its answer): the token lacks permission 'key:read' on %q", prefix)
+	return errHidden
 }
 
-func consulErr(err error, format string, args ...any) error {
-	return &ConsulError{Doing: fmt.Sprintf(format, args...), Err: err}
+// consulErr wraps err, from a read or write of the keys under prefix.
+func consulErr(err error, prefix, format string, args ...any) error {
+	e := &ConsulError{Doing: fmt.Sprintf(format, args...), Err: err}
+	if errors.Is(err, errHidden) {
+		e.Capability = fmt.Sprintf("key:read on %q", prefix)
+	}
+	return e
 }
 
 // Store reads and writes snapshots in Consul KV.
@@ -114,7 +124,7 @@ func (s *Store) Put(ctx context.Context, path string, values map[string]string) 
 	}
 	ok, resp, _, err := s.client.Txn().Txn(ops, (&consul.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return false, consulErr(err, "write config snapshot %s", path)
+		return false, consulErr(err, path+"/", "write config snapshot %s", path)
 	}
 	if ok {
 		return true, nil
@@ -137,8 +147,8 @@ func (s *Store) Put(ctx context.Context, path string, values map[string]string) 
 // Get reads the snapshot at path.
 func (s *Store) Get(ctx context.Context, path string) (values map[string]string, found bool, err error) {
 	pairs, meta, err := s.client.KV().List(path+"/", (&consul.QueryOptions{}).WithContext(ctx))
-	if err = hidden(meta, err, path+"/"); err != nil {
-		return nil, false, consulErr(err, "read config snapshot %s", path)
+	if err = hidden(meta, err); err != nil {
+		return nil, false, consulErr(err, path+"/", "read config snapshot %s", path)
 	}
 	if len(pairs) == 0 {
 		return nil, false, nil
@@ -154,7 +164,7 @@ func (s *Store) Get(ctx context.Context, path string) (values map[string]string,
 // process created for a release that was never registered, and for gc.
 func (s *Store) Delete(ctx context.Context, path string) error {
 	if _, err := s.client.KV().DeleteTree(path+"/", (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
-		return consulErr(err, "delete config snapshot %s", path)
+		return consulErr(err, path+"/", "delete config snapshot %s", path)
 	}
 	return nil
 }
@@ -163,8 +173,8 @@ func (s *Store) Delete(ctx context.Context, path string) error {
 func (s *Store) List(ctx context.Context, namespace, job string) ([]string, error) {
 	folder := s.Folder(namespace, job) + "/"
 	keys, meta, err := s.client.KV().Keys(folder, "/", (&consul.QueryOptions{}).WithContext(ctx))
-	if err = hidden(meta, err, folder); err != nil {
-		return nil, consulErr(err, "list the config snapshots under %s", folder)
+	if err = hidden(meta, err); err != nil {
+		return nil, consulErr(err, folder, "list the config snapshots under %s", folder)
 	}
 	var hashes []string
 	for _, k := range keys {
@@ -209,7 +219,7 @@ func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock
 	}
 	lost, err := l.Lock(ctx.Done())
 	if err != nil {
-		return nil, consulErr(err, "take the deploy lock %s", key)
+		return nil, consulErr(err, key, "take the deploy lock %s", key)
 	}
 	if lost == nil {
 		held := ""
@@ -236,8 +246,8 @@ func (s *Store) LockKey(namespace, job string) string {
 func (s *Store) All(ctx context.Context, namespace, job string) (map[string]map[string]string, error) {
 	folder := s.Folder(namespace, job) + "/"
 	pairs, meta, err := s.client.KV().List(folder, (&consul.QueryOptions{}).WithContext(ctx))
-	if err = hidden(meta, err, folder); err != nil {
-		return nil, consulErr(err, "read the config snapshots under %s", folder)
+	if err = hidden(meta, err); err != nil {
+		return nil, consulErr(err, folder, "read the config snapshots under %s", folder)
 	}
 	all := map[string]map[string]string{}
 	for _, p := range pairs {

@@ -2,7 +2,6 @@ package configstore
 
 import (
 	"errors"
-	"strings"
 	"testing"
 
 	consul "github.com/hashicorp/consul/api"
@@ -47,12 +46,13 @@ func TestHiddenKeysAreARefusal(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := hidden(tt.meta, tt.err, "counter/releases/default/x/")
-			got := err != nil && strings.Contains(err.Error(), `Permission denied`) &&
-				strings.Contains(err.Error(), `lacks permission 'key:read' on "counter/releases/default/x/"`)
+			err := consulErr(hidden(tt.meta, tt.err), "counter/releases/default/x/", "read config snapshot x")
+			var ce *ConsulError
+			got := errors.As(err, &ce) && ce.Capability == `key:read on "counter/releases/default/x/"`
 			if got != tt.refusal {
-				t.Errorf("hidden: %v; want a refusal: %v", err, tt.refusal)
+				t.Errorf("%v (capability %q); want a refusal: %v", err, ce.Capability, tt.refusal)
 			}
+			err = hidden(tt.meta, tt.err)
 			if !tt.refusal && err != tt.err {
 				t.Errorf("hidden: %v, want %v as it was", err, tt.err)
 			}

@@ -88,6 +88,9 @@ func Denied(err error) error {
 	var op *configstore.ConsulError
 	if errors.As(err, &op) {
 		doing = op.Doing
+		if op.Capability != "" {
+			return &DeniedError{System: "Consul", Capability: op.Capability, Doing: doing, Err: err}
+		}
 	}
 	msg := err.Error()
 	switch {

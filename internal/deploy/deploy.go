@@ -687,8 +687,10 @@ func (d *Deployer) instances(ctx context.Context, service, tag string, passingOn
 		return nil, Denied(&configstore.ConsulError{Doing: doing, Err: err})
 	}
 	if meta != nil && meta.ResultsFilteredByACLs {
+		// Consul leaves out an instance whose service or node the token
+		// may not read: either rule may be the missing one.
 		return entries, &DeniedError{System: "Consul", Doing: doing,
-			Capability: fmt.Sprintf("service:read on %q and node:read on its nodes", service),
+			Capability: fmt.Sprintf("service:read on %q or node:read on one of its nodes", service),
 			Err:        errors.New("Consul left instances out of its answer (X-Consul-Results-Filtered-By-ACLs)")}
 	}
 	return entries, nil
