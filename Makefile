@@ -30,7 +30,7 @@ up: setup tools ## start the local stack, ACLs on (CLUSTER=1: 3 Consul + 3 Nomad
 	STACK_DIR=$(CURDIR)/.stack scripts/dockerd-up
 	go build -o bin/stack ./cmd/stack
 	go build -o bin/deployer ./deployer
-	eval "$$(scripts/hashitools)" && bin/stack up -dir .stack -nomad "$$nomad" -consul "$$consul" $(if $(CLUSTER),-cluster) $(if $(OPEN),-open)
+	eval "$$(scripts/hashitools)" && bin/stack up -dir .stack -nomad "$$nomad" -consul "$$consul" $(if $(CLUSTER),-cluster) $(if $(filter 1,$(OPEN)),-open)
 	@set -eo pipefail; eval "$$(bin/stack env -dir .stack)"; \
 	st=0; bin/deployer status -env dev >.stack/status.txt 2>&1 || st=$$?; \
 	if [ $$st -ne 0 ] && [ $$st -ne 6 ]; then $(MAKE) --no-print-directory release ENV=dev; exit; fi; \

@@ -173,6 +173,10 @@ type upOptions struct {
 
 func up(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	dir, bin := o.dir, o.bin
+	// Before "already up": a running stack of the other kind is no answer.
+	if err := localstack.CheckKind(dir, o.open); err != nil {
+		return err
+	}
 	s, err := localstack.Load(dir)
 	if err == nil && (len(s.Nodes) > 0) != o.cluster {
 		kinds := map[bool]string{false: "a single-agent stack", true: "a cluster stack"}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -204,10 +205,19 @@ func (s *Stack) OperatorToken(ctx context.Context, rules string) (string, error)
 	}
 	if b, err := os.ReadFile(file); err == nil {
 		c, err := nomad.NewClient(&nomad.Config{Address: s.NomadAddr, SecretID: strings.TrimSpace(string(b)), HttpClient: s.httpClient()})
+		if err != nil {
+			return "", err
+		}
+		// Only a token Nomad does not know is replaced (any token may read
+		// itself, so a 403 says that): after any other error the kept one
+		// may well be good, and a new one would leave it valid beside it.
+		_, _, err = c.ACLTokens().Self((&nomad.QueryOptions{}).WithContext(ctx))
 		if err == nil {
-			if _, _, err := c.ACLTokens().Self((&nomad.QueryOptions{}).WithContext(ctx)); err == nil {
-				return file, nil
-			}
+			return file, nil
+		}
+		var uerr nomad.UnexpectedResponseError
+		if !errors.As(err, &uerr) || uerr.StatusCode() != http.StatusForbidden {
+			return "", fmt.Errorf("check the operator token in %s: %w", file, err)
 		}
 	}
 	token, err := access.NomadToken(ctx, nc, policy, "counter operator")

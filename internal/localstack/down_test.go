@@ -124,23 +124,39 @@ func TestDownAfterACrashSaysWhatWasGone(t *testing.T) {
 	}
 }
 
-func TestSameKindRefusesToSwitchACLsOnKeptData(t *testing.T) {
+func TestCheckKindRefusesToSwitchACLsOnKeptData(t *testing.T) {
 	tests := []struct {
-		name    string
-		prevACL bool
-		open    bool
-		refused bool
+		name          string
+		data, tokens  bool // the folder holds agent data; the management tokens
+		open, refused bool
 	}{
-		{"secure, resumed secure", true, false, false},
-		{"open, resumed open", false, true, false},
-		{"secure, resumed open", true, true, true},
-		{"open, resumed secure", false, false, true},
+		{"no data yet, open", false, false, true, false},
+		{"no data yet, secure", false, false, false, false},
+		{"secure data, started secure", true, true, false, false},
+		{"open data, started open", true, false, true, false},
+		{"secure data, started open", true, true, true, true},
+		{"open data, started secure", true, false, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := sameKind(&Stack{Dir: ".stack", ACL: tt.prevACL}, Config{Open: tt.open})
+			dir := t.TempDir()
+			if tt.data {
+				if err := os.MkdirAll(filepath.Join(dir, "consul", "raft"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.tokens {
+				_, cf := TokenFiles(dir)
+				if err := os.MkdirAll(filepath.Dir(cf), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(cf, []byte("x\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := CheckKind(dir, tt.open)
 			if (err != nil) != tt.refused {
-				t.Fatalf("sameKind: %v, want refused %v", err, tt.refused)
+				t.Fatalf("CheckKind: %v, want refused %v", err, tt.refused)
 			}
 			if err != nil && !strings.Contains(err.Error(), "make clean") {
 				t.Errorf("the refusal does not say how to go on: %v", err)

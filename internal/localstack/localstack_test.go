@@ -487,3 +487,46 @@ func TestOperatorTokenIsKeptAndMadeAgainWhenUnknown(t *testing.T) {
 		t.Error("a token Nomad no longer knows was kept")
 	}
 }
+
+// make up OPEN=1's stack: ACLs off, so anyone who reaches Nomad and Consul
+// may use them; and its data is never resumed by a stack with ACLs on
+// (nor the other way round), even after make down.
+func TestOpenStackHasNoACLsAndKeepsItsKind(t *testing.T) {
+	t.Parallel()
+	bin := stacktest.Binaries(t)
+	lo, hi, release, err := localstack.ReserveDynamicRange()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	dir := t.TempDir()
+	ctx := context.Background()
+	cfg := localstack.Config{Dir: dir, Bin: bin, Open: true, Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi}}
+	s, err := localstack.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ACL || s.NomadToken != "" {
+		t.Errorf("open stack: ACL %v, a Nomad token set %v", s.ACL, s.NomadToken != "")
+	}
+	anonNomad, _ := nomad.NewClient(&nomad.Config{Address: s.NomadAddr})
+	if _, _, err := anonNomad.Jobs().List(nil); err != nil {
+		t.Errorf("Nomad without a token on the open stack: %v", err)
+	}
+	anonConsul, _ := consul.NewClient(&consul.Config{Address: s.ConsulAddr})
+	if _, err := anonConsul.KV().Put(&consul.KVPair{Key: "counter/releases/x", Value: []byte("y")}, nil); err != nil {
+		t.Errorf("Consul without a token on the open stack: %v", err)
+	}
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	secure := cfg
+	secure.Open, secure.Resume = false, true
+	if s, err := localstack.Start(ctx, secure); err == nil {
+		_ = s.Stop(ctx)
+		t.Fatal("the open stack's data was started again with ACLs on")
+	} else if !strings.Contains(err.Error(), "make clean") {
+		t.Errorf("the refusal does not say how to go on: %v", err)
+	}
+}

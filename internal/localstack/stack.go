@@ -161,6 +161,11 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if cfg.Bin.Registry != "" {
 		s.RegistryAddr = "127.0.0.1:" + strconv.Itoa(cfg.Ports.Registry)
 	}
+	if cfg.Resume {
+		if err := CheckKind(dir, cfg.Open); err != nil {
+			return nil, err
+		}
+	}
 	if !cfg.Open {
 		if err := s.makeTokens(); err != nil {
 			return nil, err
@@ -176,11 +181,6 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 	}()
 	if cfg.Resume {
-		if prev, err := Load(dir); err == nil {
-			if err := sameKind(prev, cfg); err != nil {
-				return nil, err
-			}
-		}
 		ps, err := recorded(dir)
 		if err != nil {
 			return nil, err
@@ -336,17 +336,33 @@ func (s *Stack) wait(ctx context.Context, p *proc, what string, ready func(conte
 	}
 }
 
-// sameKind refuses to resume the stack prev, recorded in its folder, with
-// ACLs set otherwise than it had them: its agents' data holds its ACL
-// set-up (bootstrapped, tokens, policies) or none, which agents of the other
-// kind would start on and misread.
-func sameKind(prev *Stack, cfg Config) error {
-	if prev.ACL == !cfg.Open {
+// CheckKind refuses to start agents with ACLs set otherwise (open) than
+// they were on the data they keep in dir: that data holds their ACL set-up
+// (bootstrapped, tokens, policies) or none, which agents of the other kind
+// would start on and misread. The data outlives make down; the management
+// tokens in dir/secrets say which kind made it.
+func CheckKind(dir string, open bool) error {
+	data := false
+	for _, pattern := range []string{"consul", "consul-*"} {
+		matches, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, m := range matches {
+			if fi, err := os.Stat(m); err == nil && fi.IsDir() {
+				data = true
+			}
+		}
+	}
+	if !data {
 		return nil
 	}
-	acl := map[bool]string{true: "ACLs on", false: "ACLs off (-open)"}
-	return fmt.Errorf("the stack in %s was started with %s, and this start asks for %s: its agents' data is of the first kind; "+
-		"stop it and delete its data (make clean), or start it as it was", prev.Dir, acl[prev.ACL], acl[!cfg.Open])
+	_, consulToken := TokenFiles(dir)
+	_, err := os.Stat(consulToken)
+	acl := err == nil
+	if acl == !open {
+		return nil
+	}
+	kind := map[bool]string{true: "ACLs on", false: "ACLs off (-open, OPEN=1)"}
+	return fmt.Errorf("the agents' data in %s was made with %s, and this start asks for %s: "+
+		"stop the stack and delete its data (make clean), or start it as it was", dir, kind[acl], kind[!open])
 }
 
 // writeState records the stack's addresses for `make down` and for the
