@@ -6,7 +6,16 @@ package access
 
 import (
 	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"maps"
+	"math/big"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -73,6 +82,67 @@ func CheckJobPolicy(namespace, job string) error {
 // in as its own service; a task gets its job's policy, JobPolicy. It may run
 // again: what exists is brought up to date.
 func SetUpWorkloadIdentity(ctx context.Context, c *consul.Client, jwksURL string) error {
+	return setUp(ctx, c, map[string]any{"JWKSURL": jwksURL}, "JWKS "+jwksURL)
+}
+
+// SetUpWorkloadIdentityKeys is SetUpWorkloadIdentity with Nomad's public
+// keys given (PEM, from PublicKeys) instead of an address to fetch them
+// from. Consul fetches a JWKS when a login needs keys it has not seen, from
+// the one address it was given: on a cluster whose servers may be down one
+// at a time and no address fronts them all, that one may be the one down.
+// Keys given do not follow Nomad's key rotation: run it again after one.
+func SetUpWorkloadIdentityKeys(ctx context.Context, c *consul.Client, keys []string) error {
+	if len(keys) == 0 {
+		return errors.New("no Nomad public keys to trust")
+	}
+	return setUp(ctx, c, map[string]any{"JWTValidationPubKeys": keys}, fmt.Sprintf("%d Nomad public keys", len(keys)))
+}
+
+// PublicKeys returns the RSA keys of the JWKS at url (Nomad's
+// /.well-known/jwks.json) as PEM.
+func PublicKeys(ctx context.Context, hc *http.Client, url string) ([]string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch Nomad's JWKS: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetch Nomad's JWKS %s: %s", url, resp.Status)
+	}
+	var set struct {
+		Keys []struct{ Kty, N, E string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
+		return nil, fmt.Errorf("Nomad's JWKS %s: %w", url, err)
+	}
+	var keys []string
+	for _, k := range set.Keys {
+		if k.Kty != "RSA" {
+			continue
+		}
+		n, nerr := base64.RawURLEncoding.DecodeString(k.N)
+		e, eerr := base64.RawURLEncoding.DecodeString(k.E)
+		if nerr != nil || eerr != nil || len(e) == 0 || len(e) > 4 {
+			return nil, fmt.Errorf("Nomad's JWKS %s: a key that is not RSA as RFC 7518 writes it", url)
+		}
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+		der, err := x509.MarshalPKIXPublicKey(pub)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})))
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("Nomad's JWKS %s has no RSA key yet", url)
+	}
+	return keys, nil
+}
+
+func setUp(ctx context.Context, c *consul.Client, keys map[string]any, from string) error {
 	acl := c.ACL()
 	w := (&consul.WriteOptions{}).WithContext(ctx)
 	method := &consul.ACLAuthMethod{
@@ -80,7 +150,6 @@ func SetUpWorkloadIdentity(ctx context.Context, c *consul.Client, jwksURL string
 		Description:   "Nomad workloads, by the identity Nomad signs for each service and task",
 		TokenLocality: "local",
 		Config: map[string]any{
-			"JWKSURL":          jwksURL,
 			"JWTSupportedAlgs": []string{"RS256"},
 			"BoundAudiences":   []string{Audience},
 			"ClaimMappings": map[string]string{
@@ -91,6 +160,7 @@ func SetUpWorkloadIdentity(ctx context.Context, c *consul.Client, jwksURL string
 			},
 		},
 	}
+	maps.Copy(method.Config, keys)
 	methods, _, err := acl.AuthMethodList((&consul.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("list Consul auth methods: %w", err)
@@ -105,7 +175,7 @@ func SetUpWorkloadIdentity(ctx context.Context, c *consul.Client, jwksURL string
 		_, _, err = acl.AuthMethodCreate(method, w)
 	}
 	if err != nil {
-		return fmt.Errorf("write Consul auth method %s (JWKS %s): %w", AuthMethod, jwksURL, err)
+		return fmt.Errorf("write Consul auth method %s (%s): %w", AuthMethod, from, err)
 	}
 
 	want := []*consul.ACLBindingRule{

@@ -147,7 +147,18 @@ func (s *Stack) secure(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return access.SetUpWorkloadIdentity(ctx, cc, s.NomadAddr+"/.well-known/jwks.json")
+	jwks := s.NomadAddr + "/.well-known/jwks.json"
+	if len(s.Nodes) == 0 {
+		return access.SetUpWorkloadIdentity(ctx, cc, jwks)
+	}
+	// A cluster's Consul would fetch the keys from this one server, which
+	// the fault tests kill: logins after that failed, and with them every
+	// task's config (seen when it went before Consul's first fetch).
+	keys, err := access.PublicKeys(ctx, s.httpClient(), jwks)
+	if err != nil {
+		return err
+	}
+	return access.SetUpWorkloadIdentityKeys(ctx, cc, keys)
 }
 
 // DeployerTokens gives the deployer tokens of its own on this stack, with
