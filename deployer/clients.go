@@ -172,7 +172,9 @@ func newDeployer(sh *shell, kvPrefix, spec string) (*deploy.Deployer, func(), er
 	if err != nil {
 		return nil, nil, err
 	}
-	return deploy.New(nc, cc, configstore.New(cc, kvPrefix), spec, sh.stderr), closeIdle, nil
+	store := configstore.New(cc, kvPrefix)
+	store.Progress = sh.stderr
+	return deploy.New(nc, cc, store, spec, sh.stderr), closeIdle, nil
 }
 
 // clients starts from each API's DefaultConfig (which reads the process

@@ -209,7 +209,13 @@ func runCLI(t *testing.T, dir string, env map[string]string, args ...string) (st
 		}
 		full = append(append([]string{"deployer", args[0]}, extra...), args[1:]...)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// A build without cache compiles the app and its modules: minutes on a
+	// busy 2-core machine (3 were once too few, and the build was killed).
+	limit := 3 * time.Minute
+	if len(args) > 0 && args[0] == "build" {
+		limit = 10 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	err := run(ctx, full, func(k string) string { return env[k] }, &out, &errb)
 	code := exitCode(err, &errb)

@@ -10,7 +10,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -67,7 +69,17 @@ func consulErr(err error, prefix, format string, args ...any) error {
 type Store struct {
 	client *consul.Client
 	prefix string
+	// Progress, when set, hears that a write waits for Consul to answer
+	// again.
+	Progress io.Writer
+	// Patience is how long a write keeps asking a Consul that answers
+	// 5xx or not at all (a leader lost mid-submit); 0 is PutPatience.
+	Patience time.Duration
 }
+
+// PutPatience is how long Put asks again by default: a Consul election
+// takes seconds.
+const PutPatience = 30 * time.Second
 
 // New returns a Store writing under prefix (DefaultPrefix when empty).
 func New(client *consul.Client, prefix string) *Store {
@@ -122,13 +134,16 @@ func (s *Store) Put(ctx context.Context, path string, values map[string]string) 
 			Verb: consul.KVCAS, Key: path + "/" + k, Value: []byte(values[k]), Index: 0,
 		}})
 	}
-	ok, resp, _, err := s.client.Txn().Txn(ops, (&consul.QueryOptions{}).WithContext(ctx))
+	ok, resp, err := s.txn(ctx, ops, path)
 	if err != nil {
 		return false, consulErr(err, path+"/", "write config snapshot %s", path)
 	}
 	if ok {
 		return true, nil
 	}
+	// Not written by this call, or written by an attempt whose answer was
+	// lost: created stays false either way, so that a failed release
+	// never deletes a snapshot it cannot be sure is its own.
 	existing, found, err := s.Get(ctx, path)
 	if err != nil {
 		return false, err
@@ -142,6 +157,60 @@ func (s *Store) Put(ctx context.Context, path string, values map[string]string) 
 	}
 	return false, fmt.Errorf("config snapshot %s already exists with other content %v (edited by hand?): %s; "+
 		"snapshots are write-once: delete it only if no release uses it", path, existing, strings.Join(why, "; "))
+}
+
+// txn runs the create-only transaction of Put, asking again while Consul
+// answers 5xx or does not answer: a write cut off by a lost leader may or
+// may not have been applied, and asking again (create-only) tells which.
+func (s *Store) txn(ctx context.Context, ops consul.TxnOps, path string) (bool, *consul.TxnResponse, error) {
+	patience := s.Patience
+	if patience == 0 {
+		patience = PutPatience
+	}
+	var since time.Time
+	for {
+		ok, resp, _, err := s.client.Txn().Txn(ops, (&consul.QueryOptions{}).WithContext(ctx))
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			if err == nil && !since.IsZero() && s.Progress != nil {
+				fmt.Fprintf(s.Progress, "    Consul answers again after %s\n", time.Since(since).Round(100*time.Millisecond))
+			}
+			return ok, resp, err
+		}
+		if since.IsZero() {
+			since = time.Now()
+			if s.Progress != nil {
+				fmt.Fprintf(s.Progress, "    Consul does not answer the write of %s (%v); asking again for up to %s\n", path, err, patience)
+			}
+		}
+		if time.Since(since) > patience {
+			return false, nil, fmt.Errorf("no answer for %s: %w", patience, err)
+		}
+		select {
+		case <-ctx.Done():
+			return false, nil, err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// transient reports whether a failed Consul call may succeed when made
+// again: Consul answered 5xx (consul/api words a failed transaction
+// "Failed request: ..." and other calls "Unexpected response code: 5..."),
+// or did not answer at all. A refusal or any 4xx stays what it is.
+func transient(err error) bool {
+	var se consul.StatusError
+	if errors.As(err, &se) {
+		return se.Code >= 500
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "Permission denied") || strings.Contains(msg, "ACL not found") {
+		return false
+	}
+	return strings.HasPrefix(msg, "Failed request: ") || strings.Contains(msg, "Unexpected response code: 5")
 }
 
 // Get reads the snapshot at path.
