@@ -86,12 +86,8 @@ func TestREADMESecuredClusterCommandsWorkAsWritten(t *testing.T) {
 	submit(first, "101")
 	submit(second, "201")
 
-	revert := exec.Command(bin.Nomad, "job", "revert", "-detach", f.job, "0")
-	revert.Env = append(os.Environ(), "NOMAD_ADDR="+s.NomadAddr, "NOMAD_TOKEN="+operator)
-	out, err := revert.CombinedOutput()
-	stacktest.NoSecret(t, "the output of nomad job revert", string(out))
-	if err != nil {
-		t.Fatalf("nomad job revert with the README's operator token: %v\n%s", err, stacktest.Redact(string(out)))
+	if _, code := stacktest.NomadAs(t, s, "", operator, "job", "revert", "-detach", f.job, "0"); code != 0 {
+		t.Fatalf("nomad job revert with the README's operator token: exit %d", code)
 	}
 	if dep := f.waitForDeployment(2, 2*time.Minute); dep.Status != nomad.DeploymentStatusSuccessful {
 		t.Fatalf("the revert's deployment: %s", dep.Status)

@@ -34,7 +34,7 @@ func StartOwn(tb testing.TB) *localstack.Stack {
 	}
 	// Its secrets are kept as the package stacks' are: Secret, NoSecret
 	// and Redact know them, and its logs are checked once it stops.
-	p := &pkgStack{stack: s}
+	p := &pkgStack{stack: s, bin: bin}
 	p.addSecret("own stack's Nomad management token", s.NomadToken)
 	p.addSecret("own stack's Consul management token", s.ConsulToken)
 	ownsMu.Lock()

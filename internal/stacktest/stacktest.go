@@ -358,12 +358,18 @@ func operatorToken(ctx context.Context, s *localstack.Stack, root string) (strin
 // hold no secret.
 func Nomad(tb testing.TB, s *localstack.Stack, addr string, args ...string) (string, int) {
 	tb.Helper()
+	return NomadAs(tb, s, addr, OperatorToken(tb, s), args...)
+}
+
+// NomadAs is Nomad with the token given, one the test made.
+func NomadAs(tb testing.TB, s *localstack.Stack, addr, token string, args ...string) (string, int) {
+	tb.Helper()
 	p := of(tb, s)
 	if addr == "" {
 		addr = s.NomadAddr
 	}
 	cmd := exec.Command(p.bin.Nomad, args...)
-	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+addr, "NOMAD_TOKEN="+OperatorToken(tb, s))
+	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+addr, "NOMAD_TOKEN="+token)
 	out, err := cmd.CombinedOutput()
 	code := 0
 	var ee *exec.ExitError
