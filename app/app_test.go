@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -388,6 +389,52 @@ func TestBadRedisAddressStopsAtStart(t *testing.T) {
 			t.Errorf("stderr %q stdout %q, want stderr %q", stderr.String(), stdout.String(), want)
 		}
 	})
+
+	// Under Nomad the complaint must be out while the container still
+	// runs, long enough for Nomad's log copier to have attached.
+	t.Run("under Nomad it says why, then waits before it exits", func(t *testing.T) {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), "COUNTER_APP_TEST_MAIN=1", "HOST=redis", "PORT=http", "NOMAD_ALLOC_ID=test")
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line, _ := bufio.NewReader(stderr).ReadString('\n')
+		said := time.Now()
+		err = cmd.Wait()
+		waited := time.Since(said)
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Fatalf("exit: %v, want exit status 1", err)
+		}
+		if !strings.HasPrefix(line, "app: PORT=") {
+			t.Errorf("first line on stderr %q, want the complaint", line)
+		}
+		if waited < failedExitDelay(func(string) string { return "x" })-100*time.Millisecond {
+			t.Errorf("exited %v after its complaint, want about %v", waited, failedExitDelay(func(string) string { return "x" }))
+		}
+	})
+}
+
+func TestFailedExitDelay(t *testing.T) {
+	tests := []struct {
+		name  string
+		env   map[string]string
+		delay bool
+	}{
+		{"run by hand", nil, false},
+		{"run by Nomad", map[string]string{"NOMAD_ALLOC_ID": "741188f3-7245-3d7e-cd6d-5c0f1e7fad6c"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := failedExitDelay(func(k string) string { return tt.env[k] })
+			if (d > 0) != tt.delay {
+				t.Errorf("delay %v, want a delay: %v", d, tt.delay)
+			}
+		})
+	}
 }
 
 func TestMetricsCountRequestsAndRedisErrors(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -16,6 +17,21 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "app: %v\n", err)
+		time.Sleep(failedExitDelay(os.Getenv))
 		os.Exit(1)
 	}
+}
+
+// failedExitDelay is how long the app waits, after it has said why it
+// failed, before it exits. Under Nomad it waits: Nomad's docker driver starts
+// the process that copies a container's output to the task's log only after
+// the container has started, and stops it as soon as the container exits, so
+// the complaint of an app that fails at once is often lost (on a busy
+// machine, every attempt's), and with it the deployer's account of why a
+// release failed (hashicorp/nomad#6931). Run by hand, it exits at once.
+func failedExitDelay(getenv func(string) string) time.Duration {
+	if getenv("NOMAD_ALLOC_ID") == "" {
+		return 0
+	}
+	return 3 * time.Second
 }

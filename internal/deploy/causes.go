@@ -168,8 +168,12 @@ func (c Cause) String() string {
 			b.WriteString("\n      " + l)
 		}
 	}
-	if c.StderrUnread != "" {
+	switch {
+	case c.StderrUnread != "":
 		b.WriteString("\n    stderr not read: " + c.StderrUnread)
+	case len(c.Stderr) == 0 && c.ExitCode != nil:
+		// Said, so that an empty log is not taken for a silent app.
+		b.WriteString("\n    stderr: empty (Nomad's docker driver can lose the output of a container that exits at once: hashicorp/nomad#6931)")
 	}
 	return b.String()
 }

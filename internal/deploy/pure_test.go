@@ -261,6 +261,10 @@ func TestDescribeATaskThatExited(t *testing.T) {
 			t.Errorf("cause text lacks %q:\n%s", want, s)
 		}
 	}
+	c.Stderr, c.StderrUnread = nil, ""
+	if s := c.String(); !strings.Contains(s, "\n    stderr: empty (") {
+		t.Errorf("the text of a cause whose stderr was read empty does not say so:\n%s", s)
+	}
 }
 
 func TestLastLines(t *testing.T) {
