@@ -244,17 +244,38 @@ func TestBadEnvironmentFileWritesNothing(t *testing.T) {
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
 	rdb := testredis.Start(t)
-	f.writeEnv("dev", rdb, 1, "canary = -1")
-	_, stderr, code := f.deployer("submit", "-env", "dev", "-image", good)
-	if code != exitError || !strings.Contains(stderr, "dev.hcl:") || !strings.Contains(stderr, "canary = -1") {
-		t.Errorf("exit %d, stderr %q; want 1 with the file, line and value", code, stderr)
+	tests := []struct {
+		name, update string
+		want         []string // in stderr
+	}{
+		{"a value the file alone rules out", "canary = -1", []string{"dev.hcl:", "canary = -1"}},
+		// The job spec's kill_timeout is 15s: Nomad would refuse the job.
+		{"a deadline the job spec rules out", "min_healthy_time = \"1s\"\nhealthy_deadline = \"5s\"\nprogress_deadline = \"10s\"",
+			[]string{"dev.hcl:", "progress_deadline = \"10s\"", "kill_timeout of 15s"}},
 	}
-	if _, _, err := f.nomad.Jobs().Info(f.job, nil); err == nil {
-		t.Errorf("job %s registered from a bad environment file", f.job)
-	}
-	keys, _, _ := f.kv.KV().Keys(configstore.DefaultPrefix+"/default/"+f.job, "", nil)
-	if len(keys) != 0 {
-		t.Errorf("KV keys %v written from a bad environment file", keys)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f.writeEnv("dev", rdb, 1, tt.update)
+			// plan exits as nomad job plan does: 255 for an error.
+			for cmd, exit := range map[string]int{"plan": 255, "submit": exitError} {
+				_, stderr, code := f.deployer(cmd, "-env", "dev", "-image", good)
+				if code != exit {
+					t.Errorf("%s: exit %d, want %d\n%s", cmd, code, exit, stderr)
+				}
+				for _, w := range tt.want {
+					if !strings.Contains(stderr, w) {
+						t.Errorf("%s: stderr lacks %q (the file, line and value):\n%s", cmd, w, stderr)
+					}
+				}
+			}
+			if _, _, err := f.nomad.Jobs().Info(f.job, nil); err == nil {
+				t.Errorf("job %s registered from a bad environment file", f.job)
+			}
+			keys, _, _ := f.kv.KV().Keys(configstore.DefaultPrefix+"/default/"+f.job, "", nil)
+			if len(keys) != 0 {
+				t.Errorf("KV keys %v written from a bad environment file", keys)
+			}
+		})
 	}
 }
 

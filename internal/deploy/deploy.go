@@ -21,6 +21,7 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/kodekloud/counter/internal/configstore"
+	"github.com/kodekloud/counter/internal/environment"
 	"github.com/kodekloud/counter/internal/release"
 )
 
@@ -123,7 +124,32 @@ func (d *Deployer) Render(ctx context.Context, r *release.Release) (*nomad.Job, 
 	if err != nil {
 		return nil, fmt.Errorf("render the job spec with Nomad at %s: %w", d.NomadAddr, err)
 	}
+	if err := stopsWithinDeadline(job, r.Env); err != nil {
+		return nil, err
+	}
 	return job, nil
+}
+
+// stopsWithinDeadline refuses a job whose task may take longer to stop (the
+// job spec's kill_timeout) than the environment lets a deployment go without
+// progress. Nomad refuses it too, but only when asked to plan or register
+// it, with a 500 that names neither file.
+func stopsWithinDeadline(job *nomad.Job, env *environment.Environment) error {
+	for _, tg := range job.TaskGroups {
+		if tg.Update == nil || tg.Update.ProgressDeadline == nil || *tg.Update.ProgressDeadline <= 0 {
+			continue
+		}
+		deadline := *tg.Update.ProgressDeadline
+		for _, t := range tg.Tasks {
+			if t.KillTimeout == nil || *t.KillTimeout <= deadline {
+				continue
+			}
+			return env.Refuse("update", "progress_deadline", "progress_deadline shorter than kill_timeout",
+				fmt.Sprintf("progress_deadline = %s, but the job spec gives task %q a kill_timeout of %s: Nomad refuses a job whose instance may take longer to stop than its deployment may go without progress; set progress_deadline above %s.",
+					deadline, t.Name, *t.KillTimeout, *t.KillTimeout))
+		}
+	}
+	return nil
 }
 
 // current returns the registered job, nil when there is none.

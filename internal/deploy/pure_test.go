@@ -4,9 +4,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 
+	"github.com/kodekloud/counter/internal/environment"
 	"github.com/kodekloud/counter/internal/release"
 )
 
@@ -285,6 +287,42 @@ func TestLastLines(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := lastLines(tt.in, tt.n, tt.cut); !slices.Equal(got, tt.want) {
 				t.Errorf("lastLines = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestStopsWithinDeadline(t *testing.T) {
+	const src = "datacenters = [\"dc1\"]\nconfig {\n  HOST = \"redis\"\n  PORT = 6379\n}\nupdate {\n  min_healthy_time  = \"1s\"\n  healthy_deadline  = \"10s\"\n  progress_deadline = \"12s\"\n}\n"
+	env, err := environment.Parse("environments/dev.hcl", "dev", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := func(deadline, kill time.Duration) *nomad.Job {
+		return &nomad.Job{TaskGroups: []*nomad.TaskGroup{{
+			Update: &nomad.UpdateStrategy{ProgressDeadline: &deadline},
+			Tasks:  []*nomad.Task{{Name: "app", KillTimeout: &kill}},
+		}}}
+	}
+	tests := []struct {
+		name string
+		job  *nomad.Job
+		want string // "" for accepted
+	}{
+		{"kill_timeout below the deadline", job(12*time.Second, 5*time.Second), ""},
+		{"kill_timeout equal to the deadline", job(12*time.Second, 12*time.Second), ""},
+		{"no progress deadline", job(0, 15*time.Second), ""},
+		{"kill_timeout above the deadline", job(12*time.Second, 15*time.Second),
+			`environments/dev.hcl:9,23: progress_deadline shorter than kill_timeout: progress_deadline = 12s, but the job spec gives task "app" a kill_timeout of 15s`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := stopsWithinDeadline(tt.job, env)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("error %v, want one containing %q", err, tt.want)
 			}
 		})
 	}

@@ -38,6 +38,24 @@ type Environment struct {
 	Config    Config     `hcl:"config,block"`
 	Resources *Resources `hcl:"resources,block"`
 	Update    *Update    `hcl:"update,block"`
+
+	// file is the parsed source, kept for Refuse; nil for an Environment
+	// made in code.
+	file *hcl.File
+}
+
+// Refuse returns an *Error, as Parse does, for a value that only a later
+// step can find at fault (against the job spec, say): it points at
+// attribute name of block ("" for the top level), or at the block, or the
+// file, when the file leaves that attribute unset.
+func (e *Environment) Refuse(block, name, summary, detail string) error {
+	d := &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: e.File + ": " + detail}
+	if e.file == nil {
+		return &Error{Diags: hcl.Diagnostics{d}}
+	}
+	d.Detail = detail
+	d.Subject = attrRange(e.file.Body.(*hclsyntax.Body), block, name).Ptr()
+	return &Error{Diags: hcl.Diagnostics{d}, files: map[string]*hcl.File{e.File: e.file}}
 }
 
 // Config is the configuration the app reads from its environment. Its values
@@ -188,7 +206,7 @@ func Parse(path, name string, src []byte) (*Environment, error) {
 	if diags.HasErrors() {
 		return nil, &Error{Diags: diags, files: files}
 	}
-	env := &Environment{Name: name, File: path}
+	env := &Environment{Name: name, File: path, file: file}
 	if diags := gohcl.DecodeBody(file.Body, nil, env); diags.HasErrors() {
 		return nil, &Error{Diags: diags, files: files}
 	}

@@ -266,3 +266,37 @@ func TestPipelineOrder(t *testing.T) {
 		})
 	}
 }
+
+func TestRefusePointsAtTheValueOrWhereItWouldGo(t *testing.T) {
+	const src = "datacenters = [\"dc1\"]\nconfig {\n  HOST = \"redis\"\n  PORT = 6379\n}\nupdate {\n  progress_deadline = \"12s\"\n  min_healthy_time = \"1s\"\n  healthy_deadline = \"10s\"\n}\n"
+	env, err := Parse("dev.hcl", "dev", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, block, attr string
+		want              []string
+	}{
+		{"set attribute", "update", "progress_deadline", []string{"dev.hcl:7,23: Too short: the detail", `progress_deadline = "12s"`, "^^^^^"}},
+		{"unset attribute, its block", "update", "max_parallel", []string{"dev.hcl:6,8: Too short"}},
+		{"unset block, the file", "resources", "cpu", []string{"dev.hcl:1,1: Too short"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := env.Refuse(tt.block, tt.attr, "Too short", "the detail")
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("Refuse returned %T, want *Error", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%s", w, err)
+				}
+			}
+		})
+	}
+	made := &Environment{Name: "dev", File: "environments/dev.hcl"}
+	if err := made.Refuse("update", "progress_deadline", "Too short", "the detail"); !strings.Contains(err.Error(), "environments/dev.hcl: the detail") {
+		t.Errorf("an environment made in code: %q, want the file named", err)
+	}
+}
