@@ -5,15 +5,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -376,7 +380,7 @@ func TestBadRedisAddressStopsAtStart(t *testing.T) {
 
 	t.Run("the process exits 1 with one line on stderr", func(t *testing.T) {
 		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), "COUNTER_APP_TEST_MAIN=1", "HOST=redis", "PORT=http")
+		cmd.Env = append(withoutNomad(os.Environ()), "COUNTER_APP_TEST_MAIN=1", "HOST=redis", "PORT=http")
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
@@ -391,45 +395,67 @@ func TestBadRedisAddressStopsAtStart(t *testing.T) {
 	})
 
 	// Under Nomad the complaint must be out while the container still
-	// runs, long enough for Nomad's log copier to have attached.
-	t.Run("under Nomad it says why, then waits before it exits", func(t *testing.T) {
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), "COUNTER_APP_TEST_MAIN=1", "HOST=redis", "PORT=http", "NOMAD_ALLOC_ID=test")
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		line, _ := bufio.NewReader(stderr).ReadString('\n')
-		said := time.Now()
-		err = cmd.Wait()
-		waited := time.Since(said)
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
-			t.Fatalf("exit: %v, want exit status 1", err)
-		}
-		if !strings.HasPrefix(line, "app: PORT=") {
-			t.Errorf("first line on stderr %q, want the complaint", line)
-		}
-		if waited < failedExitDelay(func(string) string { return "x" })-100*time.Millisecond {
-			t.Errorf("exited %v after its complaint, want about %v", waited, failedExitDelay(func(string) string { return "x" }))
-		}
-	})
+	// runs, long enough for Nomad's log copier to have attached; a SIGTERM
+	// meanwhile ends the wait, and the exit status stays 1.
+	delay := failedExitDelay(startError{errors.New("x")}, func(string) string { return "x" })
+	for _, sigterm := range []bool{false, true} {
+		t.Run(fmt.Sprintf("under Nomad it says why, then waits before it exits (SIGTERM meanwhile: %t)", sigterm), func(t *testing.T) {
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(withoutNomad(os.Environ()), "COUNTER_APP_TEST_MAIN=1", "HOST=redis", "PORT=http", "NOMAD_ALLOC_ID=test")
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			r := bufio.NewReader(stderr)
+			line, _ := r.ReadString('\n')
+			said := time.Now()
+			if sigterm {
+				cmd.Process.Signal(syscall.SIGTERM)
+			}
+			rest, _ := io.ReadAll(r)
+			err = cmd.Wait()
+			waited := time.Since(said)
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+				t.Fatalf("exit: %v, want exit status 1", err)
+			}
+			if !strings.HasPrefix(line, "app: PORT=") || len(rest) != 0 {
+				t.Errorf("stderr %q, want the complaint alone", line+string(rest))
+			}
+			if waited < delay-100*time.Millisecond && !sigterm {
+				t.Errorf("exited %v after its complaint, want about %v", waited, delay)
+			}
+			if waited >= delay && sigterm {
+				t.Errorf("exited %v after its complaint and a SIGTERM, want at once", waited)
+			}
+		})
+	}
+}
+
+// withoutNomad is env without the variable by which the app knows it runs
+// under Nomad, so that a test run inside a Nomad task tests what it means to.
+func withoutNomad(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, "NOMAD_ALLOC_ID=") })
 }
 
 func TestFailedExitDelay(t *testing.T) {
+	nomadEnv := map[string]string{"NOMAD_ALLOC_ID": "741188f3-7245-3d7e-cd6d-5c0f1e7fad6c"}
 	tests := []struct {
 		name  string
+		err   error
 		env   map[string]string
 		delay bool
 	}{
-		{"run by hand", nil, false},
-		{"run by Nomad", map[string]string{"NOMAD_ALLOC_ID": "741188f3-7245-3d7e-cd6d-5c0f1e7fad6c"}, true},
+		{"a failed start run by hand", startError{errors.New("PORT is empty")}, nil, false},
+		{"a failed start under Nomad", startError{errors.New("PORT is empty")}, nomadEnv, true},
+		{"a failed start, wrapped, under Nomad", fmt.Errorf("app: %w", startError{errors.New("PORT is empty")}), nomadEnv, true},
+		{"a failure after serving, under Nomad", errors.New("shutdown: context deadline exceeded"), nomadEnv, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := failedExitDelay(func(k string) string { return tt.env[k] })
+			d := failedExitDelay(tt.err, func(k string) string { return tt.env[k] })
 			if (d > 0) != tt.delay {
 				t.Errorf("delay %v, want a delay: %v", d, tt.delay)
 			}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -14,24 +15,39 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr)
-	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "app: %v\n", err)
-		time.Sleep(failedExitDelay(os.Getenv))
+		linger(ctx, failedExitDelay(err, os.Getenv))
+	}
+	stop()
+	if err != nil {
 		os.Exit(1)
 	}
 }
 
 // failedExitDelay is how long the app waits, after it has said why it
-// failed, before it exits. Under Nomad it waits: Nomad's docker driver starts
-// the process that copies a container's output to the task's log only after
-// the container has started, and stops it as soon as the container exits, so
-// the complaint of an app that fails at once is often lost (on a busy
-// machine, every attempt's), and with it the deployer's account of why a
-// release failed (hashicorp/nomad#6931). Run by hand, it exits at once.
-func failedExitDelay(getenv func(string) string) time.Duration {
-	if getenv("NOMAD_ALLOC_ID") == "" {
+// failed, before it exits. Under Nomad a failed start waits: Nomad's docker
+// driver starts the process that copies a container's output to the task's
+// log only after the container has started, and stops it as soon as the
+// container exits, so the complaint of an app that fails at once is often
+// lost (on a busy machine, every attempt's), and with it the deployer's
+// account of why a release failed (hashicorp/nomad#6931). Run by hand, or
+// failing after it served, it exits at once.
+func failedExitDelay(err error, getenv func(string) string) time.Duration {
+	if getenv("NOMAD_ALLOC_ID") == "" || !errors.As(err, new(startError)) {
 		return 0
 	}
 	return 3 * time.Second
+}
+
+// linger waits for d, or until SIGTERM: Nomad stopping the task must not
+// wait for it, nor see the runtime's exit status 2 for a signal it did not
+// expect.
+func linger(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }

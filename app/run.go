@@ -27,11 +27,11 @@ const gcPercent = 25
 // SIGINT), then drains in-flight requests and returns nil.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 1 {
-		return fmt.Errorf("unexpected arguments %q: the app is configured by HOST, PORT and LISTEN_ADDR", args[1:])
+		return startError{fmt.Errorf("unexpected arguments %q: the app is configured by HOST, PORT and LISTEN_ADDR", args[1:])}
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
-		return err
+		return startError{err}
 	}
 	if getenv("GOGC") == "" {
 		// The live heap is a few MiB of per-connection buffers, and the app
@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	ln, err := net.Listen("tcp", cfg.listenAddr)
 	if err != nil {
-		return fmt.Errorf("listen on LISTEN_ADDR=%q: %w", cfg.listenAddr, err)
+		return startError{fmt.Errorf("listen on LISTEN_ADDR=%q: %w", cfg.listenAddr, err)}
 	}
 
 	reg := prometheus.NewRegistry()
@@ -105,6 +105,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("stopped")
 	return nil
 }
+
+// startError is an error that stopped the app before it served anything.
+type startError struct{ err error }
+
+func (e startError) Error() string { return e.err.Error() }
+func (e startError) Unwrap() error { return e.err }
 
 // fasthttpLogger sends the server's own messages (connection errors) to the
 // structured log.
