@@ -257,7 +257,7 @@ func TestBadEnvironmentFileWritesNothing(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f.writeEnv("dev", rdb, 1, tt.update)
 			// plan exits as nomad job plan does: 255 for an error.
-			for cmd, exit := range map[string]int{"plan": 255, "submit": exitError} {
+			for cmd, exit := range map[string]int{"render": exitError, "plan": 255, "submit": exitError} {
 				_, stderr, code := f.deployer(cmd, "-env", "dev", "-image", good)
 				if code != exit {
 					t.Errorf("%s: exit %d, want %d\n%s", cmd, code, exit, stderr)

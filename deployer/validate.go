@@ -16,7 +16,9 @@ func validateCommand() *command {
 		synopsis: "Check environment files without contacting any server",
 		doc: `Reads every environment file (or the NAMEs given) as submit would, and
 reports each bad value with its file, line and column. Nothing is contacted
-and nothing is written, so it fits a pre-commit hook or a CI step.`,
+and nothing is written, so it fits a pre-commit hook or a CI step. Each file
+is checked alone: a value only the job spec rules out (a progress_deadline
+below its kill_timeout) is reported by render, plan and submit.`,
 		maxArgs: -1,
 		exits:   append([]exitDoc{{exitOK, "every file is valid"}}, codes(exitError, exitUsage)...),
 		flags: func(fs *flag.FlagSet, sh *shell) func(context.Context, []string) error {

@@ -26,6 +26,8 @@ type Cause struct {
 	// StderrUnread says why Stderr is missing when its read failed: a
 	// token without read-logs, say.
 	StderrUnread string `json:"stderr_unread,omitempty"`
+	// StderrEmpty says the log was read and held nothing.
+	StderrEmpty bool `json:"stderr_empty,omitempty"`
 }
 
 // LogTailer reads the end of a task's log; nomadLogs is the real one.
@@ -74,6 +76,7 @@ func (d *Deployer) causes(ctx context.Context, ns, deploymentID string) []Cause 
 					c.StderrUnread = err.Error()
 				} else {
 					c.Stderr = lastLines(tail, maxStderrLine, len(tail) >= tailBytes)
+					c.StderrEmpty = len(c.Stderr) == 0
 				}
 			}
 			out = append(out, c)
@@ -171,9 +174,9 @@ func (c Cause) String() string {
 	switch {
 	case c.StderrUnread != "":
 		b.WriteString("\n    stderr not read: " + c.StderrUnread)
-	case len(c.Stderr) == 0 && c.ExitCode != nil:
+	case c.StderrEmpty:
 		// Said, so that an empty log is not taken for a silent app.
-		b.WriteString("\n    stderr: empty (Nomad's docker driver can lose the output of a container that exits at once: hashicorp/nomad#6931)")
+		b.WriteString("\n    stderr: empty (Nomad kept no output; its docker driver can lose that of a container that exits at once: hashicorp/nomad#6931)")
 	}
 	return b.String()
 }

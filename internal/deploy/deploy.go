@@ -145,11 +145,19 @@ func stopsWithinDeadline(job *nomad.Job, env *environment.Environment) error {
 				continue
 			}
 			return env.Refuse("update", "progress_deadline", "progress_deadline shorter than kill_timeout",
-				fmt.Sprintf("progress_deadline = %s, but the job spec gives task %q a kill_timeout of %s: Nomad refuses a job whose instance may take longer to stop than its deployment may go without progress; set progress_deadline above %s.",
-					deadline, t.Name, *t.KillTimeout, *t.KillTimeout))
+				fmt.Sprintf("progress_deadline = %s%s, but the job spec gives task %q a kill_timeout of %s: Nomad refuses a job whose instance may take longer to stop than its deployment may go without progress; set progress_deadline to at least %s.",
+					deadline, defaulted(env), t.Name, *t.KillTimeout, *t.KillTimeout))
 		}
 	}
 	return nil
+}
+
+// defaulted says where a progress_deadline the file leaves unset comes from.
+func defaulted(env *environment.Environment) string {
+	if env.Set("update", "progress_deadline") {
+		return ""
+	}
+	return " (the default, healthy_deadline + 30s)"
 }
 
 // current returns the registered job, nil when there is none.

@@ -264,6 +264,10 @@ func TestDescribeATaskThatExited(t *testing.T) {
 		}
 	}
 	c.Stderr, c.StderrUnread = nil, ""
+	if s := c.String(); strings.Contains(s, "stderr") {
+		t.Errorf("the text of a cause whose stderr was not read speaks of it:\n%s", s)
+	}
+	c.StderrEmpty = true
 	if s := c.String(); !strings.Contains(s, "\n    stderr: empty (") {
 		t.Errorf("the text of a cause whose stderr was read empty does not say so:\n%s", s)
 	}
@@ -294,10 +298,14 @@ func TestLastLines(t *testing.T) {
 
 func TestStopsWithinDeadline(t *testing.T) {
 	const src = "datacenters = [\"dc1\"]\nconfig {\n  HOST = \"redis\"\n  PORT = 6379\n}\nupdate {\n  min_healthy_time  = \"1s\"\n  healthy_deadline  = \"10s\"\n  progress_deadline = \"12s\"\n}\n"
-	env, err := environment.Parse("environments/dev.hcl", "dev", []byte(src))
-	if err != nil {
-		t.Fatal(err)
+	parse := func(src string) *environment.Environment {
+		env, err := environment.Parse("environments/dev.hcl", "dev", []byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
 	}
+	set, unset := parse(src), parse(strings.Replace(src, "  progress_deadline = \"12s\"\n", "", 1))
 	job := func(deadline, kill time.Duration) *nomad.Job {
 		return &nomad.Job{TaskGroups: []*nomad.TaskGroup{{
 			Update: &nomad.UpdateStrategy{ProgressDeadline: &deadline},
@@ -306,18 +314,21 @@ func TestStopsWithinDeadline(t *testing.T) {
 	}
 	tests := []struct {
 		name string
+		env  *environment.Environment
 		job  *nomad.Job
 		want string // "" for accepted
 	}{
-		{"kill_timeout below the deadline", job(12*time.Second, 5*time.Second), ""},
-		{"kill_timeout equal to the deadline", job(12*time.Second, 12*time.Second), ""},
-		{"no progress deadline", job(0, 15*time.Second), ""},
-		{"kill_timeout above the deadline", job(12*time.Second, 15*time.Second),
+		{"kill_timeout below the deadline", set, job(12*time.Second, 5*time.Second), ""},
+		{"kill_timeout equal to the deadline", set, job(12*time.Second, 12*time.Second), ""},
+		{"no progress deadline", set, job(0, 15*time.Second), ""},
+		{"kill_timeout above the deadline", set, job(12*time.Second, 15*time.Second),
 			`environments/dev.hcl:9,23: progress_deadline shorter than kill_timeout: progress_deadline = 12s, but the job spec gives task "app" a kill_timeout of 15s`},
+		{"kill_timeout above the default deadline", unset, job(40*time.Second, 2*time.Minute),
+			`environments/dev.hcl:6,8: progress_deadline shorter than kill_timeout: progress_deadline = 40s (the default, healthy_deadline + 30s), but the job spec gives task "app" a kill_timeout of 2m0s`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := stopsWithinDeadline(tt.job, env)
+			err := stopsWithinDeadline(tt.job, tt.env)
 			switch {
 			case tt.want == "" && err != nil:
 				t.Errorf("refused: %v", err)

@@ -44,16 +44,36 @@ type Environment struct {
 	file *hcl.File
 }
 
+// Set reports whether the file sets attribute name of block ("" for the
+// top level). Every value of an Environment made in code counts as set.
+func (e *Environment) Set(block, name string) bool {
+	if e.file == nil {
+		return true
+	}
+	b := e.file.Body.(*hclsyntax.Body)
+	if block != "" {
+		b = blockBody(b, block)
+	}
+	_, ok := b.Attributes[name]
+	return ok
+}
+
 // Refuse returns an *Error, as Parse does, for a value that only a later
 // step can find at fault (against the job spec, say): it points at
 // attribute name of block ("" for the top level), or at the block, or the
 // file, when the file leaves that attribute unset.
 func (e *Environment) Refuse(block, name, summary, detail string) error {
-	d := &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: e.File + ": " + detail}
+	d := &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: detail}
 	if e.file == nil {
+		// Made from a release's recorded variables (a rollback), not read
+		// from a file.
+		where := e.File
+		if where == "" {
+			where = fmt.Sprintf("environment %s as its release recorded it", e.Name)
+		}
+		d.Summary = where + ": " + summary
 		return &Error{Diags: hcl.Diagnostics{d}}
 	}
-	d.Detail = detail
 	d.Subject = attrRange(e.file.Body.(*hclsyntax.Body), block, name).Ptr()
 	return &Error{Diags: hcl.Diagnostics{d}, files: map[string]*hcl.File{e.File: e.file}}
 }

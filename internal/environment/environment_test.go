@@ -295,8 +295,18 @@ func TestRefusePointsAtTheValueOrWhereItWouldGo(t *testing.T) {
 			}
 		})
 	}
-	made := &Environment{Name: "dev", File: "environments/dev.hcl"}
-	if err := made.Refuse("update", "progress_deadline", "Too short", "the detail"); !strings.Contains(err.Error(), "environments/dev.hcl: the detail") {
-		t.Errorf("an environment made in code: %q, want the file named", err)
+	if !env.Set("update", "progress_deadline") || env.Set("update", "max_parallel") || env.Set("resources", "cpu") || !env.Set("", "datacenters") {
+		t.Errorf("Set does not tell the file's attributes from those it leaves out")
+	}
+	for _, made := range []struct {
+		env  *Environment
+		want string
+	}{
+		{&Environment{Name: "dev", File: "environments/dev.hcl"}, "environments/dev.hcl: Too short: the detail"},
+		{&Environment{Name: "dev"}, "environment dev as its release recorded it: Too short: the detail"},
+	} {
+		if err := made.env.Refuse("update", "progress_deadline", "Too short", "the detail"); err.Error() != made.want {
+			t.Errorf("an environment made in code: %q, want %q", err, made.want)
+		}
 	}
 }
