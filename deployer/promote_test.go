@@ -189,8 +189,16 @@ func TestPromoteGoesByWhatRunsWhereItGoes(t *testing.T) {
 	}
 
 	// The same build, but prod's file asks for two instances: a release.
+	// While it runs, its deploy lock says whose promotion holds it, and of
+	// what from where, for the message another release of prod would get.
 	f.writeEnvJob("prod", prod, prodRedis, 2, "")
-	rec, code, stderr = f.promote("-from", "dev@v0", "-env", "prod")
+	var wg sync.WaitGroup
+	wg.Go(func() { rec, code, stderr = f.promote("-from", "dev@v0", "-env", "prod") })
+	holder := f.lockHolder(prod, 60*time.Second)
+	wg.Wait()
+	if want := fmt.Sprintf("tester, promote of %s from dev v0, since ", v0.Image); !strings.HasPrefix(holder, want) {
+		t.Errorf("prod's deploy lock, held by the promotion, says %q; want %q and the time", holder, want)
+	}
 	if code != exitOK || rec.Outcome != deploy.Succeeded || rec.Release != "v1" || rec.ImageDigest != v0.ImageDigest || len(rec.URLs) != 2 {
 		t.Errorf("promote of the build prod runs, with count 2: exit %d, outcome %q, release %q, digest %s, %d URLs; want v1 succeeded with 2 instances\n%s",
 			code, rec.Outcome, rec.Release, rec.ImageDigest, len(rec.URLs), stderr)

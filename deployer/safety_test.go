@@ -41,17 +41,26 @@ func (f *fixture) lockKey() string {
 	return configstore.New(f.kv, "").LockKey("default", f.job)
 }
 
-// waitForLock waits until someone holds the job's deploy lock.
-func (f *fixture) waitForLock(within time.Duration) {
+// lockHolder waits until someone holds job's deploy lock, and returns what
+// the holder recorded in it.
+func (f *fixture) lockHolder(job string, within time.Duration) string {
 	f.t.Helper()
+	key := configstore.New(f.kv, "").LockKey("default", job)
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
-		if p, _, err := f.kv.KV().Get(f.lockKey(), nil); err == nil && p != nil && p.Session != "" {
-			return
+		if p, _, err := f.kv.KV().Get(key, nil); err == nil && p != nil && p.Session != "" {
+			return string(p.Value)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	f.t.Fatalf("nobody took the deploy lock %s within %s", f.lockKey(), within)
+	f.t.Fatalf("nobody took the deploy lock %s within %s", key, within)
+	return ""
+}
+
+// waitForLock waits until someone holds the job's deploy lock.
+func (f *fixture) waitForLock(within time.Duration) {
+	f.t.Helper()
+	f.lockHolder(f.job, within)
 }
 
 func TestUnplaceableReleaseIsRefusedAndWritesNothing(t *testing.T) {
