@@ -29,9 +29,9 @@ func main() {
 // failed, before it exits. Under Nomad a failed start waits: Nomad's docker
 // driver starts the process that copies a container's output to the task's
 // log only after the container has started, and stops it as soon as the
-// container exits, so the complaint of an app that fails at once is often
-// lost (on a busy machine, every attempt's), and with it the deployer's
-// account of why a release failed (hashicorp/nomad#6931). Run by hand, or
+// container exits, so the complaint of an app that fails at once can be
+// lost (once in CI, every attempt's), and with it the deployer's account of
+// why a release failed (hashicorp/nomad#6931). Run by hand, or
 // failing after it served, it exits at once.
 func failedExitDelay(err error, getenv func(string) string) time.Duration {
 	if getenv("NOMAD_ALLOC_ID") == "" || !errors.As(err, new(startError)) {
