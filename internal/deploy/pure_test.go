@@ -1,6 +1,9 @@
 package deploy
 
 import (
+	"context"
+	"errors"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -334,6 +337,62 @@ func TestStopsWithinDeadline(t *testing.T) {
 				t.Errorf("refused: %v", err)
 			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
 				t.Errorf("error %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// fakeDeploys lists a deployment's allocations; only that is called.
+type fakeDeploys struct {
+	Deployments
+	allocs []*nomad.AllocationListStub
+}
+
+func (f fakeDeploys) Allocations(string, *nomad.QueryOptions) ([]*nomad.AllocationListStub, *nomad.QueryMeta, error) {
+	return f.allocs, nil, nil
+}
+
+// fakeLogs answers every log read with one text or one error.
+type fakeLogs struct {
+	text string
+	err  error
+}
+
+func (f fakeLogs) Tail(context.Context, string, string, string, string, int) (string, error) {
+	return f.text, f.err
+}
+
+// A cause tells a log it read empty from one it could not read, and from
+// one it read lines of.
+func TestCausesSayWhatTheStderrReadGave(t *testing.T) {
+	unhealthy := false
+	allocs := []*nomad.AllocationListStub{{
+		ID: "741188f3-7245", ClientStatus: "pending", DeploymentStatus: &nomad.AllocDeploymentStatus{Healthy: &unhealthy},
+		TaskStates: map[string]*nomad.TaskState{"app": {Events: []*nomad.TaskEvent{{Type: nomad.TaskTerminated, ExitCode: 1}}}},
+	}}
+	tests := []struct {
+		name        string
+		logs        LogTailer
+		empty       bool
+		unread      bool
+		stderrLines int
+	}{
+		{"read, with lines", fakeLogs{text: "app: PORT is empty\n"}, false, false, 1},
+		{"read, empty", fakeLogs{text: "\n"}, true, false, 0},
+		{"not read", fakeLogs{err: errors.New("Nomad denied read-logs")}, false, true, 0},
+		{"no log reader", nil, false, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := &Deployer{Deploys: fakeDeploys{allocs: allocs}, Logs: tt.logs, Progress: io.Discard}
+			cs := d.causes(context.Background(), "default", "dep")
+			if len(cs) != 1 {
+				t.Fatalf("%d causes, want 1", len(cs))
+			}
+			c := cs[0]
+			if c.StderrEmpty != tt.empty || (c.StderrUnread != "") != tt.unread || len(c.Stderr) != tt.stderrLines {
+				t.Errorf("stderr_empty %t, unread %q, lines %q; want stderr_empty %t, unread %t, %d lines",
+					c.StderrEmpty, c.StderrUnread, c.Stderr, tt.empty, tt.unread, tt.stderrLines)
 			}
 		})
 	}
