@@ -247,22 +247,15 @@ func waitForAddress(t *testing.T, nc *nomad.Client, job, label string) string {
 // container behind.
 func TestDownStopsEverythingUpStarted(t *testing.T) {
 	t.Parallel()
-	bin := stacktest.Binaries(t)
 	tag := "counter:" + stacktest.Name(t, "down")
 	testimage.Build(t, tag)
 	t.Cleanup(func() { _, _ = testimage.Docker("rmi", tag) })
 
-	lo, hi, release, err := localstack.ReserveDynamicRange()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer release()
-	dir := t.TempDir()
+	cfg := ownConfig(t)
+	cfg.Detach = true
+	dir := cfg.Dir
 	ctx := context.Background()
-	s, err := localstack.Start(ctx, localstack.Config{
-		Dir: dir, Bin: bin, Detach: true,
-		Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi},
-	})
+	s, err := localstack.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -493,15 +486,9 @@ func TestOperatorTokenIsKeptAndMadeAgainWhenUnknown(t *testing.T) {
 // (nor the other way round), even after make down.
 func TestOpenStackHasNoACLsAndKeepsItsKind(t *testing.T) {
 	t.Parallel()
-	bin := stacktest.Binaries(t)
-	lo, hi, release, err := localstack.ReserveDynamicRange()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer release()
-	dir := t.TempDir()
 	ctx := context.Background()
-	cfg := localstack.Config{Dir: dir, Bin: bin, Open: true, Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi}}
+	cfg := ownConfig(t)
+	cfg.Open = true
 	s, err := localstack.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -529,4 +516,18 @@ func TestOpenStackHasNoACLsAndKeepsItsKind(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "make clean") {
 		t.Errorf("the refusal does not say how to go on: %v", err)
 	}
+}
+
+// ownConfig is the Config of a stack of the test's own: its folder, the
+// pinned binaries, and a block of ports held until the test's cleanups (a
+// Down among them) have run.
+func ownConfig(t *testing.T) localstack.Config {
+	t.Helper()
+	bin := stacktest.Binaries(t)
+	lo, hi, release, err := localstack.ReserveDynamicRange()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
+	return localstack.Config{Dir: t.TempDir(), Bin: bin, Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi}}
 }

@@ -15,7 +15,6 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/kodekloud/counter/internal/localstack"
-	"github.com/kodekloud/counter/internal/stacktest"
 )
 
 // redisDo sends one command to Redis and returns its reply line.
@@ -47,15 +46,10 @@ func redisDo(t *testing.T, addr string, args ...string) string {
 // history are all still there.
 func TestUpKeepsStateWhenAComponentDies(t *testing.T) {
 	t.Parallel()
-	bin := stacktest.Binaries(t)
-	lo, hi, release, err := localstack.ReserveDynamicRange()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer release()
-	dir := t.TempDir()
+	cfg := ownConfig(t)
+	cfg.Detach = true
+	dir := cfg.Dir
 	ctx := context.Background()
-	cfg := localstack.Config{Dir: dir, Bin: bin, Detach: true, Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi}}
 	s, err := localstack.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
