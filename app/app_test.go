@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kodekloud/counter/internal/resp"
 	"github.com/kodekloud/counter/internal/testredis"
 )
 
@@ -275,6 +276,80 @@ func TestRedisOutageAnswers503AndRecoversWithoutRestart(t *testing.T) {
 			t.Fatalf("%d goroutines after the outage, %d before", n, baseline)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The count's Redis connection outlives requests. A Redis that restarted
+// while the app sat idle has closed it; the next visit must still be counted,
+// not fail on the dead connection.
+func TestCountAfterIdleRedisRestart(t *testing.T) {
+	t.Parallel()
+	rdb := testredis.Start(t)
+	a := startApp(t, rdb.Addr())
+	c := &http.Client{Timeout: 10 * time.Second}
+	if code, body := get(t, c, a.url+"/"); code != http.StatusOK || parseCount(t, body) != 1 {
+		t.Fatalf("before the restart: GET / = %d %q", code, body)
+	}
+	rdb.Stop()
+	rdb.Restart()
+	// Longer than staleAfter, as a pause between visits would be.
+	time.Sleep(2 * staleAfter)
+	// The restarted Redis starts empty.
+	if code, body := get(t, c, a.url+"/"); code != http.StatusOK || parseCount(t, body) != 1 {
+		t.Fatalf("first visit after the restart: GET / = %d %q, want 200 and count 1", code, body)
+	}
+}
+
+// An error reply is Redis's own answer: it fails the visits of its batch with
+// Redis's words in the log, and the next batch goes out on the same
+// connection.
+func TestRedisErrorReplyAnswers503AndKeepsTheConnection(t *testing.T) {
+	t.Parallel()
+	rdb := testredis.Start(t)
+	a := startApp(t, rdb.Addr())
+	c := &http.Client{Timeout: 10 * time.Second}
+	if code, body := get(t, c, a.url+"/"); code != http.StatusOK {
+		t.Fatalf("GET / = %d %q", code, body)
+	}
+	// Each INFO, GET and SET of the test is a connection of its own.
+	conns := func() int {
+		t.Helper()
+		v, err := resp.Do(rdb.Addr(), "INFO", "stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(v) {
+			if n, ok := strings.CutPrefix(strings.TrimSpace(line), "total_connections_received:"); ok {
+				i, err := strconv.Atoi(n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return i
+			}
+		}
+		t.Fatalf("INFO stats has no total_connections_received:\n%s", v)
+		return 0
+	}
+	before := conns()
+
+	if err := rdb.Set(counterKey, "not a number"); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(t, c, a.url+"/"); code != http.StatusServiceUnavailable {
+		t.Fatalf("counter not a number: GET / = %d %q, want 503", code, body)
+	}
+	if want := "value is not an integer"; !strings.Contains(a.stderr.String(), want) {
+		t.Errorf("the log lacks Redis's reply %q:\n%s", want, a.stderr)
+	}
+	if err := rdb.Set(counterKey, "41"); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(t, c, a.url+"/"); code != http.StatusOK || parseCount(t, body) != 42 {
+		t.Fatalf("counter repaired: GET / = %d %q, want 200 and count 42", code, body)
+	}
+	// Since the first INFO: two SETs and this INFO.
+	if n := conns() - before; n != 3 {
+		t.Errorf("Redis accepted %d connections, want 3 (the test's own): the app dialled again after an error reply", n)
 	}
 }
 

@@ -1,17 +1,14 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"sync"
-	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // incrByer is the Redis command the batcher needs.
 type incrByer interface {
-	IncrBy(ctx context.Context, key string, n int64) *redis.IntCmd
+	IncrBy(key string, n int64) (int64, error)
+	Close()
 }
 
 // batcher coalesces the increments that wait at the same moment into one
@@ -21,13 +18,12 @@ type incrByer interface {
 // to fill a batch; under load a round trip carries many requests, which is
 // how the app can serve more increments than Redis answers commands.
 type batcher struct {
-	db      incrByer
-	key     string
-	timeout time.Duration
-	queue   chan *waiter
-	pool    sync.Pool
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	db    incrByer
+	key   string
+	queue chan *waiter
+	pool  sync.Pool
+	stop  chan struct{}
+	done  chan struct{}
 }
 
 type waiter struct {
@@ -47,27 +43,27 @@ var (
 	errOverloaded = errors.New("too many requests waiting for Redis")
 )
 
-// newBatcher starts workers goroutines, each with at most one INCRBY in
-// flight.
-func newBatcher(db incrByer, key string, timeout time.Duration, workers int) *batcher {
+// newBatcher starts the worker that owns db and keeps one INCRBY in flight.
+// One is the fastest measured on 2 cores (wrk c=64, runs interleaved: 1
+// worker 73-78k req/s, 2 workers 71-72k): while the round trip is out, the
+// next batch fills, so each INCRBY carries more requests.
+func newBatcher(db incrByer, key string) *batcher {
 	b := &batcher{
-		db: db, key: key, timeout: timeout,
+		db: db, key: key,
 		queue: make(chan *waiter, maxBatch),
 		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
 	}
 	b.pool.New = func() any { return &waiter{done: make(chan struct{}, 1)} }
-	for range workers {
-		b.wg.Add(1)
-		go b.work()
-	}
+	go b.work()
 	return b
 }
 
-// Close stops the workers after their current batch; requests still queued
-// then get errStopped.
+// Close stops the worker after its current batch and closes db; requests
+// still queued then get errStopped.
 func (b *batcher) Close() {
 	close(b.stop)
-	b.wg.Wait()
+	<-b.done
 }
 
 func (b *batcher) drain() {
@@ -84,8 +80,8 @@ func (b *batcher) drain() {
 
 // Incr returns this request's count. It takes no context and sets no timer
 // of its own, which would cost allocations on every request: the wait is
-// bounded anyway, by at most two round trips of at most b.timeout each (the
-// batch in flight, then this one), because a request is only queued if the
+// bounded anyway, by at most two round trips of at most the connection's
+// timeout each (the batch in flight, then this one), because a request is only queued if the
 // queue has room, and the queue never holds more than one batch.
 func (b *batcher) Incr() (int64, error) {
 	w := b.pool.Get().(*waiter)
@@ -102,7 +98,8 @@ func (b *batcher) Incr() (int64, error) {
 }
 
 func (b *batcher) work() {
-	defer b.wg.Done()
+	defer close(b.done)
+	defer b.db.Close()
 	batch := make([]*waiter, 0, maxBatch)
 	for {
 		select {
@@ -122,9 +119,7 @@ func (b *batcher) work() {
 			}
 		}
 		k := int64(len(batch))
-		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-		end, err := b.db.IncrBy(ctx, b.key, k).Result()
-		cancel()
+		end, err := b.db.IncrBy(b.key, k)
 		for i, w := range batch {
 			w.n, w.err = end-k+1+int64(i), err
 			w.done <- struct{}{}
