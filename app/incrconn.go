@@ -76,9 +76,22 @@ func (ic *incrConn) roundTrip(now time.Time, key string, n int64) (int64, error)
 	if err := ic.c.SetDeadline(now.Add(ic.timeout)); err != nil {
 		return 0, err
 	}
+	ic.buf = appendIncrBy(ic.buf[:0], key, n)
+	if _, err := ic.c.Write(ic.buf); err != nil {
+		return 0, err
+	}
+	line, err := ic.r.ReadSlice('\n')
+	if err != nil {
+		return 0, err
+	}
+	return parseIncrReply(line)
+}
+
+// appendIncrBy appends the command INCRBY key n.
+func appendIncrBy(b []byte, key string, n int64) []byte {
 	var num [20]byte
 	arg := strconv.AppendInt(num[:0], n, 10)
-	b := append(ic.buf[:0], "*3\r\n$6\r\nINCRBY\r\n$"...)
+	b = append(b, "*3\r\n$6\r\nINCRBY\r\n$"...)
 	b = strconv.AppendInt(b, int64(len(key)), 10)
 	b = append(b, "\r\n"...)
 	b = append(b, key...)
@@ -86,16 +99,13 @@ func (ic *incrConn) roundTrip(now time.Time, key string, n int64) (int64, error)
 	b = strconv.AppendInt(b, int64(len(arg)), 10)
 	b = append(b, "\r\n"...)
 	b = append(b, arg...)
-	b = append(b, "\r\n"...)
-	ic.buf = b
-	if _, err := ic.c.Write(b); err != nil {
-		return 0, err
-	}
-	line, err := ic.r.ReadSlice('\n')
-	if err != nil {
-		return 0, err
-	}
-	if len(line) < 3 || line[len(line)-2] != '\r' {
+	return append(b, "\r\n"...)
+}
+
+// parseIncrReply reads INCRBY's reply line, CRLF included. A redisError
+// leaves the connection usable; any other error means it is not.
+func parseIncrReply(line []byte) (int64, error) {
+	if len(line) < 3 || line[len(line)-2] != '\r' || line[len(line)-1] != '\n' {
 		return 0, fmt.Errorf("redis: malformed reply %q", line)
 	}
 	body := line[1 : len(line)-2]

@@ -78,19 +78,41 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		NoDefaultServerHeader: true,
 		Logger:                fasthttpLogger{log},
 	}
+	fast, err := newLoop(ln, h, log, cfg.redisAddr, cfg.redisTimeout)
+	if err != nil {
+		ln.Close()
+		return startError{fmt.Errorf("serve on %s: %w", ln.Addr(), err)}
+	}
 	log.Info("listening", "addr", ln.Addr().String(), "redis", cfg.redisAddr)
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(fast.handoff) }()
+	loopErr := make(chan error, 1)
+	go func() { loopErr <- fast.run() }()
 
 	select {
 	case err := <-serveErr:
+		fast.stop()
+		<-loopErr
+		return fmt.Errorf("serve: %w", err)
+	case err := <-loopErr:
+		_ = srv.Shutdown()
+		<-serveErr
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "timeout", cfg.shutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
+	fast.stop()
+	select {
+	case err := <-loopErr:
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+	case <-sctx.Done():
+		return fmt.Errorf("shutdown: %w", sctx.Err())
+	}
 	if err := srv.ShutdownWithContext(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

@@ -1,0 +1,772 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// loop serves the two requests that make nearly all of the app's traffic,
+// a plain keep-alive GET / or GET /healthz, from one epoll loop on one
+// thread, as Redis serves its clients. Each turn of the loop reads every
+// connection that is ready, sends the GET /s it found as one INCRBY (while
+// the previous one is out, they wait for the next), and writes every answer
+// that is ready. A request costs the loop a read and a write and no
+// goroutine of its own, so counting costs little over serving: on the make
+// bench machine (2 cores shared with wrk and Redis) GET / served 0.71x of
+// /healthz with fasthttp's goroutine per connection, parked on its number,
+// and about 1x from this loop.
+//
+// Everything else, from the first request that is not one of those two on
+// (another route or method, HEAD, a body, a Connection header, HTTP/1.0, a
+// header block over maxHead), is handed with its connection to the fasthttp
+// server, which serves that connection from then on: its timeouts, limits
+// and errors stay those of a full HTTP server.
+type loop struct {
+	h   *handler
+	log *slog.Logger
+
+	ln         net.Listener // closed on stop, with lfd, so new connections are refused
+	lfile      *os.File
+	ep, lfd    int
+	wakeR      int // a finished dial and stop wake the loop through this pipe
+	wakeMu     sync.Mutex
+	wakeW      int // -1 once closed
+	conns      map[int]*lconn
+	waiting    []*lconn // GET /s for the next INCRBY, in the order read
+	inflight   []*lconn // the GET /s of the INCRBY that is out
+	dirty      []*lconn // connections with answers to write
+	handoff    *handoffListener
+	redis      redisLink
+	stopping   atomic.Bool
+	listenOpen bool
+	// acceptPaused is when accepting stopped for want of file
+	// descriptors; the next sweep after a second starts it again.
+	acceptPaused time.Time
+	date         []byte
+	buf          []byte
+}
+
+// lconn is one connection the loop serves.
+type lconn struct {
+	fd      int
+	in, out []byte
+	// waits is set while a GET / of this connection waits for its number;
+	// later requests on the connection wait behind it, so answers go out
+	// in the order the requests came.
+	waits      bool
+	start      time.Time // when the waiting GET / was read
+	readSince  time.Time // when the unfinished request in in began to arrive
+	writeSince time.Time // when out first could not be written in full
+	lastActive time.Time
+	dirty      bool
+	stuck      bool   // the last write of out did not take all of it
+	events     uint32 // what epoll reports for this connection
+	handoff    bool   // hand over to fasthttp once out is written
+	closed     bool
+}
+
+// redisLink is the loop's own Redis connection, in the same epoll set as
+// the clients': sending a batch costs a write, its reply a read, and no
+// goroutine hand-off.
+type redisLink struct {
+	addr    string
+	timeout time.Duration
+	file    *os.File // nil while there is no connection
+	fd      int
+	cmd     []byte
+	reply   []byte
+	sentAt  time.Time // when the INCRBY that is out was sent
+	dialing bool      // a goroutine is dialling; its result comes on dials
+	dials   chan dialResult
+}
+
+type dialResult struct {
+	c   net.Conn
+	err error
+}
+
+const (
+	// maxHead is the longest header block the loop reads; a longer one goes
+	// to fasthttp, which answers 431 above its own 4 KiB limit.
+	maxHead = 4096
+	// maxBuffered bounds what a connection may have read and not yet
+	// answered, or have to write: past it the loop stops reading it, so a
+	// client that pipelines and does not read its answers cannot grow
+	// either buffer without bound.
+	maxBuffered = 64 << 10
+	// keepCap is the largest buffer a connection keeps between requests.
+	keepCap = 4 << 10
+
+	// The loop's timeouts, the same as the fasthttp server's (run.go).
+	readTimeout  = 5 * time.Second
+	idleTimeout  = 60 * time.Second
+	writeTimeout = 10 * time.Second
+)
+
+// newLoop takes over ln's socket; handed-off connections come out of
+// l.handoff, for fasthttp's Serve.
+func newLoop(ln net.Listener, h *handler, log *slog.Logger, redisAddr string, redisTimeout time.Duration) (*loop, error) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return nil, fmt.Errorf("listener %T is not TCP", ln)
+	}
+	lfile, err := tl.File()
+	if err != nil {
+		return nil, err
+	}
+	l := &loop{
+		h: h, log: log, ln: ln, lfile: lfile, lfd: int(lfile.Fd()),
+		conns:   make(map[int]*lconn),
+		handoff: newHandoffListener(ln.Addr()),
+		redis:   redisLink{addr: redisAddr, timeout: redisTimeout, dials: make(chan dialResult, 1)},
+		buf:     make([]byte, 64<<10),
+		date:    time.Now().UTC().AppendFormat(nil, http.TimeFormat),
+	}
+	fail := func(err error) (*loop, error) {
+		l.closeFDs()
+		return nil, err
+	}
+	if err := syscall.SetNonblock(l.lfd, true); err != nil {
+		return fail(err)
+	}
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+		return fail(err)
+	}
+	l.wakeR, l.wakeW = p[0], p[1]
+	if l.ep, err = syscall.EpollCreate1(syscall.EPOLL_CLOEXEC); err != nil {
+		return fail(err)
+	}
+	for _, fd := range []int{l.lfd, l.wakeR} {
+		if err := syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, fd, &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(fd)}); err != nil {
+			return fail(err)
+		}
+	}
+	l.listenOpen = true
+	return l, nil
+}
+
+func (l *loop) closeFDs() {
+	l.lfile.Close()
+	l.wakeMu.Lock()
+	defer l.wakeMu.Unlock()
+	for _, fd := range []int{l.wakeR, l.wakeW, l.ep} {
+		if fd > 0 {
+			syscall.Close(fd)
+		}
+	}
+	// A late wake must not write to a descriptor number that has been
+	// given to a new connection since.
+	l.wakeW = -1
+}
+
+// stop makes the loop refuse new connections, answer the requests it has,
+// and return once every connection it holds is closed.
+func (l *loop) stop() {
+	l.stopping.Store(true)
+	l.wake()
+}
+
+func (l *loop) wake() {
+	l.wakeMu.Lock()
+	defer l.wakeMu.Unlock()
+	if l.wakeW > 0 {
+		_, _ = syscall.Write(l.wakeW, []byte{1})
+	}
+}
+
+// run serves until stop has drained every connection.
+func (l *loop) run() error {
+	defer func() {
+		if l.redis.dialing {
+			if r := <-l.redis.dials; r.c != nil {
+				r.c.Close()
+			}
+		}
+		l.closeRedis()
+		for _, c := range l.conns {
+			l.close(c)
+		}
+		if l.listenOpen {
+			l.ln.Close()
+		}
+		l.closeFDs()
+		l.handoff.Close()
+	}()
+
+	events := make([]syscall.EpollEvent, 256)
+	nextSweep := time.Now().Add(time.Second)
+	for {
+		wake := nextSweep
+		if len(l.inflight) > 0 {
+			wake = minTime(wake, l.redis.sentAt.Add(l.redis.timeout))
+		}
+		n, err := syscall.EpollWait(l.ep, events, int(max(time.Until(wake)/time.Millisecond+1, 0)))
+		if err != nil && !errors.Is(err, syscall.EINTR) {
+			return fmt.Errorf("epoll_wait: %w", err)
+		}
+		now := time.Now()
+		for _, ev := range events[:max(n, 0)] {
+			switch fd := int(ev.Fd); {
+			case fd == l.lfd && l.listenOpen:
+				// (Once closed, its number may be a new Redis connection's.)
+				l.accept(now)
+			case fd == l.wakeR:
+				for {
+					if _, err := syscall.Read(l.wakeR, l.buf); err != nil {
+						break
+					}
+				}
+				l.dialed(now)
+			case l.redis.file != nil && fd == l.redis.fd:
+				l.readRedis(now)
+			default:
+				c := l.conns[fd]
+				if c == nil {
+					continue
+				}
+				if ev.Events&syscall.EPOLLOUT != 0 {
+					l.markDirty(c)
+				}
+				if ev.Events&(syscall.EPOLLIN|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+					l.read(c, now)
+				}
+			}
+		}
+		if len(l.inflight) > 0 && now.Sub(l.redis.sentAt) >= l.redis.timeout {
+			// A reply that comes later must not be taken for the next
+			// batch's.
+			l.closeRedis()
+			l.answer(0, fmt.Errorf("redis %s: no reply within %v", l.redis.addr, l.redis.timeout), now)
+		}
+		if len(l.inflight) == 0 && len(l.waiting) > 0 {
+			l.send(now)
+		}
+		l.flush(now)
+		if now.After(nextSweep) {
+			l.sweep(now)
+			nextSweep = now.Add(time.Second)
+		}
+		if l.stopping.Load() {
+			l.drain()
+			if len(l.conns) == 0 && len(l.inflight) == 0 {
+				return nil
+			}
+		}
+	}
+}
+
+// send sends the waiting GET /s as one INCRBY, once there is a connection
+// to send it on.
+func (l *loop) send(now time.Time) {
+	r := &l.redis
+	if r.file == nil {
+		if !r.dialing {
+			r.dialing = true
+			go func() {
+				c, err := net.DialTimeout("tcp", r.addr, r.timeout)
+				r.dials <- dialResult{c, err}
+				l.wake()
+			}()
+		}
+		return
+	}
+	l.inflight, l.waiting = l.waiting, l.inflight[:0]
+	r.cmd = appendIncrBy(r.cmd[:0], counterKey, int64(len(l.inflight)))
+	r.sentAt = now
+	// A few dozen bytes into an empty socket buffer: all of it is taken at
+	// once, or the connection is of no use.
+	if n, err := syscall.Write(r.fd, r.cmd); err != nil || n < len(r.cmd) {
+		l.closeRedis()
+		if err == nil {
+			err = fmt.Errorf("short write (%d of %d bytes)", n, len(r.cmd))
+		}
+		l.answer(0, fmt.Errorf("redis %s: write: %w", r.addr, err), now)
+	}
+}
+
+// dialed takes the result of a dial, if one has come.
+func (l *loop) dialed(now time.Time) {
+	r := &l.redis
+	var d dialResult
+	select {
+	case d = <-r.dials:
+	default:
+		return
+	}
+	r.dialing = false
+	if d.err == nil {
+		d.err = l.useRedis(d.c)
+		d.c.Close() // the loop keeps a duplicate of its descriptor
+	}
+	if d.err != nil {
+		// The requests that waited for this dial fail, as they would
+		// have on a connection that failed.
+		l.inflight, l.waiting = l.waiting, l.inflight[:0]
+		l.answer(0, d.err, now)
+	}
+}
+
+func (l *loop) useRedis(c net.Conn) error {
+	f, err := c.(*net.TCPConn).File()
+	if err != nil {
+		return err
+	}
+	fd := int(f.Fd())
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		f.Close()
+		return err
+	}
+	if err := syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, fd, &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(fd)}); err != nil {
+		f.Close()
+		return err
+	}
+	l.redis.file, l.redis.fd, l.redis.reply = f, fd, l.redis.reply[:0]
+	return nil
+}
+
+func (l *loop) closeRedis() {
+	if l.redis.file != nil {
+		_ = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_DEL, l.redis.fd, nil)
+		l.redis.file.Close()
+		l.redis.file = nil
+	}
+}
+
+// readRedis reads the reply to the INCRBY that is out.
+func (l *loop) readRedis(now time.Time) {
+	r := &l.redis
+	n, err := syscall.Read(r.fd, l.buf)
+	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR) {
+		return
+	}
+	if err == nil && n == 0 {
+		err = errors.New("connection closed by Redis")
+	}
+	if err == nil && len(l.inflight) == 0 {
+		err = fmt.Errorf("unexpected %q with no command out", l.buf[:n])
+	}
+	if err != nil {
+		// Redis restarted, or timed out an idle client: the next batch
+		// dials again.
+		l.closeRedis()
+		if len(l.inflight) > 0 {
+			l.answer(0, fmt.Errorf("redis %s: read: %w", r.addr, err), now)
+		}
+		return
+	}
+	r.reply = append(r.reply, l.buf[:n]...)
+	i := bytes.IndexByte(r.reply, '\n')
+	if i < 0 {
+		if len(r.reply) > 512 {
+			l.closeRedis()
+			l.answer(0, fmt.Errorf("redis %s: reply too long: %q...", r.addr, r.reply[:64]), now)
+		}
+		return
+	}
+	end, err := parseIncrReply(r.reply[:i+1])
+	if len(r.reply) > i+1 && err == nil {
+		err = fmt.Errorf("redis %s: more than one reply: %q", r.addr, r.reply)
+	}
+	r.reply = r.reply[:0]
+	if err != nil && !errors.As(err, new(redisError)) {
+		l.closeRedis()
+	}
+	l.answer(end, err, now)
+}
+
+func (l *loop) accept(now time.Time) {
+	for {
+		fd, _, err := syscall.Accept4(l.lfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		if errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if errors.Is(err, syscall.EAGAIN) {
+			return
+		}
+		if err != nil {
+			// Out of file descriptors, say. The listener stays ready, so
+			// the loop would spin on it: leave the new connections in the
+			// backlog for a second instead.
+			l.log.Warn("accept failed; accepting again in a second", "err", err)
+			_ = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_DEL, l.lfd, nil)
+			l.acceptPaused = now
+			return
+		}
+		_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+		if err := syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, fd, &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(fd)}); err != nil {
+			syscall.Close(fd)
+			l.log.Warn("epoll_ctl failed", "err", err)
+			continue
+		}
+		l.conns[fd] = &lconn{fd: fd, lastActive: now, events: syscall.EPOLLIN}
+	}
+}
+
+func (l *loop) read(c *lconn, now time.Time) {
+	n, err := syscall.Read(c.fd, l.buf)
+	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR) {
+		return
+	}
+	if err != nil || n == 0 {
+		l.close(c)
+		return
+	}
+	if len(c.in) == 0 {
+		c.readSince = now
+	}
+	c.in = append(c.in, l.buf[:n]...)
+	c.lastActive = now
+	l.parse(c, now)
+	l.markDirty(c) // for watch, if the input is now over its bound
+}
+
+var (
+	getRoot    = []byte("GET / HTTP/1.1\r\n")
+	getHealthz = []byte("GET /healthz HTTP/1.1\r\n")
+	endOfHead  = []byte("\r\n\r\n")
+)
+
+// parse answers or queues the complete requests in c.in, up to the first
+// GET / (whose answer the rest waits for) or the first request the loop
+// does not serve.
+func (l *loop) parse(c *lconn, now time.Time) {
+	for !c.waits && !c.handoff && !c.closed && len(c.in) > 0 {
+		end := bytes.Index(c.in, endOfHead)
+		if end < 0 {
+			if len(c.in) >= maxHead {
+				c.handoff = true
+				l.markDirty(c)
+			}
+			return
+		}
+		head := c.in[:end+2]
+		switch {
+		case end+4 > maxHead || !plainHeaders(head):
+			c.handoff = true
+		case bytes.HasPrefix(head, getRoot):
+			c.waits, c.start = true, now
+			l.waiting = append(l.waiting, c)
+		case bytes.HasPrefix(head, getHealthz):
+			c.out = l.appendResponse(c.out, "200 OK", "ok\n", nil)
+		default:
+			c.handoff = true
+		}
+		if c.handoff {
+			l.markDirty(c)
+			return
+		}
+		c.in = c.in[end+4:]
+		if len(c.in) == 0 {
+			c.in = reuse(c.in)
+		} else {
+			c.readSince = now
+		}
+		l.markDirty(c)
+	}
+}
+
+// plainHeaders reports whether the header lines after the request line ask
+// for nothing the loop does not do: no body, no Connection handling, no
+// Expect or Upgrade. head ends with the last header line's CRLF.
+func plainHeaders(head []byte) bool {
+	i := bytes.Index(head, []byte("\r\n"))
+	for rest := head[i+2:]; len(rest) > 0; {
+		j := bytes.Index(rest, []byte("\r\n"))
+		line := rest[:j]
+		rest = rest[j+2:]
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return false
+		}
+		for _, name := range unplainHeaders {
+			if bytes.EqualFold(line[:colon], name) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+var unplainHeaders = [][]byte{
+	[]byte("Content-Length"), []byte("Transfer-Encoding"), []byte("Connection"),
+	[]byte("Expect"), []byte("Upgrade"), []byte("TE"), []byte("Trailer"),
+}
+
+// reuse empties b, keeping its array unless it grew large.
+func reuse(b []byte) []byte {
+	if cap(b) > keepCap {
+		return nil
+	}
+	return b[:0]
+}
+
+var welcomeText = []byte("Welcome to KODEKLOUD! Visitor Count: ")
+
+const unavailableText = "Service Unavailable: the visitor counter cannot reach Redis\n"
+
+// answer answers the GET /s of the INCRBY that came back: with INCRBY k
+// answering end, they own end-k+1..end, in the order they were read.
+func (l *loop) answer(end int64, err error, now time.Time) {
+	k := int64(len(l.inflight))
+	if err != nil {
+		l.log.Error("redis INCRBY failed", "key", counterKey, "requests", k, "err", err)
+	}
+	var body [64]byte
+	for i, c := range l.inflight {
+		l.inflight[i] = nil
+		if err != nil {
+			l.h.m.redisErrors.Inc()
+			l.h.err503.Inc()
+		} else {
+			l.h.ok200.Inc()
+		}
+		l.h.rootDuration.Observe(now.Sub(c.start).Seconds())
+		if c.closed {
+			continue
+		}
+		c.waits = false
+		if err != nil {
+			c.out = l.appendResponse(c.out, "503 Service Unavailable", unavailableText, nil)
+		} else {
+			c.out = l.appendResponse(c.out, "200 OK", "", strconv.AppendInt(append(body[:0], welcomeText...), end-k+1+int64(i), 10))
+		}
+		l.markDirty(c)
+		l.parse(c, now)
+	}
+	l.inflight = l.inflight[:0]
+}
+
+// appendResponse appends an answer in the shape fasthttp gives (run.go sets
+// no Server header); body is text, or raw when text is empty.
+func (l *loop) appendResponse(b []byte, status, text string, raw []byte) []byte {
+	n := len(text) + len(raw)
+	b = append(b, "HTTP/1.1 "...)
+	b = append(b, status...)
+	b = append(b, "\r\nDate: "...)
+	b = append(b, l.date...)
+	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	if l.stopping.Load() {
+		b = append(b, "\r\nConnection: close"...)
+	}
+	b = append(b, "\r\n\r\n"...)
+	b = append(b, text...)
+	return append(b, raw...)
+}
+
+func (l *loop) markDirty(c *lconn) {
+	if !c.dirty {
+		c.dirty = true
+		l.dirty = append(l.dirty, c)
+	}
+}
+
+// flush writes what each dirty connection has to write, then hands it
+// over or closes it if that is what it waited for.
+func (l *loop) flush(now time.Time) {
+	for i, c := range l.dirty {
+		l.dirty[i] = nil
+		c.dirty = false
+		if c.closed {
+			continue
+		}
+		c.stuck = false
+		for len(c.out) > 0 {
+			n, err := syscall.Write(c.fd, c.out)
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			if errors.Is(err, syscall.EAGAIN) {
+				c.stuck = true
+				break
+			}
+			if err != nil {
+				l.close(c)
+				break
+			}
+			c.out = c.out[n:]
+		}
+		if c.closed {
+			continue
+		}
+		if c.stuck {
+			if c.writeSince.IsZero() {
+				c.writeSince = now
+			}
+			l.watch(c)
+			continue
+		}
+		c.out, c.writeSince = reuse(c.out), time.Time{}
+		c.lastActive = now
+		switch {
+		case c.handoff && !c.waits:
+			l.handOver(c)
+		case l.stopping.Load() && !c.waits:
+			l.close(c)
+		default:
+			l.watch(c)
+		}
+	}
+	l.dirty = l.dirty[:0]
+}
+
+// watch sets what epoll reports for c: input while c has room to buffer it,
+// and room to write while an answer is stuck. In the usual exchange neither
+// changes, and watch makes no system call.
+func (l *loop) watch(c *lconn) {
+	var ev uint32
+	if len(c.in) < maxBuffered && len(c.out) < maxBuffered {
+		ev |= syscall.EPOLLIN
+	}
+	if c.stuck {
+		ev |= syscall.EPOLLOUT
+	}
+	if ev == c.events {
+		return
+	}
+	if err := syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_MOD, c.fd, &syscall.EpollEvent{Events: ev, Fd: int32(c.fd)}); err != nil {
+		l.close(c)
+		return
+	}
+	c.events = ev
+}
+
+// handOver gives c, with what it has read of its next request, to fasthttp.
+func (l *loop) handOver(c *lconn) {
+	_ = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_DEL, c.fd, nil)
+	delete(l.conns, c.fd)
+	c.closed = true
+	f := os.NewFile(uintptr(c.fd), "conn")
+	nc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		l.log.Warn("hand-over failed", "err", err)
+		return
+	}
+	l.handoff.give(&prefixConn{Conn: nc, pre: c.in})
+}
+
+func (l *loop) close(c *lconn) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	delete(l.conns, c.fd)
+	syscall.Close(c.fd)
+}
+
+// sweep applies the timeouts and renews the Date header, once a second.
+func (l *loop) sweep(now time.Time) {
+	l.date = now.UTC().AppendFormat(l.date[:0], http.TimeFormat)
+	if !l.acceptPaused.IsZero() && now.Sub(l.acceptPaused) >= time.Second && l.listenOpen {
+		l.acceptPaused = time.Time{}
+		if err := syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, l.lfd, &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.lfd)}); err != nil {
+			l.log.Error("listening again failed", "err", err)
+		}
+	}
+	for _, c := range l.conns {
+		switch {
+		case c.waits:
+			// The Redis timeout bounds this wait.
+		case len(c.out) > 0:
+			if now.Sub(c.writeSince) > writeTimeout {
+				l.close(c)
+			}
+		case len(c.in) > 0:
+			if now.Sub(c.readSince) > readTimeout {
+				l.close(c)
+			}
+		case now.Sub(c.lastActive) > idleTimeout:
+			l.close(c)
+		}
+	}
+}
+
+// drain, while stopping, closes the listener and every connection that has
+// nothing left to answer.
+func (l *loop) drain() {
+	if l.listenOpen {
+		l.listenOpen = false
+		_ = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_DEL, l.lfd, nil)
+		l.lfile.Close()
+		l.ln.Close()
+	}
+	for _, c := range l.conns {
+		if !c.waits && len(c.out) == 0 {
+			l.close(c)
+		}
+	}
+}
+
+// handoffListener is the listener fasthttp serves: its connections are the
+// ones the loop hands over.
+type handoffListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// give passes c to Accept without holding up the loop.
+func (h *handoffListener) give(c net.Conn) {
+	go func() {
+		select {
+		case h.conns <- c:
+		case <-h.done:
+			c.Close()
+		}
+	}()
+}
+
+func (h *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.conns:
+		return c, nil
+	case <-h.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (h *handoffListener) Close() error {
+	h.once.Do(func() { close(h.done) })
+	return nil
+}
+
+func (h *handoffListener) Addr() net.Addr { return h.addr }
+
+// prefixConn returns the bytes the loop had already read before the rest.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
