@@ -65,7 +65,8 @@ func throughputChart(rep *report, path string) error {
 		app = append(app, plotter.XY{X: x, Y: pt.AppRPS})
 		healthz = append(healthz, plotter.XY{X: x, Y: pt.HealthzRPS})
 		redis = append(redis, plotter.XY{X: x, Y: pt.RedisRPS})
-		ticks = append(ticks, plot.Tick{Value: x, Label: fmt.Sprint(pt.Conns)})
+		// The ratios the goals are set in, under each point.
+		ticks = append(ticks, plot.Tick{Value: x, Label: fmt.Sprintf("%d\nGET / ÷ healthz %.2f\nGET / ÷ redis %.2f", pt.Conns, pt.RatioHealthz, pt.Ratio)})
 		top = max(top, pt.AppRPS, pt.HealthzRPS, pt.RedisRPS)
 	}
 	p.X.Scale = plot.LogScale{}
