@@ -279,24 +279,60 @@ func TestRedisOutageAnswers503AndRecoversWithoutRestart(t *testing.T) {
 	}
 }
 
-// The count's Redis connection outlives requests. A Redis that restarted
-// while the app sat idle has closed it; the next visit must still be counted,
-// not fail on the dead connection.
+// The two ways a GET / is counted: by the epoll loop, on its own Redis
+// connection, or by fasthttp's batcher, on another, for a connection the
+// loop handed over (here because of its Connection header).
+var countPaths = []struct{ name, header string }{
+	{"loop", ""},
+	{"fasthttp", "Connection: keep-alive\r\n"},
+}
+
+// getVia sends GET / with header on a connection of its own.
+func getVia(t *testing.T, url, header string) (int, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n"+header+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// The count's Redis connections outlive requests. A Redis that restarted
+// while the app sat idle has closed them; the next visit must still be
+// counted, not fail on the dead connection.
 func TestCountAfterIdleRedisRestart(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
-	a := startApp(t, rdb.Addr())
-	c := &http.Client{Timeout: 10 * time.Second}
-	if code, body := get(t, c, a.url+"/"); code != http.StatusOK || parseCount(t, body) != 1 {
-		t.Fatalf("before the restart: GET / = %d %q", code, body)
-	}
-	rdb.Stop()
-	rdb.Restart()
-	// Longer than staleAfter, as a pause between visits would be.
-	time.Sleep(2 * staleAfter)
-	// The restarted Redis starts empty.
-	if code, body := get(t, c, a.url+"/"); code != http.StatusOK || parseCount(t, body) != 1 {
-		t.Fatalf("first visit after the restart: GET / = %d %q, want 200 and count 1", code, body)
+	for _, path := range countPaths {
+		t.Run(path.name, func(t *testing.T) {
+			t.Parallel()
+			rdb := testredis.Start(t)
+			a := startApp(t, rdb.Addr())
+			if code, body := getVia(t, a.url, path.header); code != http.StatusOK || parseCount(t, body) != 1 {
+				t.Fatalf("before the restart: GET / = %d %q", code, body)
+			}
+			rdb.Stop()
+			rdb.Restart()
+			// Longer than staleAfter, as a pause between visits would be.
+			time.Sleep(2 * staleAfter)
+			// The restarted Redis starts empty.
+			if code, body := getVia(t, a.url, path.header); code != http.StatusOK || parseCount(t, body) != 1 {
+				t.Fatalf("first visit after the restart: GET / = %d %q, want 200 and count 1", code, body)
+			}
+		})
 	}
 }
 
@@ -305,51 +341,55 @@ func TestCountAfterIdleRedisRestart(t *testing.T) {
 // connection.
 func TestRedisErrorReplyAnswers503AndKeepsTheConnection(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
-	a := startApp(t, rdb.Addr())
-	c := &http.Client{Timeout: 10 * time.Second}
-	if code, body := get(t, c, a.url+"/"); code != http.StatusOK {
-		t.Fatalf("GET / = %d %q", code, body)
-	}
-	// Each INFO, GET and SET of the test is a connection of its own.
-	conns := func() int {
-		t.Helper()
-		v, err := resp.Do(rdb.Addr(), "INFO", "stats")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for line := range strings.Lines(v) {
-			if n, ok := strings.CutPrefix(strings.TrimSpace(line), "total_connections_received:"); ok {
-				i, err := strconv.Atoi(n)
+	for _, path := range countPaths {
+		t.Run(path.name, func(t *testing.T) {
+			t.Parallel()
+			rdb := testredis.Start(t)
+			a := startApp(t, rdb.Addr())
+			if code, body := getVia(t, a.url, path.header); code != http.StatusOK {
+				t.Fatalf("GET / = %d %q", code, body)
+			}
+			// Each INFO, GET and SET of the test is a connection of its own.
+			conns := func() int {
+				t.Helper()
+				v, err := resp.Do(rdb.Addr(), "INFO", "stats")
 				if err != nil {
 					t.Fatal(err)
 				}
-				return i
+				for line := range strings.Lines(v) {
+					if n, ok := strings.CutPrefix(strings.TrimSpace(line), "total_connections_received:"); ok {
+						i, err := strconv.Atoi(n)
+						if err != nil {
+							t.Fatal(err)
+						}
+						return i
+					}
+				}
+				t.Fatalf("INFO stats has no total_connections_received:\n%s", v)
+				return 0
 			}
-		}
-		t.Fatalf("INFO stats has no total_connections_received:\n%s", v)
-		return 0
-	}
-	before := conns()
+			before := conns()
 
-	if err := rdb.Set(counterKey, "not a number"); err != nil {
-		t.Fatal(err)
-	}
-	if code, body := get(t, c, a.url+"/"); code != http.StatusServiceUnavailable {
-		t.Fatalf("counter not a number: GET / = %d %q, want 503", code, body)
-	}
-	if want := "value is not an integer"; !strings.Contains(a.stderr.String(), want) {
-		t.Errorf("the log lacks Redis's reply %q:\n%s", want, a.stderr)
-	}
-	if err := rdb.Set(counterKey, "41"); err != nil {
-		t.Fatal(err)
-	}
-	if code, body := get(t, c, a.url+"/"); code != http.StatusOK || parseCount(t, body) != 42 {
-		t.Fatalf("counter repaired: GET / = %d %q, want 200 and count 42", code, body)
-	}
-	// Since the first INFO: two SETs and this INFO.
-	if n := conns() - before; n != 3 {
-		t.Errorf("Redis accepted %d connections, want 3 (the test's own): the app dialled again after an error reply", n)
+			if err := rdb.Set(counterKey, "not a number"); err != nil {
+				t.Fatal(err)
+			}
+			if code, body := getVia(t, a.url, path.header); code != http.StatusServiceUnavailable {
+				t.Fatalf("counter not a number: GET / = %d %q, want 503", code, body)
+			}
+			if want := "value is not an integer"; !strings.Contains(a.stderr.String(), want) {
+				t.Errorf("the log lacks Redis's reply %q:\n%s", want, a.stderr)
+			}
+			if err := rdb.Set(counterKey, "41"); err != nil {
+				t.Fatal(err)
+			}
+			if code, body := getVia(t, a.url, path.header); code != http.StatusOK || parseCount(t, body) != 42 {
+				t.Fatalf("counter repaired: GET / = %d %q, want 200 and count 42", code, body)
+			}
+			// Since the first INFO: two SETs and this INFO.
+			if n := conns() - before; n != 3 {
+				t.Errorf("Redis accepted %d connections, want 3 (the test's own): the app dialled again after an error reply", n)
+			}
+		})
 	}
 }
 

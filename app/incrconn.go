@@ -54,7 +54,9 @@ func (ic *incrConn) IncrBy(key string, n int64) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		ic.c, ic.r = c, bufio.NewReaderSize(c, 256)
+		// Redis's longest error replies (MISCONF) run to a few hundred
+		// bytes; a line longer than the buffer would drop the connection.
+		ic.c, ic.r = c, bufio.NewReaderSize(c, 4096)
 	}
 	v, err := ic.roundTrip(now, key, n)
 	if err != nil && !errors.As(err, new(redisError)) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,18 +36,21 @@ type loop struct {
 	h   *handler
 	log *slog.Logger
 
-	ln         net.Listener // closed on stop, with lfd, so new connections are refused
-	lfile      *os.File
-	ep, lfd    int
-	wakeR      int // a finished dial and stop wake the loop through this pipe
-	wakeMu     sync.Mutex
-	wakeW      int // -1 once closed
-	conns      map[int]*lconn
-	waiting    []*lconn // GET /s for the next INCRBY, in the order read
-	inflight   []*lconn // the GET /s of the INCRBY that is out
-	dirty      []*lconn // connections with answers to write
-	handoff    *handoffListener
-	redis      redisLink
+	ln       net.Listener // closed on stop, with lfd, so new connections are refused
+	lfile    *os.File
+	ep, lfd  int
+	wakeR    int // a finished dial and stop wake the loop through this pipe
+	wakeMu   sync.Mutex
+	wakeW    int // -1 once closed
+	conns    map[int]*lconn
+	waiting  []*lconn // GET /s for the next INCRBY, in the order read
+	inflight []*lconn // the GET /s of the INCRBY that is out
+	dirty    []*lconn // connections with answers to write
+	handoff  *handoffListener
+	redis    redisLink
+	// draining is closed when the loop has seen stop: from then on it
+	// hands nothing more to fasthttp.
+	draining   chan struct{}
 	stopping   atomic.Bool
 	listenOpen bool
 	// acceptPaused is when accepting stopped for want of file
@@ -72,7 +76,13 @@ type lconn struct {
 	stuck      bool   // the last write of out did not take all of it
 	events     uint32 // what epoll reports for this connection
 	handoff    bool   // hand over to fasthttp once out is written
-	closed     bool
+	// eof is set once the client has sent all it will (a half-close, as
+	// nc -N does): what it asked is still answered, then it is closed.
+	eof bool
+	// lingerUntil is set while the loop, stopping, has sent its FIN and
+	// reads and drops what the client still sends (see shut).
+	lingerUntil time.Time
+	closed      bool
 }
 
 // redisLink is the loop's own Redis connection, in the same epoll set as
@@ -106,6 +116,9 @@ const (
 	maxBuffered = 64 << 10
 	// keepCap is the largest buffer a connection keeps between requests.
 	keepCap = 4 << 10
+	// lingerTime bounds how long a stopping loop reads and drops what a
+	// client still sends after the loop's last answer.
+	lingerTime = 500 * time.Millisecond
 
 	// The loop's timeouts, the same as the fasthttp server's (run.go).
 	readTimeout  = 5 * time.Second
@@ -126,11 +139,12 @@ func newLoop(ln net.Listener, h *handler, log *slog.Logger, redisAddr string, re
 	}
 	l := &loop{
 		h: h, log: log, ln: ln, lfile: lfile, lfd: int(lfile.Fd()),
-		conns:   make(map[int]*lconn),
-		handoff: newHandoffListener(ln.Addr()),
-		redis:   redisLink{addr: redisAddr, timeout: redisTimeout, dials: make(chan dialResult, 1)},
-		buf:     make([]byte, 64<<10),
-		date:    time.Now().UTC().AppendFormat(nil, http.TimeFormat),
+		conns:    make(map[int]*lconn),
+		handoff:  newHandoffListener(ln.Addr()),
+		draining: make(chan struct{}),
+		redis:    redisLink{addr: redisAddr, timeout: redisTimeout, dials: make(chan dialResult, 1)},
+		buf:      make([]byte, 64<<10),
+		date:     time.Now().UTC().AppendFormat(nil, http.TimeFormat),
 	}
 	fail := func(err error) (*loop, error) {
 		l.closeFDs()
@@ -201,7 +215,6 @@ func (l *loop) run() error {
 			l.ln.Close()
 		}
 		l.closeFDs()
-		l.handoff.Close()
 	}()
 
 	events := make([]syscall.EpollEvent, 256)
@@ -238,7 +251,11 @@ func (l *loop) run() error {
 				if ev.Events&syscall.EPOLLOUT != 0 {
 					l.markDirty(c)
 				}
-				if ev.Events&(syscall.EPOLLIN|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+				switch {
+				case c.eof && ev.Events&(syscall.EPOLLHUP|syscall.EPOLLERR) != 0:
+					// Gone both ways: nothing more can be delivered.
+					l.close(c)
+				case ev.Events&(syscall.EPOLLIN|syscall.EPOLLHUP|syscall.EPOLLERR) != 0:
 					l.read(c, now)
 				}
 			}
@@ -255,10 +272,15 @@ func (l *loop) run() error {
 		l.flush(now)
 		if now.After(nextSweep) {
 			l.sweep(now)
+			// While stopping, often enough to end lingering connections
+			// on time.
 			nextSweep = now.Add(time.Second)
+			if l.stopping.Load() {
+				nextSweep = now.Add(lingerTime / 5)
+			}
 		}
 		if l.stopping.Load() {
-			l.drain()
+			l.drain(now)
 			if len(l.conns) == 0 && len(l.inflight) == 0 {
 				return nil
 			}
@@ -418,8 +440,19 @@ func (l *loop) read(c *lconn, now time.Time) {
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR) {
 		return
 	}
-	if err != nil || n == 0 {
+	switch {
+	case !c.lingerUntil.IsZero():
+		if err != nil || n == 0 {
+			l.close(c)
+		}
+		return
+	case err != nil:
+		// Reset by the client: nothing can be delivered.
 		l.close(c)
+		return
+	case n == 0:
+		c.eof = true
+		l.markDirty(c)
 		return
 	}
 	if len(c.in) == 0 {
@@ -441,10 +474,15 @@ var (
 // GET / (whose answer the rest waits for) or the first request the loop
 // does not serve.
 func (l *loop) parse(c *lconn, now time.Time) {
-	for !c.waits && !c.handoff && !c.closed && len(c.in) > 0 {
+	// A stopping loop answers what it has read and serves nothing more:
+	// its answers say Connection: close, and a client that heeds that sends
+	// the rest again elsewhere, so serving it here could count it twice.
+	for !c.waits && !c.handoff && !c.closed && !l.stopping.Load() && len(c.in) > 0 {
 		end := bytes.Index(c.in, endOfHead)
 		if end < 0 {
-			if len(c.in) >= maxHead {
+			// A head longer than the loop reads, or one that ends with
+			// bare LFs, is fasthttp's to judge.
+			if len(c.in) >= maxHead || bytes.Contains(c.in, []byte("\n\n")) {
 				c.handoff = true
 				l.markDirty(c)
 			}
@@ -476,26 +514,57 @@ func (l *loop) parse(c *lconn, now time.Time) {
 	}
 }
 
-// plainHeaders reports whether the header lines after the request line ask
-// for nothing the loop does not do: no body, no Connection handling, no
-// Expect or Upgrade. head ends with the last header line's CRLF.
+// plainHeaders reports whether the loop may serve a request with these
+// header lines: each a token, a colon and a value with no control character
+// but tab, exactly one Host, and nothing the loop does not do (a body,
+// Connection handling, Expect, Upgrade). head ends with the last header
+// line's CRLF. Anything else goes to fasthttp, which answers it or rejects
+// it with 400: the loop must never read a request otherwise than fasthttp
+// would, or a front end and the app could disagree on where one ends.
 func plainHeaders(head []byte) bool {
-	i := bytes.Index(head, []byte("\r\n"))
-	for rest := head[i+2:]; len(rest) > 0; {
-		j := bytes.Index(rest, []byte("\r\n"))
+	hosts := 0
+	rest := head[bytes.Index(head, crlf)+2:]
+	for len(rest) > 0 {
+		j := bytes.Index(rest, crlf)
 		line := rest[:j]
 		rest = rest[j+2:]
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
 			return false
 		}
-		for _, name := range unplainHeaders {
-			if bytes.EqualFold(line[:colon], name) {
+		name := line[:colon]
+		for _, b := range name {
+			if !isTokenChar(b) {
+				return false
+			}
+		}
+		for _, b := range line[colon+1:] {
+			if (b < ' ' && b != '\t') || b == 0x7f {
+				return false
+			}
+		}
+		if bytes.EqualFold(name, []byte("Host")) {
+			hosts++
+		}
+		for _, u := range unplainHeaders {
+			if bytes.EqualFold(name, u) {
 				return false
 			}
 		}
 	}
-	return true
+	return hosts == 1
+}
+
+var crlf = []byte("\r\n")
+
+// isTokenChar reports whether b may be part of a header name (RFC 9110's
+// tchar).
+func isTokenChar(b byte) bool {
+	switch {
+	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0
 }
 
 var unplainHeaders = [][]byte{
@@ -610,9 +679,15 @@ func (l *loop) flush(now time.Time) {
 		c.out, c.writeSince = reuse(c.out), time.Time{}
 		c.lastActive = now
 		switch {
-		case c.handoff && !c.waits:
+		case c.waits || !c.lingerUntil.IsZero():
+			l.watch(c)
+		case l.stopping.Load():
+			l.shut(c, now)
+		case c.handoff:
 			l.handOver(c)
-		case l.stopping.Load() && !c.waits:
+		case c.eof:
+			// Everything the client sent is answered; a request that
+			// only partly came never will be.
 			l.close(c)
 		default:
 			l.watch(c)
@@ -626,7 +701,7 @@ func (l *loop) flush(now time.Time) {
 // changes, and watch makes no system call.
 func (l *loop) watch(c *lconn) {
 	var ev uint32
-	if len(c.in) < maxBuffered && len(c.out) < maxBuffered {
+	if !c.lingerUntil.IsZero() || (!c.eof && len(c.in) < maxBuffered && len(c.out) < maxBuffered) {
 		ev |= syscall.EPOLLIN
 	}
 	if c.stuck {
@@ -677,6 +752,10 @@ func (l *loop) sweep(now time.Time) {
 	}
 	for _, c := range l.conns {
 		switch {
+		case !c.lingerUntil.IsZero():
+			if now.After(c.lingerUntil) {
+				l.close(c)
+			}
 		case c.waits:
 			// The Redis timeout bounds this wait.
 		case len(c.out) > 0:
@@ -693,20 +772,42 @@ func (l *loop) sweep(now time.Time) {
 	}
 }
 
-// drain, while stopping, closes the listener and every connection that has
-// nothing left to answer.
-func (l *loop) drain() {
+// drain, while stopping, closes the listener and ends every connection
+// that has nothing left to answer.
+func (l *loop) drain(now time.Time) {
 	if l.listenOpen {
 		l.listenOpen = false
 		_ = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_DEL, l.lfd, nil)
 		l.lfile.Close()
 		l.ln.Close()
+		close(l.draining)
 	}
 	for _, c := range l.conns {
 		if !c.waits && len(c.out) == 0 {
-			l.close(c)
+			l.shut(c, now)
 		}
 	}
+}
+
+// shut ends c while the loop stops. Closing a socket that holds requests
+// the loop has not read makes the kernel reset the connection, and the
+// client may then lose answers it has not read yet; so the loop sends its
+// FIN, reads and drops what still comes until the client closes too, and
+// closes after lingerTime at the latest.
+func (l *loop) shut(c *lconn, now time.Time) {
+	if c.closed || !c.lingerUntil.IsZero() {
+		return
+	}
+	if c.eof {
+		l.close(c)
+		return
+	}
+	if err := syscall.Shutdown(c.fd, syscall.SHUT_WR); err != nil {
+		l.close(c)
+		return
+	}
+	c.lingerUntil, c.in = now.Add(lingerTime), nil
+	l.watch(c)
 }
 
 // handoffListener is the listener fasthttp serves: its connections are the
@@ -716,6 +817,9 @@ type handoffListener struct {
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
+	// given counts the connections given and not yet accepted or closed,
+	// so that shutdown can let fasthttp take them all before it stops.
+	given sync.WaitGroup
 }
 
 func newHandoffListener(addr net.Addr) *handoffListener {
@@ -724,7 +828,9 @@ func newHandoffListener(addr net.Addr) *handoffListener {
 
 // give passes c to Accept without holding up the loop.
 func (h *handoffListener) give(c net.Conn) {
+	h.given.Add(1)
 	go func() {
+		defer h.given.Done()
 		select {
 		case h.conns <- c:
 		case <-h.done:

@@ -94,6 +94,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case err := <-serveErr:
 		fast.stop()
 		<-loopErr
+		fast.handoff.Close()
 		return fmt.Errorf("serve: %w", err)
 	case err := <-loopErr:
 		_ = srv.Shutdown()
@@ -104,7 +105,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("shutting down", "timeout", cfg.shutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
+	// The loop stops handing connections over first; fasthttp takes the
+	// ones already given, then both drain under the one deadline.
 	fast.stop()
+	handedOver := make(chan struct{})
+	go func() {
+		select {
+		case <-fast.draining:
+		case <-sctx.Done():
+		}
+		fast.handoff.given.Wait()
+		close(handedOver)
+	}()
+	select {
+	case <-handedOver:
+	case err := <-loopErr:
+		if err != nil {
+			_ = srv.Shutdown()
+			<-serveErr
+			return fmt.Errorf("serve: %w", err)
+		}
+		// Drained already, with nothing left to hold it.
+		loopErr <- nil
+		<-handedOver
+	}
+	shutErr := make(chan error, 1)
+	go func() { shutErr <- srv.ShutdownWithContext(sctx) }()
 	select {
 	case err := <-loopErr:
 		if err != nil {
@@ -113,7 +139,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case <-sctx.Done():
 		return fmt.Errorf("shutdown: %w", sctx.Err())
 	}
-	if err := srv.ShutdownWithContext(sctx); err != nil {
+	if err := <-shutErr; err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	// Serve returns nil once shutdown has begun.
