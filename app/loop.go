@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -83,26 +80,6 @@ type lconn struct {
 	// reads and drops what the client still sends (see shut).
 	lingerUntil time.Time
 	closed      bool
-}
-
-// redisLink is the loop's own Redis connection, in the same epoll set as
-// the clients': sending a batch costs a write, its reply a read, and no
-// goroutine hand-off.
-type redisLink struct {
-	addr    string
-	timeout time.Duration
-	file    *os.File // nil while there is no connection
-	fd      int
-	cmd     []byte
-	reply   []byte
-	sentAt  time.Time // when the INCRBY that is out was sent
-	dialing bool      // a goroutine is dialling; its result comes on dials
-	dials   chan dialResult
-}
-
-type dialResult struct {
-	c   net.Conn
-	err error
 }
 
 const (
@@ -288,125 +265,6 @@ func (l *loop) run() error {
 	}
 }
 
-// send sends the waiting GET /s as one INCRBY, once there is a connection
-// to send it on.
-func (l *loop) send(now time.Time) {
-	r := &l.redis
-	if r.file == nil {
-		if !r.dialing {
-			r.dialing = true
-			go func() {
-				c, err := net.DialTimeout("tcp", r.addr, r.timeout)
-				r.dials <- dialResult{c, err}
-				l.wake()
-			}()
-		}
-		return
-	}
-	l.inflight, l.waiting = l.waiting, l.inflight[:0]
-	r.cmd = appendIncrBy(r.cmd[:0], counterKey, int64(len(l.inflight)))
-	r.sentAt = now
-	// A few dozen bytes into an empty socket buffer: all of it is taken at
-	// once, or the connection is of no use.
-	if n, err := syscall.Write(r.fd, r.cmd); err != nil || n < len(r.cmd) {
-		l.closeRedis()
-		if err == nil {
-			err = fmt.Errorf("short write (%d of %d bytes)", n, len(r.cmd))
-		}
-		l.answer(0, fmt.Errorf("redis %s: write: %w", r.addr, err), now)
-	}
-}
-
-// dialed takes the result of a dial, if one has come.
-func (l *loop) dialed(now time.Time) {
-	r := &l.redis
-	var d dialResult
-	select {
-	case d = <-r.dials:
-	default:
-		return
-	}
-	r.dialing = false
-	if d.err == nil {
-		d.err = l.useRedis(d.c)
-		d.c.Close() // the loop keeps a duplicate of its descriptor
-	}
-	if d.err != nil {
-		// The requests that waited for this dial fail, as they would
-		// have on a connection that failed.
-		l.inflight, l.waiting = l.waiting, l.inflight[:0]
-		l.answer(0, d.err, now)
-	}
-}
-
-func (l *loop) useRedis(c net.Conn) error {
-	f, err := c.(*net.TCPConn).File()
-	if err != nil {
-		return err
-	}
-	fd := int(f.Fd())
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		f.Close()
-		return err
-	}
-	if err := syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, fd, &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(fd)}); err != nil {
-		f.Close()
-		return err
-	}
-	l.redis.file, l.redis.fd, l.redis.reply = f, fd, l.redis.reply[:0]
-	return nil
-}
-
-func (l *loop) closeRedis() {
-	if l.redis.file != nil {
-		_ = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_DEL, l.redis.fd, nil)
-		l.redis.file.Close()
-		l.redis.file = nil
-	}
-}
-
-// readRedis reads the reply to the INCRBY that is out.
-func (l *loop) readRedis(now time.Time) {
-	r := &l.redis
-	n, err := syscall.Read(r.fd, l.buf)
-	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR) {
-		return
-	}
-	if err == nil && n == 0 {
-		err = errors.New("connection closed by Redis")
-	}
-	if err == nil && len(l.inflight) == 0 {
-		err = fmt.Errorf("unexpected %q with no command out", l.buf[:n])
-	}
-	if err != nil {
-		// Redis restarted, or timed out an idle client: the next batch
-		// dials again.
-		l.closeRedis()
-		if len(l.inflight) > 0 {
-			l.answer(0, fmt.Errorf("redis %s: read: %w", r.addr, err), now)
-		}
-		return
-	}
-	r.reply = append(r.reply, l.buf[:n]...)
-	i := bytes.IndexByte(r.reply, '\n')
-	if i < 0 {
-		if len(r.reply) > 512 {
-			l.closeRedis()
-			l.answer(0, fmt.Errorf("redis %s: reply too long: %q...", r.addr, r.reply[:64]), now)
-		}
-		return
-	}
-	end, err := parseIncrReply(r.reply[:i+1])
-	if len(r.reply) > i+1 && err == nil {
-		err = fmt.Errorf("redis %s: more than one reply: %q", r.addr, r.reply)
-	}
-	r.reply = r.reply[:0]
-	if err != nil && !errors.As(err, new(redisError)) {
-		l.closeRedis()
-	}
-	l.answer(end, err, now)
-}
-
 func (l *loop) accept(now time.Time) {
 	for {
 		fd, _, err := syscall.Accept4(l.lfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
@@ -462,176 +320,6 @@ func (l *loop) read(c *lconn, now time.Time) {
 	c.lastActive = now
 	l.parse(c, now)
 	l.markDirty(c) // for watch, if the input is now over its bound
-}
-
-var (
-	getRoot    = []byte("GET / HTTP/1.1\r\n")
-	getHealthz = []byte("GET /healthz HTTP/1.1\r\n")
-	endOfHead  = []byte("\r\n\r\n")
-)
-
-// parse answers or queues the complete requests in c.in, up to the first
-// GET / (whose answer the rest waits for) or the first request the loop
-// does not serve.
-func (l *loop) parse(c *lconn, now time.Time) {
-	// A stopping loop answers what it has read and serves nothing more:
-	// its answers say Connection: close, and a client that heeds that sends
-	// the rest again elsewhere, so serving it here could count it twice.
-	for !c.waits && !c.handoff && !c.closed && !l.stopping.Load() && len(c.in) > 0 {
-		end := bytes.Index(c.in, endOfHead)
-		if end < 0 {
-			// A head longer than the loop reads, or one that ends with
-			// bare LFs, is fasthttp's to judge.
-			if len(c.in) >= maxHead || bytes.Contains(c.in, []byte("\n\n")) {
-				c.handoff = true
-				l.markDirty(c)
-			}
-			return
-		}
-		head := c.in[:end+2]
-		switch {
-		case end+4 > maxHead || !plainHeaders(head):
-			c.handoff = true
-		case bytes.HasPrefix(head, getRoot):
-			c.waits, c.start = true, now
-			l.waiting = append(l.waiting, c)
-		case bytes.HasPrefix(head, getHealthz):
-			c.out = l.appendResponse(c.out, "200 OK", "ok\n", nil)
-		default:
-			c.handoff = true
-		}
-		if c.handoff {
-			l.markDirty(c)
-			return
-		}
-		c.in = c.in[end+4:]
-		if len(c.in) == 0 {
-			c.in = reuse(c.in)
-		} else {
-			c.readSince = now
-		}
-		l.markDirty(c)
-	}
-}
-
-// plainHeaders reports whether the loop may serve a request with these
-// header lines: each a token, a colon and a value with no control character
-// but tab, exactly one Host, and nothing the loop does not do (a body,
-// Connection handling, Expect, Upgrade). head ends with the last header
-// line's CRLF. Anything else goes to fasthttp, which answers it or rejects
-// it with 400: the loop must never read a request otherwise than fasthttp
-// would, or a front end and the app could disagree on where one ends.
-func plainHeaders(head []byte) bool {
-	hosts := 0
-	rest := head[bytes.Index(head, crlf)+2:]
-	for len(rest) > 0 {
-		j := bytes.Index(rest, crlf)
-		line := rest[:j]
-		rest = rest[j+2:]
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return false
-		}
-		name := line[:colon]
-		for _, b := range name {
-			if !isTokenChar(b) {
-				return false
-			}
-		}
-		for _, b := range line[colon+1:] {
-			if (b < ' ' && b != '\t') || b == 0x7f {
-				return false
-			}
-		}
-		if bytes.EqualFold(name, []byte("Host")) {
-			hosts++
-		}
-		for _, u := range unplainHeaders {
-			if bytes.EqualFold(name, u) {
-				return false
-			}
-		}
-	}
-	return hosts == 1
-}
-
-var crlf = []byte("\r\n")
-
-// isTokenChar reports whether b may be part of a header name (RFC 9110's
-// tchar).
-func isTokenChar(b byte) bool {
-	switch {
-	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0
-}
-
-var unplainHeaders = [][]byte{
-	[]byte("Content-Length"), []byte("Transfer-Encoding"), []byte("Connection"),
-	[]byte("Expect"), []byte("Upgrade"), []byte("TE"), []byte("Trailer"),
-}
-
-// reuse empties b, keeping its array unless it grew large.
-func reuse(b []byte) []byte {
-	if cap(b) > keepCap {
-		return nil
-	}
-	return b[:0]
-}
-
-var welcomeText = []byte("Welcome to KODEKLOUD! Visitor Count: ")
-
-const unavailableText = "Service Unavailable: the visitor counter cannot reach Redis\n"
-
-// answer answers the GET /s of the INCRBY that came back: with INCRBY k
-// answering end, they own end-k+1..end, in the order they were read.
-func (l *loop) answer(end int64, err error, now time.Time) {
-	k := int64(len(l.inflight))
-	if err != nil {
-		l.log.Error("redis INCRBY failed", "key", counterKey, "requests", k, "err", err)
-	}
-	var body [64]byte
-	for i, c := range l.inflight {
-		l.inflight[i] = nil
-		if err != nil {
-			l.h.m.redisErrors.Inc()
-			l.h.err503.Inc()
-		} else {
-			l.h.ok200.Inc()
-		}
-		l.h.rootDuration.Observe(now.Sub(c.start).Seconds())
-		if c.closed {
-			continue
-		}
-		c.waits = false
-		if err != nil {
-			c.out = l.appendResponse(c.out, "503 Service Unavailable", unavailableText, nil)
-		} else {
-			c.out = l.appendResponse(c.out, "200 OK", "", strconv.AppendInt(append(body[:0], welcomeText...), end-k+1+int64(i), 10))
-		}
-		l.markDirty(c)
-		l.parse(c, now)
-	}
-	l.inflight = l.inflight[:0]
-}
-
-// appendResponse appends an answer in the shape fasthttp gives (run.go sets
-// no Server header); body is text, or raw when text is empty.
-func (l *loop) appendResponse(b []byte, status, text string, raw []byte) []byte {
-	n := len(text) + len(raw)
-	b = append(b, "HTTP/1.1 "...)
-	b = append(b, status...)
-	b = append(b, "\r\nDate: "...)
-	b = append(b, l.date...)
-	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
-	b = strconv.AppendInt(b, int64(n), 10)
-	if l.stopping.Load() {
-		b = append(b, "\r\nConnection: close"...)
-	}
-	b = append(b, "\r\n\r\n"...)
-	b = append(b, text...)
-	return append(b, raw...)
 }
 
 func (l *loop) markDirty(c *lconn) {
@@ -717,21 +405,6 @@ func (l *loop) watch(c *lconn) {
 	c.events = ev
 }
 
-// handOver gives c, with what it has read of its next request, to fasthttp.
-func (l *loop) handOver(c *lconn) {
-	_ = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_DEL, c.fd, nil)
-	delete(l.conns, c.fd)
-	c.closed = true
-	f := os.NewFile(uintptr(c.fd), "conn")
-	nc, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
-		l.log.Warn("hand-over failed", "err", err)
-		return
-	}
-	l.handoff.give(&prefixConn{Conn: nc, pre: c.in})
-}
-
 func (l *loop) close(c *lconn) {
 	if c.closed {
 		return
@@ -808,66 +481,6 @@ func (l *loop) shut(c *lconn, now time.Time) {
 	}
 	c.lingerUntil, c.in = now.Add(lingerTime), nil
 	l.watch(c)
-}
-
-// handoffListener is the listener fasthttp serves: its connections are the
-// ones the loop hands over.
-type handoffListener struct {
-	addr  net.Addr
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-	// given counts the connections given and not yet accepted or closed,
-	// so that shutdown can let fasthttp take them all before it stops.
-	given sync.WaitGroup
-}
-
-func newHandoffListener(addr net.Addr) *handoffListener {
-	return &handoffListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-// give passes c to Accept without holding up the loop.
-func (h *handoffListener) give(c net.Conn) {
-	h.given.Add(1)
-	go func() {
-		defer h.given.Done()
-		select {
-		case h.conns <- c:
-		case <-h.done:
-			c.Close()
-		}
-	}()
-}
-
-func (h *handoffListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-h.conns:
-		return c, nil
-	case <-h.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (h *handoffListener) Close() error {
-	h.once.Do(func() { close(h.done) })
-	return nil
-}
-
-func (h *handoffListener) Addr() net.Addr { return h.addr }
-
-// prefixConn returns the bytes the loop had already read before the rest.
-type prefixConn struct {
-	net.Conn
-	pre []byte
-}
-
-func (c *prefixConn) Read(p []byte) (int, error) {
-	if len(c.pre) > 0 {
-		n := copy(p, c.pre)
-		c.pre = c.pre[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
 }
 
 func minTime(a, b time.Time) time.Time {
