@@ -91,7 +91,13 @@ func (b *batcher) Incr() (int64, error) {
 		b.pool.Put(w)
 		return 0, errOverloaded
 	}
-	<-w.done
+	select {
+	case <-w.done:
+	case <-b.done:
+		// The worker has gone (Close, after a shutdown that ran out of
+		// time) and will not answer: w stays out of the pool.
+		return 0, errStopped
+	}
 	n, err := w.n, w.err
 	b.pool.Put(w)
 	return n, err

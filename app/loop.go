@@ -49,6 +49,7 @@ type loop struct {
 	// hands nothing more to fasthttp.
 	draining   chan struct{}
 	stopping   atomic.Bool
+	aborting   atomic.Bool // the shutdown deadline has passed: close everything
 	listenOpen bool
 	// acceptPaused is when accepting stopped for want of file
 	// descriptors; the next sweep after a second starts it again.
@@ -121,7 +122,9 @@ func newLoop(ln net.Listener, h *handler, log *slog.Logger, redisAddr string, re
 		draining: make(chan struct{}),
 		redis:    redisLink{addr: redisAddr, timeout: redisTimeout, dials: make(chan dialResult, 1)},
 		buf:      make([]byte, 64<<10),
-		date:     time.Now().UTC().AppendFormat(nil, http.TimeFormat),
+		// Unset until made: 0 is a descriptor like any other.
+		ep: -1, wakeR: -1, wakeW: -1,
+		date: time.Now().UTC().AppendFormat(nil, http.TimeFormat),
 	}
 	fail := func(err error) (*loop, error) {
 		l.closeFDs()
@@ -152,7 +155,7 @@ func (l *loop) closeFDs() {
 	l.wakeMu.Lock()
 	defer l.wakeMu.Unlock()
 	for _, fd := range []int{l.wakeR, l.wakeW, l.ep} {
-		if fd > 0 {
+		if fd >= 0 {
 			syscall.Close(fd)
 		}
 	}
@@ -168,10 +171,17 @@ func (l *loop) stop() {
 	l.wake()
 }
 
+// abort makes a stopping loop return at once, closing what it still holds:
+// the shutdown deadline has passed.
+func (l *loop) abort() {
+	l.aborting.Store(true)
+	l.stop()
+}
+
 func (l *loop) wake() {
 	l.wakeMu.Lock()
 	defer l.wakeMu.Unlock()
-	if l.wakeW > 0 {
+	if l.wakeW >= 0 {
 		_, _ = syscall.Write(l.wakeW, []byte{1})
 	}
 }
@@ -243,7 +253,9 @@ func (l *loop) run() error {
 			l.closeRedis()
 			l.answer(0, fmt.Errorf("redis %s: no reply within %v", l.redis.addr, l.redis.timeout), now)
 		}
-		if len(l.inflight) == 0 && len(l.waiting) > 0 {
+		// A send that fails answers its batch at once, and those answers
+		// may let pipelined GET /s queue: send them this turn too.
+		for len(l.inflight) == 0 && len(l.waiting) > 0 && !l.redis.dialing {
 			l.send(now)
 		}
 		l.flush(now)
@@ -258,9 +270,10 @@ func (l *loop) run() error {
 		}
 		if l.stopping.Load() {
 			l.drain(now)
-			if len(l.conns) == 0 && len(l.inflight) == 0 {
+			if len(l.conns) == 0 && len(l.inflight) == 0 || l.aborting.Load() {
 				return nil
 			}
+			nextSweep = minTime(nextSweep, now.Add(lingerTime/5))
 		}
 	}
 }
@@ -339,6 +352,7 @@ func (l *loop) flush(now time.Time) {
 			continue
 		}
 		c.stuck = false
+		progress := false
 		for len(c.out) > 0 {
 			n, err := syscall.Write(c.fd, c.out)
 			if errors.Is(err, syscall.EINTR) {
@@ -353,12 +367,15 @@ func (l *loop) flush(now time.Time) {
 				break
 			}
 			c.out = c.out[n:]
+			progress = progress || n > 0
 		}
 		if c.closed {
 			continue
 		}
 		if c.stuck {
-			if c.writeSince.IsZero() {
+			// The write timeout bounds a stall, as fasthttp's bounds one
+			// answer, not a slow reader's whole backlog.
+			if c.writeSince.IsZero() || progress {
 				c.writeSince = now
 			}
 			l.watch(c)
@@ -366,6 +383,12 @@ func (l *loop) flush(now time.Time) {
 		}
 		c.out, c.writeSince = reuse(c.out), time.Time{}
 		c.lastActive = now
+		if len(c.in) > 0 {
+			// The read timeout of a request that came in part while the
+			// answers before it were stuck starts now, as fasthttp's
+			// starts after it has written.
+			c.readSince = now
+		}
 		switch {
 		case c.waits || !c.lingerUntil.IsZero():
 			l.watch(c)

@@ -98,6 +98,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("serve: %w", err)
 	case err := <-loopErr:
 		_ = srv.Shutdown()
+		// Shutdown leaves the listener alone if Serve has not begun.
+		fast.handoff.Close()
 		<-serveErr
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
@@ -122,6 +124,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case err := <-loopErr:
 		if err != nil {
 			_ = srv.Shutdown()
+			fast.handoff.Close()
 			<-serveErr
 			return fmt.Errorf("serve: %w", err)
 		}
@@ -130,13 +133,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		<-handedOver
 	}
 	shutErr := make(chan error, 1)
-	go func() { shutErr <- srv.ShutdownWithContext(sctx) }()
+	go func() {
+		err := srv.ShutdownWithContext(sctx)
+		// Shutdown leaves the listener alone if Serve has not begun.
+		fast.handoff.Close()
+		shutErr <- err
+	}()
 	select {
 	case err := <-loopErr:
 		if err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
 	case <-sctx.Done():
+		fast.abort()
+		<-loopErr
 		return fmt.Errorf("shutdown: %w", sctx.Err())
 	}
 	if err := <-shutErr; err != nil {
