@@ -90,6 +90,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	loopErr := make(chan error, 1)
 	go func() { loopErr <- fast.run() }()
 
+	// stopFasthttp stops fasthttp, and its listener even if Serve has not
+	// begun (Shutdown leaves it alone then).
+	stopFasthttp := func() {
+		_ = srv.Shutdown()
+		fast.handoff.Close()
+		<-serveErr
+	}
 	select {
 	case err := <-serveErr:
 		fast.stop()
@@ -97,24 +104,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fast.handoff.Close()
 		return fmt.Errorf("serve: %w", err)
 	case err := <-loopErr:
-		_ = srv.Shutdown()
-		// Shutdown leaves the listener alone if Serve has not begun.
-		fast.handoff.Close()
-		<-serveErr
+		stopFasthttp()
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "timeout", cfg.shutdownTimeout.String())
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	if err := shutdown(fast, srv, loopErr, stopFasthttp, cfg.shutdownTimeout); err != nil {
+		return err
+	}
+	// Serve returns nil once shutdown has begun.
+	if err := <-serveErr; err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// shutdown drains both servers under one deadline. The loop stops handing
+// connections over first; fasthttp takes the ones it was already given, and
+// then both answer what they have and close.
+func shutdown(fast *loop, srv *fasthttp.Server, loopErr chan error, stopFasthttp func(), timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	// The loop stops handing connections over first; fasthttp takes the
-	// ones already given, then both drain under the one deadline.
 	fast.stop()
 	handedOver := make(chan struct{})
 	go func() {
 		select {
 		case <-fast.draining:
-		case <-sctx.Done():
+		case <-ctx.Done():
 		}
 		fast.handoff.given.Wait()
 		close(handedOver)
@@ -123,9 +140,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case <-handedOver:
 	case err := <-loopErr:
 		if err != nil {
-			_ = srv.Shutdown()
-			fast.handoff.Close()
-			<-serveErr
+			stopFasthttp()
 			return fmt.Errorf("serve: %w", err)
 		}
 		// Drained already, with nothing left to hold it.
@@ -134,9 +149,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	shutErr := make(chan error, 1)
 	go func() {
-		err := srv.ShutdownWithContext(sctx)
-		// Shutdown leaves the listener alone if Serve has not begun.
-		fast.handoff.Close()
+		err := srv.ShutdownWithContext(ctx)
+		fast.handoff.Close() // in case Serve had not begun
 		shutErr <- err
 	}()
 	select {
@@ -144,19 +158,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
-	case <-sctx.Done():
+	case <-ctx.Done():
 		fast.abort()
 		<-loopErr
-		return fmt.Errorf("shutdown: %w", sctx.Err())
+		return fmt.Errorf("shutdown: %w", ctx.Err())
 	}
 	if err := <-shutErr; err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	// Serve returns nil once shutdown has begun.
-	if err := <-serveErr; err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	log.Info("stopped")
 	return nil
 }
 
