@@ -114,7 +114,12 @@ func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
 	ctx.Response.Header.Set(fasthttp.HeaderAllow, allow)
 }
 
-const textPlain = "text/plain; charset=utf-8"
+// What both servers answer: fasthttp's handler here and the epoll loop.
+const (
+	textPlain       = "text/plain; charset=utf-8"
+	welcomeText     = "Welcome to KODEKLOUD! Visitor Count: "
+	unavailableText = "Service Unavailable: the visitor counter cannot reach Redis\n"
+)
 
 // count answers with this request's own number from the counter, so no two
 // requests can show the same number.
@@ -127,13 +132,13 @@ func (h *handler) count(ctx *fasthttp.RequestCtx) {
 		h.err503.Inc()
 		h.log.Error("redis INCRBY failed", "key", counterKey, "err", err)
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
-		ctx.SetBodyString("Service Unavailable: the visitor counter cannot reach Redis\n")
+		ctx.SetBodyString(unavailableText)
 		h.rootDuration.Observe(time.Since(start).Seconds())
 		return
 	}
 	// Appended to the response's pooled buffer: no allocation per request.
 	var digits [20]byte
-	ctx.Response.AppendBodyString("Welcome to KODEKLOUD! Visitor Count: ")
+	ctx.Response.AppendBodyString(welcomeText)
 	ctx.Response.AppendBody(strconv.AppendInt(digits[:0], n, 10))
 	h.ok200.Inc()
 	h.rootDuration.Observe(time.Since(start).Seconds())

@@ -97,11 +97,6 @@ const (
 	// lingerTime bounds how long a stopping loop reads and drops what a
 	// client still sends after the loop's last answer.
 	lingerTime = 500 * time.Millisecond
-
-	// The loop's timeouts, the same as the fasthttp server's (run.go).
-	readTimeout  = 5 * time.Second
-	idleTimeout  = 60 * time.Second
-	writeTimeout = 10 * time.Second
 )
 
 // newLoop takes over ln's socket; handed-off connections come out of

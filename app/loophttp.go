@@ -123,10 +123,6 @@ func reuse(b []byte) []byte {
 	return b[:0]
 }
 
-var welcomeText = []byte("Welcome to KODEKLOUD! Visitor Count: ")
-
-const unavailableText = "Service Unavailable: the visitor counter cannot reach Redis\n"
-
 // appendResponse appends an answer in the shape fasthttp gives (run.go sets
 // no Server header); body is text, or raw when text is empty.
 func (l *loop) appendResponse(b []byte, status, text string, raw []byte) []byte {
@@ -135,7 +131,7 @@ func (l *loop) appendResponse(b []byte, status, text string, raw []byte) []byte 
 	b = append(b, status...)
 	b = append(b, "\r\nDate: "...)
 	b = append(b, l.date...)
-	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+	b = append(b, "\r\nContent-Type: "+textPlain+"\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(n), 10)
 	if l.stopping.Load() {
 		b = append(b, "\r\nConnection: close"...)

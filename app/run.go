@@ -14,6 +14,13 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
+// The timeouts of both servers, fasthttp's and the epoll loop's.
+const (
+	readTimeout  = 5 * time.Second  // to read one request, headers and body
+	idleTimeout  = 60 * time.Second // for the next request on a kept-alive connection
+	writeTimeout = 10 * time.Second // to write one answer
+)
+
 // gcPercent is the app's GOGC unless the environment sets one.
 const gcPercent = 25
 
@@ -66,9 +73,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Handler: h.serve,
 		// ReadTimeout bounds reading one request, headers and body, as
 		// net/http's ReadHeaderTimeout did; IdleTimeout a keep-alive wait.
-		ReadTimeout:  5 * time.Second,
-		IdleTimeout:  60 * time.Second,
-		WriteTimeout: 10 * time.Second,
+		ReadTimeout:  readTimeout,
+		IdleTimeout:  idleTimeout,
+		WriteTimeout: writeTimeout,
 		// No route takes a body.
 		MaxRequestBodySize: 64 << 10,
 		CloseOnShutdown:    true,
