@@ -287,15 +287,23 @@ var countPaths = []struct{ name, header string }{
 	{"fasthttp", "Connection: keep-alive\r\n"},
 }
 
-// getVia sends GET / with header on a connection of its own.
-func getVia(t *testing.T, url, header string) (int, string) {
+// dialApp opens a raw connection to the app at url, closed when the test
+// ends, with 10s for everything on it: the test's guard against hanging.
+func dialApp(t *testing.T, url string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
+// getVia sends GET / with header on a connection of its own.
+func getVia(t *testing.T, url, header string) (int, string) {
+	t.Helper()
+	c := dialApp(t, url)
 	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n"+header+"\r\n"); err != nil {
 		t.Fatal(err)
 	}

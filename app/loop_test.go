@@ -22,7 +22,6 @@ func TestLoopAnswersInOrderAndHandsOverTheRest(t *testing.T) {
 	t.Parallel()
 	rdb := testredis.Start(t)
 	a := startApp(t, rdb.Addr())
-	addr := strings.TrimPrefix(a.url, "http://")
 
 	const (
 		root    = "GET / HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -55,12 +54,7 @@ func TestLoopAnswersInOrderAndHandsOverTheRest(t *testing.T) {
 	last := int64(0)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			c := dialApp(t, a.url)
 			for i, w := range tt.writes {
 				if i > 0 {
 					time.Sleep(20 * time.Millisecond)
@@ -171,11 +165,7 @@ func TestLoopClosesAnUnfinishedRequest(t *testing.T) {
 	t.Parallel()
 	rdb := testredis.Start(t)
 	a := startApp(t, rdb.Addr())
-	c, err := net.Dial("tcp", strings.TrimPrefix(a.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialApp(t, a.url)
 	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +191,6 @@ func TestLoopAnswersOddRequestsAsFasthttpDoes(t *testing.T) {
 	t.Parallel()
 	rdb := testredis.Start(t)
 	a := startApp(t, rdb.Addr())
-	addr := strings.TrimPrefix(a.url, "http://")
 	// A second request, or part of the first one's body: the question.
 	const smuggled = "GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 	tests := []struct{ name, raw string }{
@@ -220,8 +209,8 @@ func TestLoopAnswersOddRequestsAsFasthttpDoes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			loop := exchange(t, addr, "", tt.raw)
-			full := exchange(t, addr, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n", tt.raw)
+			loop := exchange(t, a.url, "", tt.raw)
+			full := exchange(t, a.url, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n", tt.raw)
 			if loop != full {
 				t.Errorf("answers differ:\nfirst on the connection: %s\nafter a hand-over:       %s", loop, full)
 			}
@@ -232,14 +221,9 @@ func TestLoopAnswersOddRequestsAsFasthttpDoes(t *testing.T) {
 // exchange sends first (whose one answer it skips) and then raw on a new
 // connection, and describes the answers that come back and how the
 // connection ends.
-func exchange(t *testing.T, addr, first, raw string) string {
+func exchange(t *testing.T, url, first, raw string) string {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialApp(t, url)
 	br := bufio.NewReader(c)
 	if first != "" {
 		if _, err := io.WriteString(c, first); err != nil {
@@ -285,12 +269,7 @@ func TestShutdownServesNothingAfterItsLastAnswer(t *testing.T) {
 	rdb := testredis.Start(t)
 	p := startProxy(t, rdb.Addr())
 	a := startApp(t, p.addr())
-	c, err := net.Dial("tcp", strings.TrimPrefix(a.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialApp(t, a.url)
 
 	held := p.hold()
 	root := "GET / HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -329,11 +308,7 @@ func TestLoopStopsReadingWhatItCannotAnswerYet(t *testing.T) {
 	rdb := testredis.Start(t)
 	p := startProxy(t, rdb.Addr())
 	a := startApp(t, p.addr())
-	c, err := net.Dial("tcp", strings.TrimPrefix(a.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialApp(t, a.url)
 	held := p.hold()
 	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"); err != nil {
 		t.Fatal(err)
