@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/kodekloud/counter/internal/resp"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
 // TestMain lets a test run this test binary as the real app process, to see
@@ -135,7 +135,7 @@ func parseCount(t *testing.T, body string) int64 {
 
 func TestCountAnswersSeedTextWithStrictlyIncreasingCounts(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	if err := rdb.Set(counterKey, "8"); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestCountAnswersSeedTextWithStrictlyIncreasingCounts(t *testing.T) {
 
 func TestConcurrentRequestsGetDistinctCounts(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	a := startApp(t, rdb.Addr())
 	const requests = 1000
 	c := &http.Client{
@@ -218,7 +218,7 @@ func TestConcurrentRequestsGetDistinctCounts(t *testing.T) {
 
 func TestRedisOutageAnswers503AndRecoversWithoutRestart(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	a := startApp(t, rdb.Addr())
 	c := &http.Client{Timeout: 10 * time.Second}
 
@@ -327,7 +327,7 @@ func TestCountAfterIdleRedisRestart(t *testing.T) {
 	for _, path := range countPaths {
 		t.Run(path.name, func(t *testing.T) {
 			t.Parallel()
-			rdb := testredis.Start(t)
+			rdb := redistest.Start(t)
 			a := startApp(t, rdb.Addr())
 			if code, body := getVia(t, a.url, path.header); code != http.StatusOK || parseCount(t, body) != 1 {
 				t.Fatalf("before the restart: GET / = %d %q", code, body)
@@ -352,7 +352,7 @@ func TestRedisErrorReplyAnswers503AndKeepsTheConnection(t *testing.T) {
 	for _, path := range countPaths {
 		t.Run(path.name, func(t *testing.T) {
 			t.Parallel()
-			rdb := testredis.Start(t)
+			rdb := redistest.Start(t)
 			a := startApp(t, rdb.Addr())
 			if code, body := getVia(t, a.url, path.header); code != http.StatusOK {
 				t.Fatalf("GET / = %d %q", code, body)
@@ -403,7 +403,7 @@ func TestRedisErrorReplyAnswers503AndKeepsTheConnection(t *testing.T) {
 
 func TestSlowRedisAnswers503WithinTimeout(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	p := startProxy(t, rdb.Addr())
 	a := startApp(t, p.addr())
 	c := &http.Client{Timeout: 10 * time.Second}
@@ -425,7 +425,7 @@ func TestSlowRedisAnswers503WithinTimeout(t *testing.T) {
 
 func TestShutdownFinishesInFlightRequest(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	p := startProxy(t, rdb.Addr())
 	a := startApp(t, p.addr())
 	c := &http.Client{Timeout: 10 * time.Second}
@@ -588,7 +588,7 @@ func TestFailedExitDelay(t *testing.T) {
 
 func TestMetricsCountRequestsAndRedisErrors(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	a := startApp(t, rdb.Addr())
 	c := &http.Client{Timeout: 10 * time.Second}
 	for range 3 {
@@ -632,7 +632,7 @@ func (s *syncBuffer) String() string {
 
 func TestRoutesAnswerOnlyTheirMethods(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	a := startApp(t, rdb.Addr())
 	c := &http.Client{Timeout: 10 * time.Second}
 	tests := []struct {

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kodekloud/counter/internal/testimage"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/imagetest"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
 // TestImageServesCountFromRedis builds the real Dockerfile and runs the image
@@ -20,10 +20,10 @@ func TestImageServesCountFromRedis(t *testing.T) {
 		t.Skip("builds a Docker image; not in -short")
 	}
 	tag := fmt.Sprintf("counter:test-%d", time.Now().UnixNano())
-	testimage.Build(t, tag)
-	t.Cleanup(func() { _, _ = testimage.Docker("rmi", "-f", tag) })
+	imagetest.Build(t, tag)
+	t.Cleanup(func() { _, _ = imagetest.Docker("rmi", "-f", tag) })
 
-	size, err := testimage.Docker("image", "inspect", "-f", "{{.Size}}", tag)
+	size, err := imagetest.Docker("image", "inspect", "-f", "{{.Size}}", tag)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,25 +32,25 @@ func TestImageServesCountFromRedis(t *testing.T) {
 	if bytes <= 0 || bytes >= 15e6 {
 		t.Errorf("image size %d bytes, want under 15 MB", bytes)
 	}
-	if user, _ := testimage.Docker("image", "inspect", "-f", "{{.Config.User}}", tag); user == "" || user == "0" || user == "root" {
+	if user, _ := imagetest.Docker("image", "inspect", "-f", "{{.Config.User}}", tag); user == "" || user == "0" || user == "root" {
 		t.Errorf("image runs as %q, want a non-root user", user)
 	}
 
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	if err := rdb.Set(counterKey, "41"); err != nil {
 		t.Fatal(err)
 	}
-	cid, err := testimage.Docker("run", "-d", "--network", "host",
+	cid, err := imagetest.Docker("run", "-d", "--network", "host",
 		"-e", "HOST="+rdb.Host, "-e", "PORT="+strconv.Itoa(rdb.Port), "-e", "LISTEN_ADDR=127.0.0.1:0", tag)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			logs, _ := testimage.Docker("logs", cid)
+			logs, _ := imagetest.Docker("logs", cid)
 			t.Logf("container logs:\n%s", logs)
 		}
-		_, _ = testimage.Docker("rm", "-f", cid)
+		_, _ = imagetest.Docker("rm", "-f", cid)
 	})
 
 	deadline := time.Now().Add(20 * time.Second)
@@ -81,10 +81,10 @@ func TestImageServesCountFromRedis(t *testing.T) {
 	}
 
 	// SIGTERM (docker stop) must end the app cleanly with exit code 0.
-	if _, err := testimage.Docker("stop", "-t", "10", cid); err != nil {
+	if _, err := imagetest.Docker("stop", "-t", "10", cid); err != nil {
 		t.Fatal(err)
 	}
-	if code, _ := testimage.Docker("inspect", "-f", "{{.State.ExitCode}}", cid); code != "0" {
+	if code, _ := imagetest.Docker("inspect", "-f", "{{.State.ExitCode}}", cid); code != "0" {
 		t.Errorf("container exit code after docker stop = %s, want 0", code)
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
 // Exchanges on one raw connection: what the loop serves itself, what it
@@ -20,7 +20,7 @@ import (
 // consecutive counts whichever server gave them.
 func TestLoopAnswersInOrderAndHandsOverTheRest(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	a := startApp(t, rdb.Addr())
 
 	const (
@@ -118,7 +118,7 @@ func TestLoopAnswersInOrderAndHandsOverTheRest(t *testing.T) {
 // and then goes on: every request gets its answer.
 func TestLoopServesAPipelineLargerThanItsBuffers(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	a := startApp(t, rdb.Addr())
 	// A small receive buffer, so the loop's writes soon find no room.
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
@@ -163,7 +163,7 @@ func TestLoopServesAPipelineLargerThanItsBuffers(t *testing.T) {
 // off, as fasthttp's ReadTimeout would.
 func TestLoopClosesAnUnfinishedRequest(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	a := startApp(t, rdb.Addr())
 	c := dialApp(t, a.url)
 	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\n"); err != nil {
@@ -189,7 +189,7 @@ func TestLoopClosesAnUnfinishedRequest(t *testing.T) {
 // and the app come to disagree on what a connection carries.
 func TestLoopAnswersOddRequestsAsFasthttpDoes(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	a := startApp(t, rdb.Addr())
 	// A second request, or part of the first one's body: the question.
 	const smuggled = "GET / HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -266,7 +266,7 @@ func exchange(t *testing.T, url, first, raw string) string {
 // rest again elsewhere, so counting it here would count it twice.
 func TestShutdownServesNothingAfterItsLastAnswer(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	p := startProxy(t, rdb.Addr())
 	a := startApp(t, p.addr())
 	c := dialApp(t, a.url)
@@ -305,7 +305,7 @@ func TestShutdownServesNothingAfterItsLastAnswer(t *testing.T) {
 // all of it into memory.
 func TestLoopStopsReadingWhatItCannotAnswerYet(t *testing.T) {
 	t.Parallel()
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	p := startProxy(t, rdb.Addr())
 	a := startApp(t, p.addr())
 	c := dialApp(t, a.url)

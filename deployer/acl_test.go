@@ -16,8 +16,8 @@ import (
 	"github.com/kodekloud/counter/internal/access"
 	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/release"
-	"github.com/kodekloud/counter/internal/stacktest"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
+	"github.com/kodekloud/counter/internal/testsupport/stacktest"
 )
 
 // Every capability the deployer's policies give stops a release when it is
@@ -31,13 +31,13 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 		t.Fatal("the test stack runs without ACLs")
 	}
 	good, bad := releaseImages(t, f.stack)
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	f.writeEnv("dev", rdb, 1, "")
 	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK {
 		t.Fatalf("first release, with the deployer's policies: exit %d %+v", code, rec)
 	}
 	// A second, on another Redis, so that there is a v0 to roll back to.
-	f.writeEnv("dev", testredis.Start(t), 1, "")
+	f.writeEnv("dev", redistest.Start(t), 1, "")
 	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK {
 		t.Fatalf("second release, with the deployer's policies: exit %d %+v", code, rec)
 	}
@@ -100,7 +100,7 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 	for i, d := range drops {
 		t.Run(d.name, func(t *testing.T) {
 			// A real change: the app would move to another Redis.
-			f.writeEnv("dev", testredis.Start(t), 1, "")
+			f.writeEnv("dev", redistest.Start(t), 1, "")
 			env := maps.Clone(f.env)
 			env["NOMAD_TOKEN"], env["CONSUL_HTTP_TOKEN"] = f.tokens(fmt.Sprintf("drop-%d", i), d.nomad, d.cons)
 			if d.unknownToken != "" {
@@ -139,7 +139,7 @@ func TestEachCapabilityOfTheDeployerPolicyIsNeeded(t *testing.T) {
 	// the release fails as it would (Nomad reverts it), and its causes say
 	// why the task's stderr is missing, in the same words.
 	t.Run("nomad read-logs", func(t *testing.T) {
-		f.writeEnv("dev", testredis.Start(t), 1, "min_healthy_time = \"1s\"\nhealthy_deadline = \"8s\"\nprogress_deadline = \"30s\"")
+		f.writeEnv("dev", redistest.Start(t), 1, "min_healthy_time = \"1s\"\nhealthy_deadline = \"8s\"\nprogress_deadline = \"30s\"")
 		without := strings.Replace(nomadRules, `"read-logs",`, "", 1)
 		if without == nomadRules {
 			t.Fatal("deployer/policies/nomad.hcl has no read-logs")
@@ -198,7 +198,7 @@ func TestAJobReadsOnlyItsOwnConfig(t *testing.T) {
 	f, other := newFixture(t), newFixture(t)
 	good, _ := releaseImages(t, f.stack)
 	for _, x := range []*fixture{f, other} {
-		x.writeEnv("dev", testredis.Start(t), 1, "")
+		x.writeEnv("dev", redistest.Start(t), 1, "")
 		if rec, code, _ := submitJSON(t, x, "-env", "dev", "-image", good); code != exitOK {
 			t.Fatalf("release of %s: exit %d %+v", x.job, code, rec)
 		}

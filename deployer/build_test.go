@@ -9,9 +9,9 @@ import (
 	"testing"
 
 	"github.com/kodekloud/counter/internal/imageref"
-	"github.com/kodekloud/counter/internal/stacktest"
-	"github.com/kodekloud/counter/internal/testenv"
-	"github.com/kodekloud/counter/internal/testimage"
+	"github.com/kodekloud/counter/internal/testsupport/envtest"
+	"github.com/kodekloud/counter/internal/testsupport/imagetest"
+	"github.com/kodekloud/counter/internal/testsupport/stacktest"
 )
 
 // normalizedRE is the line of build's progress that names the image docker
@@ -26,7 +26,7 @@ func TestBuildIsReproducible(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	if f.stack.RegistryAddr == "" {
-		testenv.Unavailable(t, "the local stack runs no registry")
+		envtest.Unavailable(t, "the local stack runs no registry")
 	}
 	src := cloneHEAD(t)
 	commit, err := exec.Command("git", "-C", src, "rev-parse", "--short=12", "HEAD").Output()
@@ -36,7 +36,7 @@ func TestBuildIsReproducible(t *testing.T) {
 	repo := stacktest.Name(t, "repro")
 	tag := f.stack.RegistryAddr + "/" + repo + ":" + strings.TrimSpace(string(commit))
 	args := []string{"build", "-registry", f.stack.RegistryAddr, "-repo", repo, "-network", "host"}
-	buildArgs, err := exec.Command(testimage.RepoRoot(t)+"/scripts/image", "--build-args").Output()
+	buildArgs, err := exec.Command(imagetest.RepoRoot(t)+"/scripts/image", "--build-args").Output()
 	if err != nil {
 		t.Fatalf("scripts/image --build-args: %v", err)
 	}
@@ -55,7 +55,7 @@ func TestBuildIsReproducible(t *testing.T) {
 		}
 		removeUntagged(t, steps...)
 		// Cleanups run last first: the tag goes before the images under it.
-		t.Cleanup(func() { _, _ = testimage.Docker("rmi", "--no-prune", tag) })
+		t.Cleanup(func() { _, _ = imagetest.Docker("rmi", "--no-prune", tag) })
 		if code != 0 {
 			t.Fatalf("build %d: exit %d", i+1, code)
 		}
@@ -95,7 +95,7 @@ func TestBuildIsReproducible(t *testing.T) {
 func cloneHEAD(tb testing.TB) string {
 	tb.Helper()
 	dir := tb.TempDir()
-	if out, err := exec.Command("git", "clone", "-q", testimage.RepoRoot(tb), dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command("git", "clone", "-q", imagetest.RepoRoot(tb), dir).CombinedOutput(); err != nil {
 		tb.Fatalf("git clone: %v: %s", err, out)
 	}
 	return dir
@@ -123,10 +123,10 @@ func removeUntagged(tb testing.TB, ids ...string) {
 	tb.Cleanup(func() {
 		// Children first, so that each removal finds its image unused.
 		for i := len(ids) - 1; i >= 0; i-- {
-			if tags, err := testimage.Docker("image", "inspect", "-f", "{{len .RepoTags}}", ids[i]); err != nil || tags != "0" {
+			if tags, err := imagetest.Docker("image", "inspect", "-f", "{{len .RepoTags}}", ids[i]); err != nil || tags != "0" {
 				continue
 			}
-			_, _ = testimage.Docker("rmi", "--no-prune", ids[i])
+			_, _ = imagetest.Docker("rmi", "--no-prune", ids[i])
 		}
 	})
 }

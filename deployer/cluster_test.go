@@ -16,8 +16,8 @@ import (
 
 	"github.com/kodekloud/counter/internal/deploy"
 	"github.com/kodekloud/counter/internal/localstack"
-	"github.com/kodekloud/counter/internal/stacktest"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
+	"github.com/kodekloud/counter/internal/testsupport/stacktest"
 )
 
 // TestReleasesSurviveClusterFaults runs releases on the cluster stack (three
@@ -38,7 +38,7 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 		// The deployer talks to a follower, which forwards to the leader
 		// and then, for a while, to nobody.
 		f.useNomad(f.anotherServer(leader))
-		rdb := testredis.Start(t)
+		rdb := redistest.Start(t)
 		f.writeEnv("dev", rdb, 2, "min_healthy_time = \"5s\"\nhealthy_deadline = \"1m\"\nprogress_deadline = \"2m\"")
 
 		done := f.submitInBackground(good)
@@ -78,7 +78,7 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 		// would on an operator's machine; its leader restarts.
 		client, _ := s.Node("client-2")
 		f.useConsul(client.ConsulAddr)
-		rdb := testredis.Start(t)
+		rdb := redistest.Start(t)
 		// Long enough that the lock is still held after the restart.
 		f.writeEnv("dev", rdb, 1, "min_healthy_time = \"25s\"\nhealthy_deadline = \"1m\"")
 		done := f.submitInBackground(good)
@@ -129,7 +129,7 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 
 	t.Run("rollback and nomad job revert with one server down", func(t *testing.T) {
 		f := clusterFixture(t, s)
-		rdb0, rdb1 := testredis.Start(t), testredis.Start(t)
+		rdb0, rdb1 := redistest.Start(t), redistest.Start(t)
 		f.writeEnv("dev", rdb0, 1, "")
 		v0 := f.release(good, rdb0)
 		f.writeEnv("dev", rdb1, 1, "")
@@ -161,7 +161,7 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 
 	t.Run("rollback to a release whose node is gone", func(t *testing.T) {
 		f := clusterFixture(t, s)
-		rdb0, rdb1 := testredis.Start(t), testredis.Start(t)
+		rdb0, rdb1 := redistest.Start(t), redistest.Start(t)
 		f.writeEnv("dev", rdb0, 1, "")
 		v0 := f.release(good, rdb0)
 		gone := f.nodeOf(*v0.rec.Version)
@@ -184,7 +184,7 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 
 	t.Run("a client node killed during a rolling update under load", func(t *testing.T) {
 		f := clusterFixture(t, s)
-		rdb := testredis.Start(t)
+		rdb := redistest.Start(t)
 		// A rolling update (no canary), one instance at a time, quick
 		// enough that the node is lost in its middle: Nomad takes ~20 s to
 		// mark a node down, the four steps ~30 s. Without a canary,
@@ -355,7 +355,7 @@ func (f *fixture) useConsul(addr string) { f.env["CONSUL_HTTP_ADDR"] = addr }
 
 // release submits image with the environment as written and returns it,
 // failing the test unless it succeeds.
-func (f *fixture) release(image string, rdb *testredis.Server) released {
+func (f *fixture) release(image string, rdb *redistest.Server) released {
 	f.t.Helper()
 	rec, code, stderr := submitJSON(f.t, f, "-env", "dev", "-image", image)
 	if code != exitOK {

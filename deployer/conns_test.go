@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
 // Each in-process run creates its clients; without closing their idle
@@ -14,7 +14,7 @@ func TestManyRunsInOneProcessStayUnderNomadsConnectionLimit(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	// History reads Nomad only; nothing dials this address.
-	f.writeEnv("dev", &testredis.Server{Host: "127.0.0.1", Port: 6379}, 1, "")
+	f.writeEnv("dev", &redistest.Server{Host: "127.0.0.1", Port: 6379}, 1, "")
 	_, want, wantCode := f.deployer("history", "-env", "dev")
 	if wantCode != 1 || !strings.Contains(want, "has no releases") {
 		t.Fatalf("history of a job never submitted: exit %d, %s; want exit 1 and Nomad's answer", wantCode, want)

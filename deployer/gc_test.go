@@ -8,7 +8,7 @@ import (
 
 	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/deploy"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
 func TestGCDeletesOnlyUnreferencedSnapshots(t *testing.T) {
@@ -17,7 +17,7 @@ func TestGCDeletesOnlyUnreferencedSnapshots(t *testing.T) {
 	good, _ := releaseImages(t, f.stack)
 	const releases = 10
 	for i := range releases {
-		f.writeEnv("dev", testredis.Start(t), 1, "")
+		f.writeEnv("dev", redistest.Start(t), 1, "")
 		// Each waits for the deployment before it; only the last one is
 		// watched.
 		args := []string{"-env", "dev", "-image", good, "-wait", "2m"}

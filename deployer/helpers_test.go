@@ -20,9 +20,9 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/kodekloud/counter/internal/localstack"
-	"github.com/kodekloud/counter/internal/stacktest"
-	"github.com/kodekloud/counter/internal/testimage"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/imagetest"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
+	"github.com/kodekloud/counter/internal/testsupport/stacktest"
 )
 
 type testMain struct{ m *testing.M }
@@ -75,7 +75,7 @@ func fixtureOf(t *testing.T, s *localstack.Stack, job string) *fixture {
 			"NOMAD_TOKEN": s.DeployerNomadToken, "CONSUL_HTTP_TOKEN": s.DeployerConsulToken,
 		},
 	}
-	spec, err := os.ReadFile(filepath.Join(testimage.RepoRoot(t), "jobs", "counter.nomad.hcl"))
+	spec, err := os.ReadFile(filepath.Join(imagetest.RepoRoot(t), "jobs", "counter.nomad.hcl"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,14 +155,14 @@ func (f *fixture) nomadCLI(args ...string) (string, int) {
 
 // writeEnv writes environments/NAME.hcl for this test's job, pointing the app
 // at rdb; update is the update block's body ("" for quick health checks).
-func (f *fixture) writeEnv(name string, rdb *testredis.Server, count int, update string) {
+func (f *fixture) writeEnv(name string, rdb *redistest.Server, count int, update string) {
 	f.t.Helper()
 	f.writeEnvJob(name, f.job, rdb, count, update)
 }
 
 // writeEnvJob is writeEnv for another job of the test's, one of
 // f.otherJob's.
-func (f *fixture) writeEnvJob(name, job string, rdb *testredis.Server, count int, update string) {
+func (f *fixture) writeEnvJob(name, job string, rdb *redistest.Server, count int, update string) {
 	f.t.Helper()
 	if update == "" {
 		update = "min_healthy_time = \"1s\"\nhealthy_deadline = \"30s\""
@@ -246,7 +246,7 @@ func releaseImages(t *testing.T, s *localstack.Stack) (good, bad string) {
 	t.Helper()
 	images.once.Do(func() {
 		base := "counter:" + stacktest.Name(t, "deployer")
-		testimage.Build(t, base)
+		imagetest.Build(t, base)
 		good = s.RegistryAddr + "/counter:" + strings.TrimPrefix(base, "counter:")
 		bad = s.RegistryAddr + "/counter:broken-" + strings.TrimPrefix(base, "counter:")
 		brokenDir := t.TempDir()
@@ -261,7 +261,7 @@ func releaseImages(t *testing.T, s *localstack.Stack) (good, bad string) {
 			{"build", "-t", bad, brokenDir},
 			{"push", bad},
 		} {
-			if _, err := testimage.Docker(step...); err != nil {
+			if _, err := imagetest.Docker(step...); err != nil {
 				images.err = err
 				return
 			}
@@ -286,11 +286,11 @@ func imageVariant(t *testing.T, s *localstack.Stack, n int) string {
 	}
 	ref := fmt.Sprintf("%s/counter:%s-%d", s.RegistryAddr, stacktest.Name(t, "variant"), n)
 	for _, step := range [][]string{{"build", "-q", "-t", ref, dir}, {"push", ref}} {
-		if _, err := testimage.Docker(step...); err != nil {
+		if _, err := imagetest.Docker(step...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	t.Cleanup(func() { _, _ = testimage.Docker("rmi", ref) })
+	t.Cleanup(func() { _, _ = imagetest.Docker("rmi", ref) })
 	return ref
 }
 

@@ -9,7 +9,7 @@ import (
 
 	nomad "github.com/hashicorp/nomad/api"
 
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
 // Nomad's answers to plans of the counter job, as the stack's Nomad 1.11
@@ -78,7 +78,7 @@ func TestPlanExitsAsNomadJobPlan(t *testing.T) {
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
 	other := imageVariant(t, f.stack, 1)
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 
 	nomadPlan := func(t *testing.T, image string) int {
 		t.Helper()

@@ -15,7 +15,7 @@ import (
 
 	"github.com/kodekloud/counter/internal/deploy"
 	"github.com/kodekloud/counter/internal/release"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
 // One build goes dev -> test -> prod: each promotion carries the digest and
@@ -29,11 +29,11 @@ func TestPromoteCarriesOneBuildThroughTheEnvironments(t *testing.T) {
 	good, bad := releaseImages(t, f.stack)
 	envs := []string{"dev", "test", "prod"}
 	jobs := map[string]string{"dev": f.job, "test": f.otherJob("test"), "prod": f.otherJob("prod")}
-	redis := map[string]*testredis.Server{}
+	redis := map[string]*redistest.Server{}
 	for i, env := range envs {
 		// Each environment's Redis counts from its own number, so an
 		// answer says which config the app read.
-		redis[env] = testredis.Start(t)
+		redis[env] = redistest.Start(t)
 		if err := redis[env].Set("visitorCount", strconv.Itoa(100*(i+1))); err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +115,7 @@ func TestPromoteCarriesOneBuildThroughTheEnvironments(t *testing.T) {
 	// A promotion racing a submit to the same environment: one release, one
 	// conflict. Each is a real change (another Redis), and a deployment
 	// lasts longer than the gap between the two.
-	f.writeEnvJob("prod", jobs["prod"], testredis.Start(t), 1, "min_healthy_time = \"3s\"\nhealthy_deadline = \"30s\"")
+	f.writeEnvJob("prod", jobs["prod"], redistest.Start(t), 1, "min_healthy_time = \"3s\"\nhealthy_deadline = \"30s\"")
 	codes := make([]int, 2)
 	var wg sync.WaitGroup
 	for i, args := range [][]string{{"promote", "-from", "dev", "-env", "prod"}, {"submit", "-env", "prod", "-image", good}} {
@@ -165,7 +165,7 @@ func TestPromoteGoesByWhatRunsWhereItGoes(t *testing.T) {
 	good, _ := releaseImages(t, f.stack)
 	later := imageVariant(t, f.stack, 1)
 	prod := f.otherJob("prod")
-	devRedis, prodRedis := testredis.Start(t), testredis.Start(t)
+	devRedis, prodRedis := redistest.Start(t), redistest.Start(t)
 	f.writeEnv("dev", devRedis, 1, "")
 	f.writeEnvJob("prod", prod, prodRedis, 1, "")
 	v0, code, _ := submitJSON(t, f, "-env", "dev", "-image", good)
@@ -240,7 +240,7 @@ func TestPromoteGoesByWhatRunsWhereItGoes(t *testing.T) {
 	}
 	// prod moves on to another config, so that a promotion that is not
 	// refused would be a change, with a snapshot of its own.
-	f.writeEnvJob("prod", prod, testredis.Start(t), 2, "")
+	f.writeEnvJob("prod", prod, redistest.Start(t), 2, "")
 
 	// dev's Redis goes away: its instance fails its readiness check.
 	devRedis.Stop()

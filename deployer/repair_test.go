@@ -8,7 +8,7 @@ import (
 	consul "github.com/hashicorp/consul/api"
 
 	"github.com/kodekloud/counter/internal/deploy"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
 // Submitting the running build again repairs a hand edit or a deletion of
@@ -18,7 +18,7 @@ func TestSubmitRepairsDriftOfTheRunningSnapshot(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	f.writeEnv("dev", rdb, 1, "")
 	first, code, _ := submitJSON(t, f, "-env", "dev", "-image", good)
 	if code != exitOK {

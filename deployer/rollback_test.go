@@ -11,13 +11,13 @@ import (
 	consul "github.com/hashicorp/consul/api"
 
 	"github.com/kodekloud/counter/internal/deploy"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
 // released is one release a test made, and what its app must show.
 type released struct {
 	rec   deploy.Record
-	redis *testredis.Server
+	redis *redistest.Server
 }
 
 // count GETs the release's app and returns the body.
@@ -62,7 +62,7 @@ func TestRevertBringsBackImageAndConfig(t *testing.T) {
 	var rs []released
 	for i := range 3 {
 		img := imageVariant(t, f.stack, i)
-		rdb := testredis.Start(t)
+		rdb := redistest.Start(t)
 		if err := rdb.Set("visitorCount", strconv.Itoa(100*(i+1))); err != nil {
 			t.Fatal(err)
 		}

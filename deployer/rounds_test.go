@@ -10,7 +10,7 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/kodekloud/counter/internal/release"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
 // TestSimultaneousReleasesMakeOneVersionPerRound races two releases of one
@@ -23,7 +23,7 @@ func TestSimultaneousReleasesMakeOneVersionPerRound(t *testing.T) {
 	const rounds = 20
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
-	redis := []*testredis.Server{testredis.Start(t), testredis.Start(t), testredis.Start(t)}
+	redis := []*redistest.Server{redistest.Start(t), redistest.Start(t), redistest.Start(t)}
 	// A deployment lasts at least min_healthy_time after its instance
 	// starts, longer than the longest delay between the two commands, so
 	// the second always begins while the first still runs: a round that
@@ -128,14 +128,14 @@ func TestSimultaneousReleasesMakeOneVersionPerRound(t *testing.T) {
 }
 
 // runningRedis is the index of the Redis the job's current version counts in.
-func (f *fixture) runningRedis(redis []*testredis.Server) int {
+func (f *fixture) runningRedis(redis []*redistest.Server) int {
 	f.t.Helper()
 	return f.redisOf(f.versions()[0], redis)
 }
 
 // previousRedis is the Redis of the newest stable version older than the
 // current one that counts elsewhere: where a rollback goes.
-func (f *fixture) previousRedis(redis []*testredis.Server) int {
+func (f *fixture) previousRedis(redis []*redistest.Server) int {
 	f.t.Helper()
 	vs := f.versions()
 	cur := f.redisOf(vs[0], redis)
@@ -150,7 +150,7 @@ func (f *fixture) previousRedis(redis []*testredis.Server) int {
 
 // redisOf is the index of the Redis a job version counts in, read from its
 // config snapshot.
-func (f *fixture) redisOf(v *nomad.Job, redis []*testredis.Server) int {
+func (f *fixture) redisOf(v *nomad.Job, redis []*redistest.Server) int {
 	f.t.Helper()
 	port := f.snapshot(v.Meta[release.MetaConfigPath])["PORT"]
 	for i, r := range redis {

@@ -17,7 +17,7 @@ import (
 
 	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/deploy"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
 // editEnv replaces old with new in environments/NAME.hcl.
@@ -67,7 +67,7 @@ func TestUnplaceableReleaseIsRefusedAndWritesNothing(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	f.writeEnv("dev", rdb, 1, "")
 	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK {
 		t.Fatalf("first release: exit %d %+v", code, rec)
@@ -133,7 +133,7 @@ func TestASecondReleaseDuringADeploymentIsAConflictAndCancelsNothing(t *testing.
 	t.Parallel()
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
-	a, b := testredis.Start(t), testredis.Start(t)
+	a, b := redistest.Start(t), redistest.Start(t)
 	// A deployment that takes a while: 8 s of min_healthy_time.
 	f.writeEnv("a", a, 1, "min_healthy_time = \"8s\"\nhealthy_deadline = \"40s\"\nprogress_deadline = \"60s\"")
 	f.writeEnv("b", b, 1, "")
@@ -172,7 +172,7 @@ func TestAKilledDeployerLeavesNoLockBehind(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
-	a, b := testredis.Start(t), testredis.Start(t)
+	a, b := redistest.Start(t), redistest.Start(t)
 	// 10 s of min_healthy_time: a deployment long enough to be killed in.
 	f.writeEnv("a", a, 1, "min_healthy_time = \"10s\"\nhealthy_deadline = \"40s\"\nprogress_deadline = \"60s\"")
 	f.writeEnv("b", b, 1, "")
@@ -250,7 +250,7 @@ func TestUnplaceableRollbackIsRefusedAndWritesNothing(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
-	rdb, rdb2 := testredis.Start(t), testredis.Start(t)
+	rdb, rdb2 := redistest.Start(t), redistest.Start(t)
 	// Short deadlines: the unplaceable version's deployment fails, and
 	// Nomad reverts it, within seconds.
 	const update = "min_healthy_time = \"1s\"\nhealthy_deadline = \"10s\"\nprogress_deadline = \"20s\""

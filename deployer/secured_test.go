@@ -13,9 +13,9 @@ import (
 
 	"github.com/kodekloud/counter/internal/access"
 	"github.com/kodekloud/counter/internal/release"
-	"github.com/kodekloud/counter/internal/stacktest"
-	"github.com/kodekloud/counter/internal/testimage"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/imagetest"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
+	"github.com/kodekloud/counter/internal/testsupport/stacktest"
 )
 
 // The README's commands for a secured cluster of one's own work as
@@ -34,7 +34,7 @@ func TestREADMESecuredClusterCommandsWorkAsWritten(t *testing.T) {
 	if _, err := cc.ACL().AuthMethodDelete(access.AuthMethod, nil); err != nil {
 		t.Fatal(err)
 	}
-	root := testimage.RepoRoot(t)
+	root := imagetest.RepoRoot(t)
 	block := readmeBlock(t, filepath.Join(root, "README.md"), "<!-- secured-cluster-commands")
 
 	// The nomad and consul CLIs of the stack, first on PATH.
@@ -66,13 +66,13 @@ func TestREADMESecuredClusterCommandsWorkAsWritten(t *testing.T) {
 		stacktest.Secret(t, s, kind, secret)
 	}
 	image := imageVariant(t, s, 1)
-	first, second := testredis.Start(t), testredis.Start(t)
-	for rdb, n := range map[*testredis.Server]string{first: "100", second: "200"} {
+	first, second := redistest.Start(t), redistest.Start(t)
+	for rdb, n := range map[*redistest.Server]string{first: "100", second: "200"} {
 		if err := rdb.Set("visitorCount", n); err != nil {
 			t.Fatal(err)
 		}
 	}
-	submit := func(rdb *testredis.Server, want string) {
+	submit := func(rdb *redistest.Server, want string) {
 		t.Helper()
 		f.writeEnv("prod", rdb, 1, "")
 		rec, code, _ := submitJSON(t, f, "-env", "prod", "-image", image)

@@ -16,8 +16,8 @@ import (
 	"github.com/kodekloud/counter/internal/environment"
 	"github.com/kodekloud/counter/internal/imageref"
 	"github.com/kodekloud/counter/internal/release"
-	"github.com/kodekloud/counter/internal/stacktest"
-	"github.com/kodekloud/counter/internal/testimage"
+	"github.com/kodekloud/counter/internal/testsupport/imagetest"
+	"github.com/kodekloud/counter/internal/testsupport/stacktest"
 )
 
 // BenchmarkStatusAll times status of three environments of 50 releases
@@ -35,7 +35,7 @@ func BenchmarkStatusAll(b *testing.B) {
 	if err := os.MkdirAll(envDir, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	spec, err := os.ReadFile(filepath.Join(testimage.RepoRoot(b), "jobs", "counter.nomad.hcl"))
+	spec, err := os.ReadFile(filepath.Join(imagetest.RepoRoot(b), "jobs", "counter.nomad.hcl"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	consul "github.com/hashicorp/consul/api"
 
 	"github.com/kodekloud/counter/internal/deploy"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
 func TestStatusTableCells(t *testing.T) {
@@ -106,7 +106,7 @@ func TestStatusOfEveryEnvironment(t *testing.T) {
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
 	other := imageVariant(t, f.stack, 1)
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	f.writeEnv("dev", rdb, 1, "")
 	f.writeEnvJob("test", f.otherJob("counter-test"), rdb, 1, "")
 	f.writeEnvJob("prod", f.otherJob("counter-prod"), rdb, 1, "")

@@ -13,8 +13,8 @@ import (
 	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/deploy"
 	"github.com/kodekloud/counter/internal/release"
-	"github.com/kodekloud/counter/internal/testenv"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/envtest"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
 func submitJSON(t *testing.T, f *fixture, args ...string) (deploy.Record, int, string) {
@@ -33,7 +33,7 @@ func TestSubmitCountsInTheRedisTheEnvironmentNames(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
-	first, second := testredis.Start(t), testredis.Start(t)
+	first, second := redistest.Start(t), redistest.Start(t)
 	if err := first.Set("visitorCount", "41"); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestBrokenImageFailsAndNomadAutoReverts(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	good, bad := releaseImages(t, f.stack)
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	f.writeEnv("dev", rdb, 1, `min_healthy_time = "1s"
 healthy_deadline = "8s"
 progress_deadline = "30s"`)
@@ -152,7 +152,7 @@ func TestConcurrentSubmitsMakeOneVersionAndOneConflict(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
-	a, b := testredis.Start(t), testredis.Start(t)
+	a, b := redistest.Start(t), redistest.Start(t)
 	f.writeEnv("a", a, 1, "")
 	f.writeEnv("b", b, 1, "")
 	if _, code, _ := submitJSON(t, f, "-env", "a", "-image", good); code != exitOK {
@@ -204,14 +204,14 @@ func TestConcurrentSubmitsMakeOneVersionAndOneConflict(t *testing.T) {
 
 // closedAddr is a loopback address nothing listens on.
 func closedAddr(t *testing.T) string {
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(testenv.FreePort(t)))
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(envtest.FreePort(t)))
 }
 
 func TestUnreachableServersChangeNothing(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	f.writeEnv("dev", rdb, 1, "")
 
 	t.Run("consul unreachable registers no job", func(t *testing.T) {
@@ -243,7 +243,7 @@ func TestBadEnvironmentFileWritesNothing(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	tests := []struct {
 		name, update string
 		want         []string // in stderr
@@ -287,7 +287,7 @@ func TestSameReleaseRunsOnlyOnceItsDeploymentSucceeded(t *testing.T) {
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
 
-	closed := testredis.Start(t)
+	closed := redistest.Start(t)
 	closed.Stop()
 	f.writeEnv("dev", closed, 1, "min_healthy_time = \"1s\"\nhealthy_deadline = \"10s\"\nprogress_deadline = \"20s\"")
 	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good); code != exitFailed {
@@ -299,7 +299,7 @@ func TestSameReleaseRunsOnlyOnceItsDeploymentSucceeded(t *testing.T) {
 			code, rec.Outcome, len(rec.Causes), exitFailed, stderr)
 	}
 
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	f.writeEnv("dev", rdb, 1, "min_healthy_time = \"10s\"\nhealthy_deadline = \"1m\"")
 	if _, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good, "-detach"); code != exitOK {
 		t.Fatalf("submit -detach: exit %d\n%s", code, stderr)

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/kodekloud/counter/internal/deploy"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
 // load is a client of the service as a real one finds it: through Consul's
@@ -163,7 +163,7 @@ func TestTrafficSurvivesGoodAndBadReleases(t *testing.T) {
 	f := newFixture(t)
 	good, bad := releaseImages(t, f.stack)
 	// v0 counts in a Redis of its own, so that its snapshot is its alone.
-	rdb0, rdb := testredis.Start(t), testredis.Start(t)
+	rdb0, rdb := redistest.Start(t), redistest.Start(t)
 	const update = "min_healthy_time = \"1s\"\nhealthy_deadline = \"10s\"\nprogress_deadline = \"20s\""
 	f.writeEnv("dev", rdb0, 1, update)
 	first, code, _ := submitJSON(t, f, "-env", "dev", "-image", good)
@@ -188,7 +188,7 @@ func TestTrafficSurvivesGoodAndBadReleases(t *testing.T) {
 	}
 	running := "v1"
 
-	closed := testredis.Start(t)
+	closed := redistest.Start(t)
 	closed.Stop()
 	tests := []struct {
 		name    string
@@ -253,7 +253,7 @@ func TestTrafficSurvivesGoodAndBadReleases(t *testing.T) {
 	l.halt()
 	ok, empty, failed := l.snapshot()
 	counted := -offset
-	for _, r := range []*testredis.Server{rdb0, rdb} {
+	for _, r := range []*redistest.Server{rdb0, rdb} {
 		v, _ := r.Get("visitorCount")
 		n, _ := strconv.Atoi(v)
 		counted += n

@@ -15,10 +15,10 @@ import (
 	"github.com/chromedp/chromedp"
 	nomad "github.com/hashicorp/nomad/api"
 
-	"github.com/kodekloud/counter/internal/stacktest"
-	"github.com/kodekloud/counter/internal/testenv"
-	"github.com/kodekloud/counter/internal/testimage"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/envtest"
+	"github.com/kodekloud/counter/internal/testsupport/imagetest"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
+	"github.com/kodekloud/counter/internal/testsupport/stacktest"
 )
 
 // TestNomadUIRevertBringsBackImageAndConfig is the Nomad UI path of a
@@ -29,11 +29,11 @@ import (
 // release's Redis.
 func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 	t.Parallel()
-	chromium := testenv.LookPath(t, "chromium", "chromium")
+	chromium := envtest.LookPath(t, "chromium", "chromium")
 	f := newFixture(t)
 	var rs []released
 	for i := range 2 {
-		rdb := testredis.Start(t)
+		rdb := redistest.Start(t)
 		// Counts apart (100, 200), so that an answer names the Redis, and
 		// so the config, it came from.
 		if err := rdb.Set("visitorCount", strconv.Itoa(100*(i+1))); err != nil {
@@ -106,7 +106,7 @@ func (f *fixture) wantContainers(dep *nomad.Deployment, want, not released) {
 		// The docker driver labels each container with its allocation
 		// (the task's name only when configured to); the job has one task
 		// and host networking, so no pause container.
-		ids, err := testimage.Docker("ps", "-q", "--no-trunc", "--filter", "label=com.hashicorp.nomad.alloc_id="+a.ID)
+		ids, err := imagetest.Docker("ps", "-q", "--no-trunc", "--filter", "label=com.hashicorp.nomad.alloc_id="+a.ID)
 		if err != nil {
 			f.t.Fatal(err)
 		}
@@ -114,11 +114,11 @@ func (f *fixture) wantContainers(dep *nomad.Deployment, want, not released) {
 			f.t.Errorf("allocation %s: Docker runs containers %q, want the one of its task", a.ID, ids)
 			continue
 		}
-		image, err := testimage.Docker("container", "inspect", "-f", "{{.Image}}", ids)
+		image, err := imagetest.Docker("container", "inspect", "-f", "{{.Image}}", ids)
 		if err != nil {
 			f.t.Fatal(err)
 		}
-		digests, err := testimage.Docker("image", "inspect", "-f", `{{join .RepoDigests "\n"}}`, image)
+		digests, err := imagetest.Docker("image", "inspect", "-f", `{{join .RepoDigests "\n"}}`, image)
 		if err != nil {
 			f.t.Fatal(err)
 		}
@@ -233,7 +233,7 @@ func (b *browser) save(what string) {
 	b.t.Helper()
 	dir := os.Getenv("TEST_ARTIFACTS")
 	if dir == "" {
-		dir = filepath.Join(testimage.RepoRoot(b.t), ".artifacts")
+		dir = filepath.Join(imagetest.RepoRoot(b.t), ".artifacts")
 	}
 	name := regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(b.t.Name()+"-"+what, "-")
 	if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -22,7 +22,7 @@ import (
 	"github.com/kodekloud/counter/internal/access"
 	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/localstack"
-	"github.com/kodekloud/counter/internal/stacktest"
+	"github.com/kodekloud/counter/internal/testsupport/stacktest"
 )
 
 func TestMain(m *testing.M) { stacktest.Main(m) }

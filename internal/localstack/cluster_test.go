@@ -7,7 +7,7 @@ import (
 
 	nomad "github.com/hashicorp/nomad/api"
 
-	"github.com/kodekloud/counter/internal/stacktest"
+	"github.com/kodekloud/counter/internal/testsupport/stacktest"
 )
 
 // TestClusterComesUpAndSurvivesItsLeader starts the cluster stack: three

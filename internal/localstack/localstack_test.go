@@ -19,9 +19,9 @@ import (
 
 	"github.com/kodekloud/counter/internal/access"
 	"github.com/kodekloud/counter/internal/localstack"
-	"github.com/kodekloud/counter/internal/stacktest"
-	"github.com/kodekloud/counter/internal/testimage"
-	"github.com/kodekloud/counter/internal/testredis"
+	"github.com/kodekloud/counter/internal/testsupport/imagetest"
+	"github.com/kodekloud/counter/internal/testsupport/redistest"
+	"github.com/kodekloud/counter/internal/testsupport/stacktest"
 )
 
 func TestMain(m *testing.M) { stacktest.Main(m) }
@@ -145,10 +145,10 @@ func TestDockerJobReadsRedisAddressFromConsulKV(t *testing.T) {
 	t.Parallel()
 	s := stacktest.Start(t)
 	tag := "counter:" + stacktest.Name(t, "stack")
-	testimage.Build(t, tag)
-	t.Cleanup(func() { _, _ = testimage.Docker("rmi", tag) })
+	imagetest.Build(t, tag)
+	t.Cleanup(func() { _, _ = imagetest.Docker("rmi", tag) })
 
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	if err := rdb.Set("visitorCount", "99"); err != nil {
 		t.Fatal(err)
 	}
@@ -248,8 +248,8 @@ func waitForAddress(t *testing.T, nc *nomad.Client, job, label string) string {
 func TestDownStopsEverythingUpStarted(t *testing.T) {
 	t.Parallel()
 	tag := "counter:" + stacktest.Name(t, "down")
-	testimage.Build(t, tag)
-	t.Cleanup(func() { _, _ = testimage.Docker("rmi", tag) })
+	imagetest.Build(t, tag)
+	t.Cleanup(func() { _, _ = imagetest.Docker("rmi", tag) })
 
 	cfg := ownConfig(t)
 	cfg.Detach = true
@@ -264,7 +264,7 @@ func TestDownStopsEverythingUpStarted(t *testing.T) {
 		t.Fatalf("recorded pids %v, want consul, redis, registry and nomad", pids)
 	}
 
-	rdb := testredis.Start(t)
+	rdb := redistest.Start(t)
 	cc, _ := consul.NewClient(&consul.Config{Address: s.ConsulAddr, Token: s.ConsulToken})
 	name := stacktest.Name(t, "down")
 	if err := access.GrantJobConfig(context.Background(), cc, "default", name, name); err != nil {
@@ -306,14 +306,14 @@ func TestDownStopsEverythingUpStarted(t *testing.T) {
 		}
 	}
 	for _, a := range allocs {
-		out, _ := testimage.Docker("ps", "-aq", "--filter", "label=com.hashicorp.nomad.alloc_id="+a.ID)
+		out, _ := imagetest.Docker("ps", "-aq", "--filter", "label=com.hashicorp.nomad.alloc_id="+a.ID)
 		if out != "" {
 			t.Errorf("container %s of allocation %s survived Down", out, a.ID)
 		}
 	}
 	if s.NodeID == "" {
 		t.Error("Start recorded no Nomad node ID")
-	} else if out, _ := testimage.Docker("ps", "-aq", "--filter", "label=com.hashicorp.nomad.node_id="+s.NodeID); out != "" {
+	} else if out, _ := imagetest.Docker("ps", "-aq", "--filter", "label=com.hashicorp.nomad.node_id="+s.NodeID); out != "" {
 		t.Errorf("containers %s of node %s survived Down", out, s.NodeID)
 	}
 	if err := s.Healthy(ctx); err == nil {
@@ -430,7 +430,7 @@ func TestOperatorTokenIsKeptAndMadeAgainWhenUnknown(t *testing.T) {
 	t.Parallel()
 	// Its own stack: it revokes the token the package stack's tests use.
 	s := stacktest.StartOwn(t)
-	rules, err := os.ReadFile(filepath.Join(testimage.RepoRoot(t), "deployer", "policies", "nomad-operator.hcl"))
+	rules, err := os.ReadFile(filepath.Join(imagetest.RepoRoot(t), "deployer", "policies", "nomad-operator.hcl"))
 	if err != nil {
 		t.Fatal(err)
 	}

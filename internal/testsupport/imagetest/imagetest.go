@@ -1,6 +1,6 @@
-// Package testimage builds the project's real Dockerfile on the local Docker
+// Package imagetest builds the project's real Dockerfile on the local Docker
 // engine for tests, through the same scripts/image a developer runs.
-package testimage
+package imagetest
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kodekloud/counter/internal/testenv"
+	"github.com/kodekloud/counter/internal/testsupport/envtest"
 )
 
 // RepoRoot returns the directory holding the project's go.mod.
@@ -37,9 +37,9 @@ func RepoRoot(tb testing.TB) string {
 // RequireDocker stops the test unless a Docker engine answers (Fatal in CI).
 func RequireDocker(tb testing.TB) {
 	tb.Helper()
-	testenv.LookPath(tb, "docker", "docker.io")
+	envtest.LookPath(tb, "docker", "docker.io")
 	if out, err := exec.Command("docker", "info", "-f", "{{.ServerVersion}}").CombinedOutput(); err != nil {
-		testenv.Unavailable(tb, "no Docker engine answers (run scripts/dockerd-up): %v: %s", err, bytes.TrimSpace(out))
+		envtest.Unavailable(tb, "no Docker engine answers (run scripts/dockerd-up): %v: %s", err, bytes.TrimSpace(out))
 	}
 }
 

@@ -1,6 +1,6 @@
-// Package testredis runs a real redis-server on a free loopback port for a
+// Package redistest runs a real redis-server on a free loopback port for a
 // test, and can stop and restart it on the same port to show outages.
-package testredis
+package redistest
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/kodekloud/counter/internal/resp"
-	"github.com/kodekloud/counter/internal/testenv"
+	"github.com/kodekloud/counter/internal/testsupport/envtest"
 )
 
 // Server is a redis-server process owned by one test.
@@ -38,7 +38,7 @@ func Start(tb testing.TB) *Server {
 	s := &Server{
 		Host: "127.0.0.1",
 		tb:   tb,
-		bin:  testenv.LookPath(tb, "redis-server", "redis-server"),
+		bin:  envtest.LookPath(tb, "redis-server", "redis-server"),
 		dir:  tb.TempDir(),
 	}
 	tb.Cleanup(s.Stop)
@@ -46,7 +46,7 @@ func Start(tb testing.TB) *Server {
 	// outgoing connection) before redis-server binds it; then it exits at
 	// once, and another port is tried.
 	for attempt := 1; ; attempt++ {
-		s.Port = testenv.FreePort(tb)
+		s.Port = envtest.FreePort(tb)
 		err := s.start()
 		if err == nil {
 			return s

@@ -30,8 +30,8 @@ import (
 	"github.com/kodekloud/counter/internal/access"
 	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/localstack"
-	"github.com/kodekloud/counter/internal/testenv"
-	"github.com/kodekloud/counter/internal/testimage"
+	"github.com/kodekloud/counter/internal/testsupport/envtest"
+	"github.com/kodekloud/counter/internal/testsupport/imagetest"
 )
 
 // pkgStack is a stack a test package starts once and shares.
@@ -170,10 +170,10 @@ func StartCluster(tb testing.TB) *localstack.Stack {
 // the test's own messages stay in view above them.
 func (p *pkgStack) get(tb testing.TB, clustered bool, logs []string) *localstack.Stack {
 	tb.Helper()
-	testimage.RequireDocker(tb)
+	imagetest.RequireDocker(tb)
 	p.once.Do(func() { p.err = p.start(tb, clustered) })
 	if p.err != nil {
-		testenv.Unavailable(tb, "local stack: %v", p.err)
+		envtest.Unavailable(tb, "local stack: %v", p.err)
 	}
 	s := p.stack
 	tb.Cleanup(func() {
@@ -206,7 +206,7 @@ func ClusterBinaries(tb testing.TB) localstack.Binaries {
 func (p *pkgStack) start(tb testing.TB, clustered bool) error {
 	tb.Helper()
 	// A cold build of nomad and consul takes minutes: show its progress.
-	bin, err := localstack.FindBinaries(context.Background(), testimage.RepoRoot(tb), os.Stderr)
+	bin, err := localstack.FindBinaries(context.Background(), imagetest.RepoRoot(tb), os.Stderr)
 	if err != nil {
 		return err
 	}
@@ -233,7 +233,7 @@ func (p *pkgStack) start(tb testing.TB, clustered bool) error {
 	}
 	// The deployer runs with tokens of its own policies, as it would on a
 	// secured cluster, never with the management tokens.
-	nomadRules, consulRules, err := readPolicies(testimage.RepoRoot(tb))
+	nomadRules, consulRules, err := readPolicies(imagetest.RepoRoot(tb))
 	if err == nil {
 		err = s.DeployerTokens(ctx, nomadRules, consulRules)
 	}
@@ -241,7 +241,7 @@ func (p *pkgStack) start(tb testing.TB, clustered bool) error {
 	// server runs: a test may have the stack's first one down.
 	operator := ""
 	if err == nil {
-		operator, err = operatorToken(ctx, s, testimage.RepoRoot(tb))
+		operator, err = operatorToken(ctx, s, imagetest.RepoRoot(tb))
 	}
 	if err != nil {
 		_ = s.Stop(context.Background())
@@ -388,7 +388,7 @@ func NomadAs(tb testing.TB, s *localstack.Stack, addr, token string, args ...str
 // deployer/policies.
 func DeployerPolicies(tb testing.TB) (nomadRules, consulRules string) {
 	tb.Helper()
-	n, c, err := readPolicies(testimage.RepoRoot(tb))
+	n, c, err := readPolicies(imagetest.RepoRoot(tb))
 	if err != nil {
 		tb.Fatal(err)
 	}

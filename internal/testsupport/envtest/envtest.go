@@ -1,7 +1,7 @@
-// Package testenv decides what a test does when a server it needs cannot be
+// Package envtest decides what a test does when a server it needs cannot be
 // started: in CI it fails, elsewhere it skips with a message saying what is
 // missing and how to get it.
-package testenv
+package envtest
 
 import (
 	"net"

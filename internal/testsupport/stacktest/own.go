@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/kodekloud/counter/internal/localstack"
-	"github.com/kodekloud/counter/internal/testenv"
+	"github.com/kodekloud/counter/internal/testsupport/envtest"
 )
 
 // StartOwn starts a single-agent stack of the test's own, beside the
@@ -20,7 +20,7 @@ func StartOwn(tb testing.TB) *localstack.Stack {
 	bin := Binaries(tb)
 	lo, hi, release, err := localstack.ReserveDynamicRange()
 	if err != nil {
-		testenv.Unavailable(tb, "ports for a stack: %v", err)
+		envtest.Unavailable(tb, "ports for a stack: %v", err)
 	}
 	dir := tb.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -30,7 +30,7 @@ func StartOwn(tb testing.TB) *localstack.Stack {
 	})
 	if err != nil {
 		release()
-		testenv.Unavailable(tb, "a stack of the test's own: %v", err)
+		envtest.Unavailable(tb, "a stack of the test's own: %v", err)
 	}
 	// Its secrets are kept as the package stacks' are: Secret, NoSecret
 	// and Redact know them, and its logs are checked once it stops.
