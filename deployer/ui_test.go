@@ -29,6 +29,8 @@ import (
 // release's Redis.
 func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 	t.Parallel()
+	// Before chromium is looked up, which CI=true makes a failure.
+	envtest.NeedsServers(t, "Nomad, Consul, Redis, Docker and chromium")
 	chromium := envtest.LookPath(t, "chromium", "chromium")
 	f := newFixture(t)
 	var rs []released

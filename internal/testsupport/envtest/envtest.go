@@ -1,6 +1,7 @@
 // Package envtest decides what a test does when a server it needs cannot be
 // started: in CI it fails, elsewhere it skips with a message saying what is
-// missing and how to get it.
+// missing and how to get it. Under go test -short (make check) a test that
+// needs a server skips before starting one, CI or not.
 package envtest
 
 import (
@@ -16,6 +17,18 @@ import (
 func InCI() bool {
 	v, err := strconv.ParseBool(os.Getenv("CI"))
 	return err == nil && v
+}
+
+// NeedsServers skips the test under go test -short, the fast tier that
+// starts no server: what names the servers the test needs ("Nomad and
+// Consul", "redis-server", "a Docker engine"). Without -short it does
+// nothing, and a missing server is left to Unavailable, so CI=true alone
+// never skips a test.
+func NeedsServers(tb testing.TB, what string) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skipf("needs %s: run make test", what)
+	}
 }
 
 // Unavailable stops the test because something it needs is missing: Fatal in

@@ -35,8 +35,10 @@ func RepoRoot(tb testing.TB) string {
 }
 
 // RequireDocker stops the test unless a Docker engine answers (Fatal in CI).
+// Under go test -short it skips the test without asking the engine.
 func RequireDocker(tb testing.TB) {
 	tb.Helper()
+	envtest.NeedsServers(tb, "a Docker engine")
 	envtest.LookPath(tb, "docker", "docker.io")
 	if out, err := exec.Command("docker", "info", "-f", "{{.ServerVersion}}").CombinedOutput(); err != nil {
 		envtest.Unavailable(tb, "no Docker engine answers (run scripts/dockerd-up): %v: %s", err, bytes.TrimSpace(out))

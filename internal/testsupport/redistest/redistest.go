@@ -32,9 +32,11 @@ type Server struct {
 }
 
 // Start runs redis-server on a free port of 127.0.0.1 and stops it when the
-// test ends. In CI a missing redis-server fails the test.
+// test ends. In CI a missing redis-server fails the test; under go test
+// -short the test skips.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
+	envtest.NeedsServers(tb, "redis-server")
 	s := &Server{
 		Host: "127.0.0.1",
 		tb:   tb,

@@ -17,6 +17,7 @@ import (
 // identities trusted), without the deployer's tokens.
 func StartOwn(tb testing.TB) *localstack.Stack {
 	tb.Helper()
+	envtest.NeedsServers(tb, "a stack of its own (Nomad, Consul, Redis, registry, Docker)")
 	bin := Binaries(tb)
 	lo, hi, release, err := localstack.ReserveDynamicRange()
 	if err != nil {

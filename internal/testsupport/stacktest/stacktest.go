@@ -150,8 +150,9 @@ func Run(m interface{ Run() int }) int {
 }
 
 // Start returns the package's stack, starting it on first use. A test that
-// cannot have it fails in CI and skips elsewhere. When the test fails, the
-// agents' last log lines are added to its output.
+// cannot have it fails in CI and skips elsewhere; under go test -short it
+// skips before starting anything. When the test fails, the agents' last
+// log lines are added to its output.
 func Start(tb testing.TB) *localstack.Stack {
 	tb.Helper()
 	return shared.get(tb, false, []string{"nomad", "consul"})
@@ -170,6 +171,7 @@ func StartCluster(tb testing.TB) *localstack.Stack {
 // the test's own messages stay in view above them.
 func (p *pkgStack) get(tb testing.TB, clustered bool, logs []string) *localstack.Stack {
 	tb.Helper()
+	envtest.NeedsServers(tb, "a local stack (Nomad, Consul, Redis, registry, Docker)")
 	imagetest.RequireDocker(tb)
 	p.once.Do(func() { p.err = p.start(tb, clustered) })
 	if p.err != nil {
