@@ -86,6 +86,10 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 
+.PHONY: check
+check: lint ## the fast tier: gofmt, go vet and go test -short, which starts no server (under a minute)
+	go test -short ./...
+
 .PHONY: test
 test: setup lint tools ## run every test, with the race detector, on real servers
 	scripts/dockerd-up
