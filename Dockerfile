@@ -5,7 +5,9 @@ ARG GO_IMAGE=golang:1.26-alpine
 ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
 
 FROM ${GO_IMAGE} AS build
-ARG GOPROXY=https://proxy.golang.org,direct
+# Empty is Go's own default (its go.env); scripts/image passes this
+# machine's `go env GOPROXY`.
+ARG GOPROXY=
 ARG GOFLAGS=
 ENV CGO_ENABLED=0 GOPROXY=${GOPROXY} GOFLAGS=${GOFLAGS}
 WORKDIR /src
