@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/kodekloud/counter/internal/helptext"
 )
 
 // commands is the deployer's command table, in the order help lists them.
@@ -179,36 +181,11 @@ func (c *command) help(fs *flag.FlagSet) string {
 				text += " (required)"
 			}
 		}
-		writeWrapped(&b, 23, head, text)
+		helptext.Wrap(&b, 23, head, text)
 	})
 	b.WriteString("\nExit codes:\n")
 	for _, e := range c.exits {
-		writeWrapped(&b, 8, fmt.Sprintf("  %d", e.code), e.meaning)
+		helptext.Wrap(&b, 8, fmt.Sprintf("  %d", e.code), e.meaning)
 	}
 	return b.String()
-}
-
-// writeWrapped writes head, then text wrapped at 80 columns in a column of
-// its own from col, or on the next line when head is wider.
-func writeWrapped(b *strings.Builder, col int, head, text string) {
-	const width = 80
-	line := head
-	if len(head) >= col-1 {
-		b.WriteString(head + "\n")
-		line = ""
-	}
-	line += strings.Repeat(" ", col-len(line))
-	fresh := true
-	for _, w := range strings.Fields(text) {
-		if !fresh && len(line)+1+len(w) > width {
-			b.WriteString(line + "\n")
-			line, fresh = strings.Repeat(" ", col), true
-		}
-		if !fresh {
-			line += " "
-		}
-		line += w
-		fresh = false
-	}
-	b.WriteString(line + "\n")
 }

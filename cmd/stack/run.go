@@ -17,6 +17,7 @@ import (
 	"github.com/kodekloud/counter/internal/access"
 	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/environment"
+	"github.com/kodekloud/counter/internal/helptext"
 	"github.com/kodekloud/counter/internal/localstack"
 )
 
@@ -74,35 +75,10 @@ func usage(fs *flag.FlagSet) string {
 		if f.DefValue != "" && f.DefValue != "false" {
 			text += " (default " + f.DefValue + ")"
 		}
-		writeWrapped(&b, 17, head, text)
+		helptext.Wrap(&b, 17, head, text)
 	})
 	b.WriteString("\nExit codes: 0 ok, 1 failed, 2 usage.\n")
 	return b.String()
-}
-
-// writeWrapped writes head, then text wrapped at 80 columns from column col,
-// starting on the next line when head is wider.
-func writeWrapped(b *strings.Builder, col int, head, text string) {
-	const width = 80
-	line := head
-	if len(head) >= col-1 {
-		b.WriteString(head + "\n")
-		line = ""
-	}
-	line += strings.Repeat(" ", col-len(line))
-	fresh := true
-	for _, w := range strings.Fields(text) {
-		if !fresh && len(line)+1+len(w) > width {
-			b.WriteString(line + "\n")
-			line, fresh = strings.Repeat(" ", col), true
-		}
-		if !fresh {
-			line += " "
-		}
-		line += w
-		fresh = false
-	}
-	b.WriteString(line + "\n")
 }
 
 // usageError is a mistake on the command line: exit code 2.
