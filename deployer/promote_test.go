@@ -16,6 +16,7 @@ import (
 	"github.com/kodekloud/counter/internal/deploy"
 	"github.com/kodekloud/counter/internal/release"
 	"github.com/kodekloud/counter/internal/testsupport/redistest"
+	"github.com/kodekloud/counter/internal/welcome"
 )
 
 // One build goes dev -> test -> prod: each promotion carries the digest and
@@ -56,7 +57,7 @@ func TestPromoteCarriesOneBuildThroughTheEnvironments(t *testing.T) {
 		if len(rec.URLs) == 0 {
 			t.Fatalf("promote %s -> %s named no passing instance", step.from, step.to)
 		}
-		want := fmt.Sprintf("Welcome to KODEKLOUD! Visitor Count: %d", 100*(i+2)+1)
+		want := welcome.Prefix + strconv.Itoa(100*(i+2)+1)
 		if _, body := get(t, rec.URLs[0]); body != want {
 			t.Errorf("%s's app answered %q, want %q from %s's own Redis", step.to, body, want, step.to)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kodekloud/counter/internal/deploy"
 	"github.com/kodekloud/counter/internal/testsupport/redistest"
+	"github.com/kodekloud/counter/internal/welcome"
 )
 
 // released is one release a test made, and what its app must show.
@@ -37,7 +38,7 @@ func (f *fixture) wantRunning(r released, how string) {
 	}
 	before, _ := r.redis.Get("visitorCount")
 	n, _ := strconv.Atoi(before)
-	want := "Welcome to KODEKLOUD! Visitor Count: " + strconv.Itoa(n+1)
+	want := welcome.Prefix + strconv.Itoa(n+1)
 	if got := f.count(r); got != want {
 		f.t.Errorf("%s: app answered %q, want %q from %s's Redis", how, got, want, r.rec.Release)
 	}

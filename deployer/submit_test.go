@@ -15,6 +15,7 @@ import (
 	"github.com/kodekloud/counter/internal/release"
 	"github.com/kodekloud/counter/internal/testsupport/envtest"
 	"github.com/kodekloud/counter/internal/testsupport/redistest"
+	"github.com/kodekloud/counter/internal/welcome"
 )
 
 func submitJSON(t *testing.T, f *fixture, args ...string) (deploy.Record, int, string) {
@@ -49,7 +50,7 @@ func TestSubmitCountsInTheRedisTheEnvironmentNames(t *testing.T) {
 	if !strings.Contains(rec.Image, "@sha256:") || rec.ImageDigest == "" {
 		t.Errorf("image %q digest %q: want the tag pinned to its digest", rec.Image, rec.ImageDigest)
 	}
-	if _, body := get(t, f.appURL(rec.ConfigHash)+"/"); body != "Welcome to KODEKLOUD! Visitor Count: 42" {
+	if _, body := get(t, f.appURL(rec.ConfigHash)+"/"); body != welcome.Prefix+"42" {
 		t.Errorf("v0 answered %q, want count 42 from the first Redis", body)
 	}
 
@@ -75,7 +76,7 @@ func TestSubmitCountsInTheRedisTheEnvironmentNames(t *testing.T) {
 	if rec2.ConfigHash == rec.ConfigHash || rec2.ConfigPath == rec.ConfigPath {
 		t.Errorf("a new config kept the old snapshot %s", rec.ConfigPath)
 	}
-	if _, body := get(t, f.appURL(rec2.ConfigHash)+"/"); body != "Welcome to KODEKLOUD! Visitor Count: 501" {
+	if _, body := get(t, f.appURL(rec2.ConfigHash)+"/"); body != welcome.Prefix+"501" {
 		t.Errorf("v1 answered %q, want count 501 from the second Redis", body)
 	}
 	if v, _ := first.Get("visitorCount"); v != "42" {
@@ -143,7 +144,7 @@ progress_deadline = "30s"`)
 	if img := vs[0].TaskGroups[0].Tasks[0].Config["image"]; img != rec.Image {
 		t.Errorf("after the revert the job runs %v, want v0's %s", img, rec.Image)
 	}
-	if _, body := get(t, f.appURL(rec.ConfigHash)+"/"); !strings.HasPrefix(body, "Welcome to KODEKLOUD! Visitor Count: ") {
+	if _, body := get(t, f.appURL(rec.ConfigHash)+"/"); !strings.HasPrefix(body, welcome.Prefix) {
 		t.Errorf("after the revert the app answered %q", body)
 	}
 }

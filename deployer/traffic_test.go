@@ -14,6 +14,7 @@ import (
 
 	"github.com/kodekloud/counter/internal/deploy"
 	"github.com/kodekloud/counter/internal/testsupport/redistest"
+	"github.com/kodekloud/counter/internal/welcome"
 )
 
 // load is a client of the service as a real one finds it: through Consul's
@@ -27,7 +28,7 @@ type load struct {
 	empty   int    // polls that found no passing instance
 	stop    context.CancelFunc
 	done    chan struct{}
-	counted map[int]bool // counts seen: no two answers may share one
+	counted map[int64]bool // counts seen: no two answers may share one
 	// cutShort says which limit ended the load before it was halted, ""
 	// if none did; reported once it is.
 	cutShort string
@@ -48,7 +49,7 @@ const (
 func (f *fixture) startLoad(t *testing.T) *load {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), loadFor)
-	l := &load{t: t, stop: cancel, done: make(chan struct{}), counted: map[int]bool{}}
+	l := &load{t: t, stop: cancel, done: make(chan struct{}), counted: map[int64]bool{}}
 	client := &http.Client{Timeout: 3 * time.Second}
 	go func() {
 		defer close(l.done)
@@ -122,7 +123,7 @@ func (l *load) get(c *http.Client, url string) {
 	case res.StatusCode != http.StatusOK:
 		l.failed = append(l.failed, miss{at, url, fmt.Sprintf("%s: %s", res.Status, body)})
 	default:
-		n, err := strconv.Atoi(strings.TrimPrefix(string(body), "Welcome to KODEKLOUD! Visitor Count: "))
+		n, err := welcome.Parse(string(body))
 		if err != nil || l.counted[n] {
 			l.failed = append(l.failed, miss{at, url, fmt.Sprintf("answer %q (repeated or not a count)", body)})
 			return

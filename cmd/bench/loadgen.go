@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/kodekloud/counter/internal/welcome"
 )
 
 // loadResult is what one load run measured.
@@ -28,7 +30,9 @@ func (r *loadResult) percentile(p float64) time.Duration {
 	return r.Latencies[min(len(r.Latencies)-1, int(float64(len(r.Latencies))*p))]
 }
 
-var welcome = []byte("Welcome to KODEKLOUD! Visitor Count: ")
+// answerPrefix is welcome.Prefix as bytes, to check answers as they are
+// read.
+var answerPrefix = []byte(welcome.Prefix)
 
 // load sends GET / over conns keep-alive connections for d. With rate 0 it
 // is a closed loop (each connection sends its next request when the answer
@@ -97,11 +101,11 @@ func loadConn(addr string, rate float64, first, deadline time.Time) (*loadResult
 			return r, err
 		}
 		r.Latencies = append(r.Latencies, time.Since(sent))
-		if status != 200 || !bytes.HasPrefix(body, welcome) {
+		if status != 200 || !bytes.HasPrefix(body, answerPrefix) {
 			r.Failed++
 			continue
 		}
-		n, err := strconv.ParseInt(string(body[len(welcome):]), 10, 64)
+		n, err := strconv.ParseInt(string(body[len(answerPrefix):]), 10, 64)
 		if err != nil {
 			return r, fmt.Errorf("answer %q: %v", body, err)
 		}

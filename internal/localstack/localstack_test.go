@@ -22,6 +22,7 @@ import (
 	"github.com/kodekloud/counter/internal/testsupport/imagetest"
 	"github.com/kodekloud/counter/internal/testsupport/redistest"
 	"github.com/kodekloud/counter/internal/testsupport/stacktest"
+	"github.com/kodekloud/counter/internal/welcome"
 )
 
 func TestMain(m *testing.M) { stacktest.Main(m) }
@@ -192,7 +193,7 @@ func TestDockerJobReadsRedisAddressFromConsulKV(t *testing.T) {
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	// 100 proves the container counts in the Redis that Consul KV named.
-	if got, want := string(body), "Welcome to KODEKLOUD! Visitor Count: 100"; got != want {
+	if got, want := string(body), welcome.Prefix+"100"; got != want {
 		t.Errorf("GET / on %s = %q, want %q", addr, got, want)
 	}
 }
