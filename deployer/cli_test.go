@@ -60,10 +60,10 @@ func TestEveryCommandsHelpListsItsFlagsAndExitCodes(t *testing.T) {
 	}
 }
 
-// TestREADMEExitCodesMatch checks the README's table of exit codes against
-// the code's, row by row.
-func TestREADMEExitCodesMatch(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
+// TestDocsExitCodesMatch checks the table of exit codes in docs/deployer.md
+// against the code's, row by row.
+func TestDocsExitCodesMatch(t *testing.T) {
+	readme, err := os.ReadFile("../docs/deployer.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestREADMEExitCodesMatch(t *testing.T) {
 	}
 	for _, code := range []int{exitOK, exitError, exitUsage, exitFailed, exitAutoReverted, exitConflict, exitDrift, exitUnknown} {
 		if general, _, _ := strings.Cut(got[code], "; plan: "); general != exitMeaning(code) {
-			t.Errorf("README exit code %d: %q, want %q", code, got[code], exitMeaning(code))
+			t.Errorf("docs/deployer.md exit code %d: %q, want %q", code, got[code], exitMeaning(code))
 		}
 	}
 	plan := planCommand()
@@ -84,12 +84,12 @@ func TestREADMEExitCodesMatch(t *testing.T) {
 		if e.code == exitOK || e.code == exitPlanChanged {
 			// Shares its row with the general meaning: "... ; plan: ...".
 			if !strings.Contains(got[e.code], want) {
-				t.Errorf("README exit code %d does not say %q: %q", e.code, want, got[e.code])
+				t.Errorf("docs/deployer.md exit code %d does not say %q: %q", e.code, want, got[e.code])
 			}
 			continue
 		}
 		if got[e.code] != want {
-			t.Errorf("README exit code %d: %q, want %q", e.code, got[e.code], want)
+			t.Errorf("docs/deployer.md exit code %d: %q, want %q", e.code, got[e.code], want)
 		}
 	}
 }
@@ -155,23 +155,23 @@ func TestSubmitterIsNeverUnknown(t *testing.T) {
 	}
 }
 
-// readmeCommandBlock returns the README's summary of the deployer's commands
-// (the first code block under "## The deployer"): each command's text, its
-// line and the indented lines after it, without "# ..." comments.
+// readmeCommandBlock returns docs/deployer.md's summary of the deployer's
+// commands (the first code block under "## Commands"): each command's text,
+// its line and the indented lines after it, without "# ..." comments.
 func readmeCommandBlock(t *testing.T) map[string]string {
 	t.Helper()
-	readme, err := os.ReadFile("../README.md")
+	readme, err := os.ReadFile("../docs/deployer.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, found := strings.Cut(string(readme), "\n## The deployer\n")
+	_, section, found := strings.Cut(string(readme), "\n## Commands\n")
 	if !found {
-		t.Fatal(`README has no "## The deployer" section`)
+		t.Fatal(`docs/deployer.md has no "## Commands" section`)
 	}
 	_, block, _ := strings.Cut(section, "```\n")
 	block, _, found = strings.Cut(block, "```")
 	if !found {
-		t.Fatal(`README's "## The deployer" section has no code block`)
+		t.Fatal(`docs/deployer.md's "## Commands" section has no code block`)
 	}
 	entries := map[string]string{}
 	name := ""
@@ -182,22 +182,22 @@ func readmeCommandBlock(t *testing.T) map[string]string {
 		case strings.HasPrefix(line, "deployer "):
 			name = strings.Fields(line)[1]
 			if _, dup := entries[name]; dup {
-				t.Errorf("README command block line %d: deployer %s again", i+1, name)
+				t.Errorf("docs/deployer.md command block line %d: deployer %s again", i+1, name)
 			}
 			entries[name] = line
 		case name != "" && (line[0] == ' ' || line[0] == '\t'):
 			entries[name] += "\n" + line
 		default:
-			t.Errorf("README command block line %d: %q is neither a command nor its continuation", i+1, line)
+			t.Errorf("docs/deployer.md command block line %d: %q is neither a command nor its continuation", i+1, line)
 		}
 	}
 	return entries
 }
 
-// TestREADMECommandBlockListsEveryFlag keeps the README's hand-written
-// summary of the commands true: every command of the table is there with
-// every flag it registers, and no flag it does not.
-func TestREADMECommandBlockListsEveryFlag(t *testing.T) {
+// TestDocsCommandBlockListsEveryFlag keeps the hand-written summary of the
+// commands in docs/deployer.md true: every command of the table is there
+// with every flag it registers, and no flag it does not.
+func TestDocsCommandBlockListsEveryFlag(t *testing.T) {
 	entries := readmeCommandBlock(t)
 	flagRE := regexp.MustCompile(`(?:^|[\s\[|])-([a-z][a-z0-9-]*)`)
 	sh := &shell{getenv: func(string) string { return "" }, stdout: io.Discard, stderr: io.Discard}
@@ -206,7 +206,7 @@ func TestREADMECommandBlockListsEveryFlag(t *testing.T) {
 		table[c.name] = true
 		text, ok := entries[c.name]
 		if !ok {
-			t.Errorf("README command block has no line for deployer %s", c.name)
+			t.Errorf("docs/deployer.md command block has no line for deployer %s", c.name)
 			continue
 		}
 		listed := map[string]bool{}
@@ -216,17 +216,17 @@ func TestREADMECommandBlockListsEveryFlag(t *testing.T) {
 		fs, _ := c.flagSet(sh)
 		fs.VisitAll(func(f *flag.Flag) {
 			if !listed[f.Name] {
-				t.Errorf("README command block: deployer %s lacks -%s", c.name, f.Name)
+				t.Errorf("docs/deployer.md command block: deployer %s lacks -%s", c.name, f.Name)
 			}
 			delete(listed, f.Name)
 		})
 		for name := range listed {
-			t.Errorf("README command block: deployer %s has no flag -%s", c.name, name)
+			t.Errorf("docs/deployer.md command block: deployer %s has no flag -%s", c.name, name)
 		}
 	}
 	for name := range entries {
 		if !table[name] {
-			t.Errorf("README command block lists deployer %s, which is not in the command table", name)
+			t.Errorf("docs/deployer.md command block lists deployer %s, which is not in the command table", name)
 		}
 	}
 }

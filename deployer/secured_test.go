@@ -18,14 +18,15 @@ import (
 	"github.com/kodekloud/counter/internal/testsupport/stacktest"
 )
 
-// The README's commands for a secured cluster of one's own work as
-// written. Run on a stack with ACLs on whose Consul does not trust Nomad's
-// identities yet, they make that trust, prod's job policy, the deployer's
-// tokens and an operator's: two releases made with the deployer's tokens
+// The commands for a secured cluster of one's own in
+// docs/secured-cluster.md work as written. Run on a stack with ACLs on
+// whose Consul does not trust Nomad's identities yet, they make that
+// trust, prod's job policy, the deployer's tokens and an operator's: two
+// releases made with the deployer's tokens
 // run and count in the Redis their config names (so the task read its
 // snapshot with the token its identity got), and the operator's token
 // reverts the job with nomad job revert, config included.
-func TestREADMESecuredClusterCommandsWorkAsWritten(t *testing.T) {
+func TestDocsSecuredClusterCommandsWorkAsWritten(t *testing.T) {
 	t.Parallel()
 	s := stacktest.StartOwn(t)
 	nc, cc := stacktest.Clients(t, s)
@@ -35,7 +36,7 @@ func TestREADMESecuredClusterCommandsWorkAsWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := imagetest.RepoRoot(t)
-	block := readmeBlock(t, filepath.Join(root, "README.md"), "<!-- secured-cluster-commands")
+	block := readmeBlock(t, filepath.Join(root, "docs", "secured-cluster.md"), "<!-- run by TestDocsSecuredClusterCommandsWorkAsWritten -->")
 
 	// The nomad and consul CLIs of the stack, first on PATH.
 	bin := stacktest.Binaries(t)
@@ -52,7 +53,7 @@ func TestREADMESecuredClusterCommandsWorkAsWritten(t *testing.T) {
 		"CONSUL_HTTP_ADDR="+s.ConsulAddr, "CONSUL_HTTP_TOKEN="+s.ConsulToken)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		// Not the output: it holds the secrets of the tokens it made.
-		t.Fatalf("the README's commands failed: %v (last line: %q)", err, lastLine(string(out)))
+		t.Fatalf("the commands of docs/secured-cluster.md failed: %v (last line: %q)", err, lastLine(string(out)))
 	}
 
 	f := fixtureOf(t, s, "counter-prod")
@@ -60,8 +61,8 @@ func TestREADMESecuredClusterCommandsWorkAsWritten(t *testing.T) {
 	f.env["CONSUL_HTTP_TOKEN"] = consulTokenDescribed(t, cc, "deployer")
 	operator := nomadTokenNamed(t, nc, "tester")
 	for kind, secret := range map[string]string{
-		"README deployer's Nomad token": f.env["NOMAD_TOKEN"], "README deployer's Consul token": f.env["CONSUL_HTTP_TOKEN"],
-		"README operator's Nomad token": operator,
+		"docs' deployer's Nomad token": f.env["NOMAD_TOKEN"], "docs' deployer's Consul token": f.env["CONSUL_HTTP_TOKEN"],
+		"docs' operator's Nomad token": operator,
 	} {
 		stacktest.Secret(t, s, kind, secret)
 	}
@@ -77,7 +78,7 @@ func TestREADMESecuredClusterCommandsWorkAsWritten(t *testing.T) {
 		f.writeEnv("prod", rdb, 1, "")
 		rec, code, _ := submitJSON(t, f, "-env", "prod", "-image", image)
 		if code != exitOK {
-			t.Fatalf("submit with the README's deployer tokens: exit %d %+v", code, rec)
+			t.Fatalf("submit with the deployer tokens of docs/secured-cluster.md: exit %d %+v", code, rec)
 		}
 		if _, body := get(t, f.appURL(rec.ConfigHash)); !strings.Contains(body, "Visitor Count: "+want) {
 			t.Fatalf("the release answers %q, want count %s", body, want)
@@ -87,7 +88,7 @@ func TestREADMESecuredClusterCommandsWorkAsWritten(t *testing.T) {
 	submit(second, "201")
 
 	if _, code := stacktest.NomadAs(t, s, "", operator, "job", "revert", "-detach", f.job, "0"); code != 0 {
-		t.Fatalf("nomad job revert with the README's operator token: exit %d", code)
+		t.Fatalf("nomad job revert with the operator token of docs/secured-cluster.md: exit %d", code)
 	}
 	if dep := f.waitForDeployment(2, 2*time.Minute); dep.Status != nomad.DeploymentStatusSuccessful {
 		t.Fatalf("the revert's deployment: %s", dep.Status)

@@ -55,7 +55,7 @@ func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 
 	// With ACLs on, the UI acts with the token pasted at Settings > Tokens,
 	// which keeps it in the origin's local storage: a person's token, from
-	// the operator policy the README gives. It is stored from a page of the
+	// the operator policy docs/secured-cluster.md gives. It is stored from a page of the
 	// same origin that is not the UI: the UI, starting, may write its own
 	// idea of the token after ours.
 	if token := stacktest.OperatorToken(t, f.stack); token != "" {
