@@ -87,7 +87,7 @@ lint: ## gofmt and go vet
 	go vet ./...
 
 .PHONY: check
-check: lint ## the fast tier: gofmt, go vet and go test -short, which starts no server (under a minute)
+check: lint ## the fast tier: gofmt, go vet and go test -short, which starts no server (docs/testing.md)
 	go test -short ./...
 
 .PHONY: test
