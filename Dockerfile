@@ -22,6 +22,9 @@ RUN go build -trimpath \
       github.com/redis/go-redis/v9 \
       github.com/valyala/fasthttp \
       github.com/valyala/fasthttp/fasthttpadaptor
+# The project's own packages the app imports, then the app
+# (app/dockerfile_test.go keeps this list too).
+COPY internal/welcome/ ./internal/welcome/
 COPY app/ ./app/
 RUN go build -trimpath -ldflags="-s -w" -o /out/app ./app
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -11,6 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/kodekloud/counter/internal/welcome"
 )
 
 // counterKey is the Redis key the seed app counts visits in.
@@ -32,6 +35,9 @@ type metrics struct {
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	redisErrors prometheus.Counter
+	// uncertain counts the visits answered 503 whose INCRBY may still have
+	// been applied: visitorCount - 200 answers lies between 0 and it.
+	uncertain prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,8 +55,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "counter_redis_errors_total",
 			Help: "Redis commands that failed or timed out.",
 		}),
+		uncertain: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "counter_visits_uncertain_total",
+			Help: "Visits answered 503 whose INCRBY was sent and may have been applied by Redis: visitorCount minus the 200 answers lies between 0 and this.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.redisErrors)
+	reg.MustRegister(m.requests, m.duration, m.redisErrors, m.uncertain)
 	return m
 }
 
@@ -80,8 +90,15 @@ func newHandler(c counter, db pinger, timeout time.Duration, m *metrics, g prome
 }
 
 // serve routes a request. GET / counts a visit, so it takes GET only; the
-// other routes also answer HEAD, as monitors send it.
+// other routes also answer HEAD, as monitors send it. A request without a
+// well-formed Host is refused before any route sees it, so it counts no
+// visit.
 func (h *handler) serve(ctx *fasthttp.RequestCtx) {
+	if !validHost(ctx.Host()) {
+		ctx.Error("400 bad request: malformed Host header\n", fasthttp.StatusBadRequest)
+		ctx.SetConnectionClose()
+		return
+	}
 	var route fasthttp.RequestHandler
 	switch string(ctx.Path()) {
 	case "/":
@@ -114,10 +131,9 @@ func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
 	ctx.Response.Header.Set(fasthttp.HeaderAllow, allow)
 }
 
-// What both servers answer: fasthttp's handler here and the epoll loop.
+// What GET / answers.
 const (
 	textPlain       = "text/plain; charset=utf-8"
-	welcomeText     = "Welcome to KODEKLOUD! Visitor Count: "
 	unavailableText = "Service Unavailable: the visitor counter cannot reach Redis\n"
 )
 
@@ -130,6 +146,9 @@ func (h *handler) count(ctx *fasthttp.RequestCtx) {
 	if err != nil {
 		h.m.redisErrors.Inc()
 		h.err503.Inc()
+		if mayHaveCounted(err) {
+			h.m.uncertain.Inc()
+		}
 		h.log.Error("redis INCRBY failed", "key", counterKey, "err", err)
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 		ctx.SetBodyString(unavailableText)
@@ -138,7 +157,7 @@ func (h *handler) count(ctx *fasthttp.RequestCtx) {
 	}
 	// Appended to the response's pooled buffer: no allocation per request.
 	var digits [20]byte
-	ctx.Response.AppendBodyString(welcomeText)
+	ctx.Response.AppendBodyString(welcome.Prefix)
 	ctx.Response.AppendBody(strconv.AppendInt(digits[:0], n, 10))
 	h.ok200.Inc()
 	h.rootDuration.Observe(time.Since(start).Seconds())
@@ -163,4 +182,17 @@ func (h *handler) readyz(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	ctx.SetBodyString("ready\n")
+}
+
+// validHost reports whether host is a Host header's value a client may send:
+// a host name, an IPv4 address or a bracketed IPv6 address, each with an
+// optional port, as net/url reads it. Empty, "a b", "evil.com/@x" and "[::1"
+// are not.
+func validHost(host []byte) bool {
+	if len(host) == 0 || len(host) > 255 {
+		return false
+	}
+	u, err := url.Parse("http://" + string(host))
+	return err == nil && u.Host == string(host) && u.User == nil &&
+		u.Path == "" && u.RawQuery == "" && u.Fragment == "" && !u.ForceQuery
 }

@@ -14,11 +14,27 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// The timeouts of both servers, fasthttp's and the epoll loop's.
+// The server's limits against clients that are slow, silent or hostile
+// (docs/app.md lists them with the tests that hold them).
 const (
-	readTimeout  = 5 * time.Second  // to read one request, headers and body
-	idleTimeout  = 60 * time.Second // for the next request on a kept-alive connection
-	writeTimeout = 10 * time.Second // to write one answer
+	// readTimeout bounds reading one request, head and body, from its first
+	// byte: fasthttp sets one deadline per request, so a client that trickles
+	// a byte at a time is closed when it runs out, however slowly it sends.
+	readTimeout = 5 * time.Second
+	// idleTimeout bounds the wait for a connection's first byte and for the
+	// next request on a kept-alive one: a silent connection is closed.
+	idleTimeout = 5 * time.Second
+	// writeTimeout bounds writing one answer: a client that never reads
+	// holds its connection this long at most, with no more than one answer
+	// buffered for it.
+	writeTimeout = 10 * time.Second
+	// bufferSize is each connection's read and write buffer. A request head
+	// larger than it is refused with 431; no route needs more.
+	bufferSize = 4 << 10
+	// maxConns is the most connections served at once; one more is answered
+	// 503 and closed. Each costs about 15 KiB (buffers, goroutine, fasthttp's
+	// request state): 4,096 of them fit in the job's 64 MiB with room left.
+	maxConns = 4096
 )
 
 // gcPercent is the app's GOGC unless the environment sets one.
@@ -35,31 +51,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return startError{err}
 	}
 	if getenv("GOGC") == "" {
-		// The live heap is a few MiB of per-connection buffers, and the app
-		// allocates per Redis round trip, not per request: collecting at
-		// 25% growth instead of 100% costs no throughput that make bench
-		// can see, and cuts peak RSS by 3 MiB (21 to 18 MiB at c=256).
+		// The live heap is a few MiB of per-connection buffers: collecting
+		// at 25% growth instead of 100% keeps RSS small under many
+		// connections (docs/performance.md).
 		debug.SetGCPercent(gcPercent)
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 
-	// go-redis answers /readyz's PING; the count has a connection of its
-	// own (incrConn).
 	rdb := redis.NewClient(&redis.Options{
-		Addr:                  cfg.redisAddr,
-		DialTimeout:           cfg.redisTimeout,
-		ReadTimeout:           cfg.redisTimeout,
-		WriteTimeout:          cfg.redisTimeout,
-		PoolTimeout:           cfg.redisTimeout,
-		ContextTimeoutEnabled: true,
-		// One PING within one timeout: /readyz answers within it.
+		Addr:         cfg.redisAddr,
+		DialTimeout:  cfg.redisTimeout,
+		ReadTimeout:  cfg.redisTimeout,
+		WriteTimeout: cfg.redisTimeout,
+		PoolTimeout:  cfg.redisTimeout,
+		// Never send a command twice: an INCRBY whose reply was lost may
+		// have been applied, and a retry would count its visits again.
 		MaxRetries: -1,
+		// The batcher keeps one INCRBY in flight and /readyz sends a PING:
+		// a few connections are all the app ever needs.
+		PoolSize: 4,
 		// Skip CLIENT SETINFO on every new connection: one round trip less
 		// when the pool refills after Redis comes back.
 		DisableIdentity: true,
 	})
 	defer rdb.Close()
-	counter := newBatcher(&incrConn{addr: cfg.redisAddr, timeout: cfg.redisTimeout}, counterKey)
+	counter := newBatcher(rdb, counterKey)
 	defer counter.Close()
 
 	ln, err := net.Listen("tcp", cfg.listenAddr)
@@ -69,55 +85,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	reg := prometheus.NewRegistry()
 	h := newHandler(counter, rdb, cfg.redisTimeout, newMetrics(reg), reg, log)
-	srv := &fasthttp.Server{
-		Handler: h.serve,
-		// ReadTimeout bounds reading one request, headers and body, as
-		// net/http's ReadHeaderTimeout did; IdleTimeout a keep-alive wait.
-		ReadTimeout:  readTimeout,
-		IdleTimeout:  idleTimeout,
-		WriteTimeout: writeTimeout,
-		// No route takes a body.
-		MaxRequestBodySize: 64 << 10,
-		CloseOnShutdown:    true,
-		// A worker goroutine per connection stays for this long after its
-		// connection goes idle: after a burst the count soon comes back down.
-		MaxIdleWorkerDuration: time.Second,
-		NoDefaultServerHeader: true,
-		Logger:                fasthttpLogger{log},
-	}
-	fast, err := newLoop(ln, h, log, cfg.redisAddr, cfg.redisTimeout)
-	if err != nil {
-		ln.Close()
-		return startError{fmt.Errorf("serve on %s: %w", ln.Addr(), err)}
-	}
+	srv := newServer(h.serve, log)
 	log.Info("listening", "addr", ln.Addr().String(), "redis", cfg.redisAddr)
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(fast.handoff) }()
-	loopErr := make(chan error, 1)
-	go func() { loopErr <- fast.run() }()
-
-	// stopFasthttp stops fasthttp, and its listener even if Serve has not
-	// begun (Shutdown leaves it alone then).
-	stopFasthttp := func() {
-		_ = srv.Shutdown()
-		fast.handoff.Close()
-		<-serveErr
-	}
+	go func() { serveErr <- srv.Serve(ln) }()
 	select {
 	case err := <-serveErr:
-		fast.stop()
-		<-loopErr
-		fast.handoff.Close()
-		return fmt.Errorf("serve: %w", err)
-	case err := <-loopErr:
-		stopFasthttp()
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "timeout", cfg.shutdownTimeout.String())
-	if err := shutdown(fast, srv, loopErr, stopFasthttp, cfg.shutdownTimeout); err != nil {
-		return err
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	if err := srv.ShutdownWithContext(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
 	}
 	// Serve returns nil once shutdown has begun.
 	if err := <-serveErr; err != nil {
@@ -127,53 +109,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// shutdown drains both servers under one deadline. The loop stops handing
-// connections over first; fasthttp takes the ones it was already given, and
-// then both answer what they have and close.
-func shutdown(fast *loop, srv *fasthttp.Server, loopErr chan error, stopFasthttp func(), timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	fast.stop()
-	handedOver := make(chan struct{})
-	go func() {
-		select {
-		case <-fast.draining:
-		case <-ctx.Done():
-		}
-		fast.handoff.given.Wait()
-		close(handedOver)
-	}()
-	select {
-	case <-handedOver:
-	case err := <-loopErr:
-		if err != nil {
-			stopFasthttp()
-			return fmt.Errorf("serve: %w", err)
-		}
-		// Drained already, with nothing left to hold it.
-		loopErr <- nil
-		<-handedOver
+// newServer is the app's HTTP server with its limits.
+func newServer(h fasthttp.RequestHandler, log *slog.Logger) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:         h,
+		ReadTimeout:     readTimeout,
+		IdleTimeout:     idleTimeout,
+		WriteTimeout:    writeTimeout,
+		ReadBufferSize:  bufferSize,
+		WriteBufferSize: bufferSize,
+		Concurrency:     maxConns,
+		// No route takes a body.
+		MaxRequestBodySize: bufferSize,
+		// Idle kept-alive connections give their buffers back to the pool.
+		ReduceMemoryUsage: true,
+		CloseOnShutdown:   true,
+		// A worker goroutine per connection stays for this long after its
+		// connection goes idle: after a burst the count soon comes back down.
+		MaxIdleWorkerDuration: time.Second,
+		NoDefaultServerHeader: true,
+		Logger:                fasthttpLogger{log},
 	}
-	shutErr := make(chan error, 1)
-	go func() {
-		err := srv.ShutdownWithContext(ctx)
-		fast.handoff.Close() // in case Serve had not begun
-		shutErr <- err
-	}()
-	select {
-	case err := <-loopErr:
-		if err != nil {
-			return fmt.Errorf("serve: %w", err)
-		}
-	case <-ctx.Done():
-		fast.abort()
-		<-loopErr
-		return fmt.Errorf("shutdown: %w", ctx.Err())
-	}
-	if err := <-shutErr; err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	return nil
 }
 
 // startError is an error that stopped the app before it served anything.
