@@ -1,19 +1,24 @@
 // Package redistest runs a real redis-server on a free loopback port for a
-// test, and can stop and restart it on the same port to show outages.
+// test, and can stop and restart it on the same port to show outages, or
+// pause and resume it to show a server that stalls with its connections
+// open.
 package redistest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os/exec"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/kodekloud/counter/internal/resp"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/kodekloud/counter/internal/testsupport/envtest"
 )
 
@@ -22,13 +27,17 @@ type Server struct {
 	Host string
 	Port int
 
-	tb   testing.TB
-	bin  string
-	dir  string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *bytes.Buffer
+	tb     testing.TB
+	bin    string
+	dir    string
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{}
+	log    *bytes.Buffer
+	paused bool
+	// resumeAtCleanup is set once Pause has registered a cleanup that
+	// resumes the server.
+	resumeAtCleanup bool
 }
 
 // Start runs redis-server on a free port of 127.0.0.1 and stops it when the
@@ -95,7 +104,7 @@ func (s *Server) start() error {
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if err := resp.Ping(s.Addr()); err == nil {
+		if err := ping(s.Addr()); err == nil {
 			return nil
 		} else if time.Now().After(deadline) {
 			return fmt.Errorf("redis-server on %s not ready after 10s: %v\n%s", s.Addr(), err, s.log)
@@ -110,12 +119,17 @@ func (s *Server) start() error {
 }
 
 // Stop kills the server and waits for it to exit; the port refuses
-// connections afterwards. Stopping a stopped server does nothing.
+// connections afterwards. A paused server is resumed first, so it dies as a
+// running server does. Stopping a stopped server does nothing.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd == nil {
 		return
+	}
+	if s.paused {
+		_ = s.cmd.Process.Signal(syscall.SIGCONT)
+		s.paused = false
 	}
 	_ = s.cmd.Process.Kill()
 	<-s.done
@@ -125,13 +139,116 @@ func (s *Server) Stop() {
 	}
 }
 
+// Pause stops the server process with SIGSTOP: its port still accepts
+// connections and its open connections stay open, but nothing is answered
+// until Resume, as a Redis that stalls (swapping, a long fork, a frozen VM)
+// looks to its clients. A server still paused when the test ends is resumed
+// by a cleanup that runs before those registered earlier (a client under
+// test shutting down sees a live Redis), and before it is stopped. Pausing a
+// paused server does nothing; pausing a stopped one fails the test.
+func (s *Server) Pause() {
+	s.tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		s.tb.Fatalf("redistest: Pause: redis on %s is not running", s.Addr())
+	}
+	if s.paused {
+		return
+	}
+	if !s.resumeAtCleanup {
+		s.tb.Cleanup(s.Resume)
+		s.resumeAtCleanup = true
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.tb.Fatalf("redistest: Pause: SIGSTOP redis-server on %s: %v", s.Addr(), err)
+	}
+	s.paused = true
+}
+
+// Resume continues a server stopped by Pause with SIGCONT; it answers what
+// its clients sent while it was paused, in order. Resuming a server that is
+// not paused does nothing.
+func (s *Server) Resume() {
+	s.tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || !s.paused {
+		return
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		s.tb.Fatalf("redistest: Resume: SIGCONT redis-server on %s: %v", s.Addr(), err)
+	}
+	s.paused = false
+}
+
 // Get returns the value of key as a string, "" when it does not exist.
 func (s *Server) Get(key string) (string, error) {
-	return resp.Do(s.Addr(), "GET", key)
+	var v string
+	err := do(s.Addr(), func(ctx context.Context, c *redis.Client) (err error) {
+		v, err = c.Get(ctx, key).Result()
+		if errors.Is(err, redis.Nil) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("GET %s: %w", key, err)
+	}
+	return v, nil
 }
 
 // Set sets key to value.
 func (s *Server) Set(key, value string) error {
-	_, err := resp.Do(s.Addr(), "SET", key, value)
-	return err
+	err := do(s.Addr(), func(ctx context.Context, c *redis.Client) error {
+		return c.Set(ctx, key, value, 0).Err()
+	})
+	if err != nil {
+		return fmt.Errorf("SET %s: %w", key, err)
+	}
+	return nil
+}
+
+// ping reports whether the server at addr answers PING.
+func ping(addr string) error {
+	return do(addr, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
+}
+
+// do runs f with a client of its own over one new connection to addr: the
+// test's view of Redis shares no pool with the client under test, and a
+// server restarted since the last call is met afresh. The connection is
+// dialled here, within a second, and handed to the client: a server not
+// listening yet, which start polls for, fails here instead of in go-redis's
+// pool, which would log every refused dial and keep redialling in the
+// background. Each command is sent once and fails after two seconds without
+// an answer, so a paused server does not hang the test. Errors name addr.
+func do(addr string, f func(context.Context, *redis.Client) error) error {
+	ctx := context.Background()
+	nc, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err // names addr
+	}
+	one := make(chan net.Conn, 1)
+	one <- nc
+	c := redis.NewClient(&redis.Options{
+		Addr: addr,
+		Dialer: func(context.Context, string, string) (net.Conn, error) {
+			select {
+			case conn := <-one:
+				return conn, nil
+			default:
+				return nil, errors.New("its one connection was closed")
+			}
+		},
+		ReadTimeout:     2 * time.Second,
+		WriteTimeout:    2 * time.Second,
+		MaxRetries:      -1,
+		PoolSize:        1,
+		DisableIdentity: true,
+	})
+	defer c.Close()
+	if err := f(ctx, c); err != nil {
+		return fmt.Errorf("redis %s: %w", addr, err)
+	}
+	return nil
 }
