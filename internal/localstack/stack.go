@@ -27,7 +27,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kodekloud/counter/internal/resp"
+	"github.com/redis/go-redis/v9"
 )
 
 // startOrder names the processes a stack may record, in start order; Stop
@@ -273,9 +273,9 @@ func (s *Stack) checks() []check {
 		checks = append(checks, check{"consul", "Consul leader at " + s.ConsulAddr, s.consulReady})
 	}
 	checks = append(checks, []check{
-		{"redis", "Redis PING at " + s.RedisAddr, func(context.Context) error { return resp.Ping(s.RedisAddr) }},
-		{"redis-test", "Redis PING at " + s.envRedisAddr("redis_db_test"), func(context.Context) error { return resp.Ping(s.envRedisAddr("redis_db_test")) }},
-		{"redis-prod", "Redis PING at " + s.envRedisAddr("redis_db_prod"), func(context.Context) error { return resp.Ping(s.envRedisAddr("redis_db_prod")) }},
+		{"redis", "Redis PING at " + s.RedisAddr, func(ctx context.Context) error { return pingRedis(ctx, s.RedisAddr) }},
+		{"redis-test", "Redis PING at " + s.envRedisAddr("redis_db_test"), func(ctx context.Context) error { return pingRedis(ctx, s.envRedisAddr("redis_db_test")) }},
+		{"redis-prod", "Redis PING at " + s.envRedisAddr("redis_db_prod"), func(ctx context.Context) error { return pingRedis(ctx, s.envRedisAddr("redis_db_prod")) }},
 		{"registry", "Docker registry at " + s.RegistryAddr, s.registryReady},
 	}...)
 	if s.cfg.Cluster {
@@ -569,11 +569,11 @@ func (s *Stack) Healthy(ctx context.Context) error {
 			return fmt.Errorf("nomad: %w", err)
 		}
 	}
-	if err := resp.Ping(s.RedisAddr); err != nil {
+	if err := pingRedis(ctx, s.RedisAddr); err != nil {
 		return err
 	}
 	for host := range s.Hosts {
-		if err := resp.Ping(s.envRedisAddr(host)); err != nil {
+		if err := pingRedis(ctx, s.envRedisAddr(host)); err != nil {
 			return fmt.Errorf("%s: %w", host, err)
 		}
 	}
@@ -581,6 +581,43 @@ func (s *Stack) Healthy(ctx context.Context) error {
 		if err := s.registryReady(ctx); err != nil {
 			return fmt.Errorf("registry: %w", err)
 		}
+	}
+	return nil
+}
+
+// pingRedis reports whether the Redis at addr answers PING, over a
+// connection of its own so the check shares nothing with any other client.
+// The connection is dialled here, within a second, and handed to go-redis: a
+// server not listening yet, which the readiness checks poll for, fails here
+// rather than in go-redis's pool, which would log every refused dial and
+// keep redialling in the background. PING is sent once and fails after two
+// seconds without an answer. Errors name addr.
+func pingRedis(ctx context.Context, addr string) error {
+	nc, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err // names addr
+	}
+	one := make(chan net.Conn, 1)
+	one <- nc
+	c := redis.NewClient(&redis.Options{
+		Addr: addr,
+		Dialer: func(context.Context, string, string) (net.Conn, error) {
+			select {
+			case conn := <-one:
+				return conn, nil
+			default:
+				return nil, errors.New("its one connection was closed")
+			}
+		},
+		ReadTimeout:     2 * time.Second,
+		WriteTimeout:    2 * time.Second,
+		MaxRetries:      -1,
+		PoolSize:        1,
+		DisableIdentity: true,
+	})
+	defer c.Close()
+	if err := c.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis %s: PING: %w", addr, err)
 	}
 	return nil
 }
