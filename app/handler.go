@@ -94,7 +94,7 @@ func newHandler(c counter, db pinger, timeout time.Duration, m *metrics, g prome
 // well-formed Host is refused before any route sees it, so it counts no
 // visit.
 func (h *handler) serve(ctx *fasthttp.RequestCtx) {
-	if !validHost(ctx.Host()) {
+	if !validHost(ctx.Request.Header.Host(), ctx.Request.Header.IsHTTP11()) {
 		ctx.Error("400 bad request: malformed Host header\n", fasthttp.StatusBadRequest)
 		ctx.SetConnectionClose()
 		return
@@ -186,10 +186,14 @@ func (h *handler) readyz(ctx *fasthttp.RequestCtx) {
 
 // validHost reports whether host is a Host header's value a client may send:
 // a host name, an IPv4 address or a bracketed IPv6 address, each with an
-// optional port, as net/url reads it. Empty, "a b", "evil.com/@x" and "[::1"
-// are not.
-func validHost(host []byte) bool {
-	if len(host) == 0 || len(host) > 255 {
+// optional port, as net/url reads it. "a b", "evil.com/@x" and "[::1" are
+// not. HTTP/1.1 requires one (RFC 9112, 3.2); an HTTP/1.0 request may come
+// without, as HAProxy's health checks do.
+func validHost(host []byte, http11 bool) bool {
+	if len(host) == 0 {
+		return !http11
+	}
+	if len(host) > 255 {
 		return false
 	}
 	u, err := url.Parse("http://" + string(host))

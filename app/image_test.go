@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"strings"
 	"strconv"
 	"testing"
 	"time"
@@ -40,7 +42,8 @@ func TestImageServesCountFromRedis(t *testing.T) {
 	if err := rdb.Set(counterKey, "41"); err != nil {
 		t.Fatal(err)
 	}
-	cid, err := imagetest.Docker("run", "-d", "--network", "host",
+	// 64 MiB, as the job gives the task (jobs/counter.nomad.hcl).
+	cid, err := imagetest.Docker("run", "-d", "--network", "host", "--memory=64m", "--memory-swap=64m",
 		"-e", "HOST="+rdb.Host, "-e", "PORT="+strconv.Itoa(rdb.Port), "-e", "LISTEN_ADDR=127.0.0.1:0", tag)
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +82,18 @@ func TestImageServesCountFromRedis(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+
+	t.Run("survives 1,000 hostile clients in 64 MiB while a normal one is answered", func(t *testing.T) {
+		hostileClients(t, "http://"+listen, 1000)
+		if state, _ := imagetest.Docker("inspect", "-f", "{{.State.Running}} {{.State.OOMKilled}}", cid); state != "true false" {
+			t.Errorf("container running, OOM-killed: %s; want true false", state)
+		}
+		full, _ := imagetest.Docker("inspect", "-f", "{{.Id}}", cid)
+		if b, err := os.ReadFile("/sys/fs/cgroup/memory/docker/" + full + "/memory.max_usage_in_bytes"); err == nil {
+			n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+			t.Logf("the container's peak memory: %.1f MiB of 64", float64(n)/(1<<20))
+		}
+	})
 
 	// SIGTERM (docker stop) must end the app cleanly with exit code 0.
 	if _, err := imagetest.Docker("stop", "-t", "10", cid); err != nil {

@@ -89,7 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("listening", "addr", ln.Addr().String(), "redis", cfg.redisAddr)
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(patientListener{ln, log}) }()
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("serve: %w", err)
