@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strings"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
