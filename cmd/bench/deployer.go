@@ -21,7 +21,6 @@ import (
 	"github.com/kodekloud/counter/internal/access"
 	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/localstack"
-	"github.com/kodekloud/counter/internal/resp"
 )
 
 type comparison struct {
@@ -161,7 +160,7 @@ func benchDeployer(ctx context.Context, root, work string, versions, rounds int,
 			return nil, err
 		}
 		defer p.stop()
-		if err := waitFor(10*time.Second, func() error { return resp.Ping(fmt.Sprintf("127.0.0.1:%d", port)) }); err != nil {
+		if err := waitFor(10*time.Second, func() error { return pingRedis(ctx, fmt.Sprintf("127.0.0.1:%d", port)) }); err != nil {
 			return nil, err
 		}
 		redisPorts = append(redisPorts, port)
