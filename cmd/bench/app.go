@@ -13,12 +13,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/kodekloud/counter/internal/resp"
 )
 
-// appLoads are the three loads of a point: the app's GET / and GET /healthz
-// under wrk, and Redis under redis-benchmark.
+// appLoads are the three loads of a point for one app: its GET / and GET
+// /healthz under wrk, and Redis under redis-benchmark in the same round.
 type appLoads struct {
 	AppRPS       float64 `json:"app_rps"`
 	AppP50MS     float64 `json:"app_p50_ms"`
@@ -32,7 +30,8 @@ type appLoads struct {
 }
 
 // appPoint is one concurrency level: each figure the median of Runs, which
-// were interleaved with the other points' runs and with each other.
+// were interleaved with the other points' runs, with the other app's and
+// with each other.
 type appPoint struct {
 	Conns int `json:"connections"`
 	appLoads
@@ -43,177 +42,292 @@ type appPoint struct {
 	Runs         []appRun `json:"runs"`
 }
 
-// appRun is one round of a point, its loads in Order.
+// appRun is one round of a point, every load of the round in Order (both
+// apps' when a baseline runs); its figures are one app's and the round's
+// redis-benchmark.
 type appRun struct {
 	Order []string `json:"order"`
 	appLoads
 	CounterChecks string `json:"counter_check"`
 }
 
-type appReport struct {
-	Points      []appPoint `json:"points"`
-	Rounds      int        `json:"rounds"`
-	PeakRSSMiB  float64    `json:"app_peak_rss_mib"`
-	HalfRate    float64    `json:"half_peak_rate"`
-	HalfP50MS   float64    `json:"half_peak_p50_ms"`
-	HalfP99MS   float64    `json:"half_peak_p99_ms"`
-	Exact       string     `json:"exact_check"`
-	ExactOK     bool       `json:"exact_check_ok"`
-	Duration    string     `json:"duration_per_point"`
-	AppRevision string     `json:"app"`
+// appResult is what the bench measured of one app binary.
+type appResult struct {
+	Revision   string     `json:"revision"`
+	From       string     `json:"built_from"`
+	Points     []appPoint `json:"points"`
+	PeakRSSMiB float64    `json:"peak_rss_mib"`
+	HalfRate   float64    `json:"half_peak_rate"`
+	HalfP50MS  float64    `json:"half_peak_p50_ms"`
+	HalfP99MS  float64    `json:"half_peak_p99_ms"`
+	Exact      string     `json:"exact_check"`
+	ExactOK    bool       `json:"exact_check_ok"`
 }
 
-// benchApp runs the app and Redis and loads both at each concurrency.
-func benchApp(ctx context.Context, root, work string, conns []int, rounds int, d time.Duration, progress io.Writer) (*appReport, error) {
-	for _, tool := range []string{"redis-server", "redis-benchmark", "wrk"} {
+// appReport is the app half of a run: the app under test and, when one was
+// asked for, a baseline built from another revision, measured in the same
+// rounds on the same Redis.
+type appReport struct {
+	Rounds   int        `json:"rounds"`
+	Duration string     `json:"duration_per_point"`
+	App      *appResult `json:"app"`
+	Baseline *appResult `json:"baseline,omitempty"`
+}
+
+// results returns the app's result, then the baseline's if there is one.
+func (r *appReport) results() []*appResult {
+	if r.Baseline == nil {
+		return []*appResult{r.App}
+	}
+	return []*appResult{r.App, r.Baseline}
+}
+
+// appOptions are what benchApp measures and builds.
+type appOptions struct {
+	conns  []int
+	rounds int
+	d      time.Duration
+	// appRev is the revision of the app under test, "" for the working
+	// tree; baselineRev that of the baseline, "" for none.
+	appRev, baselineRev string
+}
+
+// appTarget is an app binary the bench runs: the app under test, named
+// "app", or the baseline.
+type appTarget struct {
+	name string
+	addr string
+	p    *proc
+	res  *appResult
+	runs [][]appRun // per point
+}
+
+// benchApp runs Redis and the app (and the baseline, if asked for) and loads
+// each at each concurrency, the apps' loads interleaved.
+func benchApp(ctx context.Context, root, work string, o appOptions, progress io.Writer) (*appReport, error) {
+	for _, tool := range []string{"redis-server", "redis-benchmark", "wrk", "git", "tar"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("%s not found: install Debian's redis-server, redis-tools and wrk packages", tool)
 		}
 	}
-	redisPort, appPort := freePort(), freePort()
+	// Built before anything starts, so a revision that does not build
+	// fails the run at once; both revisions are looked up before either
+	// is built.
+	type build struct{ name, rev string }
+	builds := []build{{"app", o.appRev}}
+	if o.baselineRev != "" {
+		builds = append(builds, build{"baseline", o.baselineRev})
+	}
+	for _, b := range builds {
+		if b.rev == "" {
+			continue
+		}
+		if _, err := resolveRev(ctx, root, b.rev); err != nil {
+			return nil, fmt.Errorf("%s: %w", b.name, err)
+		}
+	}
+	var targets []*appTarget
+	for _, b := range builds {
+		built, err := buildApp(ctx, root, work, b.name, b.rev, progress)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", b.name, err)
+		}
+		targets = append(targets, &appTarget{name: b.name, res: &appResult{Revision: built.revision, From: built.from},
+			runs: make([][]appRun, len(o.conns))})
+		defer os.Remove(built.bin)
+	}
+
+	redisPort := freePort()
 	redisAddr := fmt.Sprintf("127.0.0.1:%d", redisPort)
-	appAddr := fmt.Sprintf("127.0.0.1:%d", appPort)
-	redis, err := startProc(ctx, filepath.Join(work, "redis.log"), nil, "redis-server",
+	redisProc, err := startProc(ctx, filepath.Join(work, "redis.log"), nil, "redis-server",
 		"--bind", "127.0.0.1", "--port", strconv.Itoa(redisPort), "--save", "", "--appendonly", "no")
 	if err != nil {
 		return nil, err
 	}
-	defer redis.stop()
-	if err := waitFor(10*time.Second, func() error { return resp.Ping(redisAddr) }); err != nil {
+	defer redisProc.stop()
+	if err := waitFor(10*time.Second, func() error { return pingRedis(ctx, redisAddr) }); err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	appBin := filepath.Join(work, "app")
-	// Built as the Dockerfile builds it, so the RSS is the shipped binary's.
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", appBin, filepath.Join(root, "app"))
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build ./app: %v\n%s", err, out)
-	}
-	app, err := startProc(ctx, filepath.Join(work, "app.log"),
-		[]string{"HOST=127.0.0.1", "PORT=" + strconv.Itoa(redisPort), "LISTEN_ADDR=" + appAddr}, appBin)
-	if err != nil {
-		return nil, err
-	}
-	defer app.stop()
-	if err := waitFor(10*time.Second, func() error { return httpOK("http://" + appAddr + "/readyz") }); err != nil {
-		return nil, fmt.Errorf("app: %w", err)
+	counter := newCounterStore(redisAddr)
+	defer counter.Close()
+	for _, t := range targets {
+		t.addr = fmt.Sprintf("127.0.0.1:%d", freePort())
+		t.p, err = startProc(ctx, filepath.Join(work, t.name+".log"),
+			[]string{"HOST=127.0.0.1", "PORT=" + strconv.Itoa(redisPort), "LISTEN_ADDR=" + t.addr}, filepath.Join(work, t.name))
+		if err != nil {
+			return nil, err
+		}
+		defer t.p.stop()
+		if err := waitFor(10*time.Second, func() error { return httpOK("http://" + t.addr + "/readyz") }); err != nil {
+			return nil, fmt.Errorf("%s: %w", t.name, err)
+		}
+		fmt.Fprintf(progress, "app: %s %s (%s) listens on %s, Redis at %s\n", t.name, t.res.Revision, t.res.From, t.addr, redisAddr)
 	}
 
-	rep := &appReport{Duration: d.String(), AppRevision: gitRevision(root), Rounds: rounds}
-	runs := make([][]appRun, len(conns))
-	// Rounds outside, points inside, and each round a different order of
-	// the three loads: the machine's drift and its neighbours' bursts spread
-	// over every point and every load instead of landing on one.
-	for round := range rounds {
-		for i, c := range conns {
-			run := appRun{}
+	rep := &appReport{Duration: o.d.String(), Rounds: o.rounds, App: targets[0].res}
+	if len(targets) > 1 {
+		rep.Baseline = targets[1].res
+	}
+	cycle := loadCycle(targets)
+	// Rounds outside, points inside, and each round a different turn of
+	// the cycle of loads: the machine's drift and its neighbours' bursts
+	// spread over every point, every load and both apps instead of landing
+	// on one.
+	for round := range o.rounds {
+		for i, c := range o.conns {
+			var redisRun appLoads
+			runs := make([]appRun, len(targets))
 			measure := map[string]func() error{
 				"redis-benchmark": func() (err error) {
-					run.RedisRPS, run.RedisP50MS, run.RedisP99MS, err = redisBenchmark(ctx, redisPort, c, d)
-					return err
-				},
-				"GET /": func() (err error) {
-					run.AppRPS, run.AppP50MS, run.AppP99MS, run.CounterChecks, err = countedWrk(ctx, appAddr, redisAddr, c, d)
-					return err
-				},
-				"GET /healthz": func() (err error) {
-					run.HealthzRPS, run.HealthzP50MS, run.HealthzP99MS, _, _, err = wrk(ctx, appAddr, "/healthz", c, d)
+					redisRun.RedisRPS, redisRun.RedisP50MS, redisRun.RedisP99MS, err = redisBenchmark(ctx, redisPort, c, o.d)
 					return err
 				},
 			}
-			order := []string{"redis-benchmark", "GET /", "GET /healthz"}
-			for range (round + i) % len(order) {
-				order = append(order[1:], order[0])
+			for k, t := range targets {
+				r := &runs[k]
+				measure[t.name+" GET /"] = func() (err error) {
+					r.AppRPS, r.AppP50MS, r.AppP99MS, r.CounterChecks, err = countedWrk(ctx, t.addr, counter, c, o.d)
+					return err
+				}
+				measure[t.name+" GET /healthz"] = func() (err error) {
+					r.HealthzRPS, r.HealthzP50MS, r.HealthzP99MS, _, _, err = wrk(ctx, t.addr, "/healthz", c, o.d)
+					return err
+				}
 			}
-			run.Order = order
-			fmt.Fprintf(progress, "app: round %d/%d, c=%d: %s, %s each\n", round+1, rounds, c, strings.Join(order, ", "), d)
+			order := turn(cycle, round+i)
+			fmt.Fprintf(progress, "app: round %d/%d, c=%d: %s, %s each\n", round+1, o.rounds, c, strings.Join(order, ", "), o.d)
 			for _, what := range order {
 				if err := measure[what](); err != nil {
 					return nil, fmt.Errorf("c=%d: %s: %w", c, what, err)
 				}
 			}
-			runs[i] = append(runs[i], run)
+			for k, t := range targets {
+				runs[k].Order = order
+				runs[k].RedisRPS, runs[k].RedisP50MS, runs[k].RedisP99MS = redisRun.RedisRPS, redisRun.RedisP50MS, redisRun.RedisP99MS
+				t.runs[i] = append(t.runs[i], runs[k])
+			}
 		}
 	}
-	for i, c := range conns {
-		rs := runs[i]
-		p := appPoint{Conns: c, Runs: rs, appLoads: appLoads{
-			AppRPS:       median(rs, func(r appRun) float64 { return r.AppRPS }),
-			AppP50MS:     median(rs, func(r appRun) float64 { return r.AppP50MS }),
-			AppP99MS:     median(rs, func(r appRun) float64 { return r.AppP99MS }),
-			HealthzRPS:   median(rs, func(r appRun) float64 { return r.HealthzRPS }),
-			HealthzP50MS: median(rs, func(r appRun) float64 { return r.HealthzP50MS }),
-			HealthzP99MS: median(rs, func(r appRun) float64 { return r.HealthzP99MS }),
-			RedisRPS:     median(rs, func(r appRun) float64 { return r.RedisRPS }),
-			RedisP50MS:   median(rs, func(r appRun) float64 { return r.RedisP50MS }),
-			RedisP99MS:   median(rs, func(r appRun) float64 { return r.RedisP99MS }),
-		}}
-		p.Ratio = p.AppRPS / p.RedisRPS
-		p.RatioHealthz = p.AppRPS / p.HealthzRPS
-		rep.Points = append(rep.Points, p)
+	for _, t := range targets {
+		for i, c := range o.conns {
+			t.res.Points = append(t.res.Points, pointOf(c, t.runs[i]))
+		}
 	}
 
-	// The exact check: a load generator that waits for every answer. wrk
-	// leaves requests in flight when it stops; the app still answers them,
-	// so wait until the counter is still before resetting it.
-	if err := quiesce(redisAddr); err != nil {
-		return nil, err
+	for _, t := range targets {
+		if err := exactCheck(ctx, t, counter, o.d, progress); err != nil {
+			return nil, err
+		}
 	}
-	if _, err := resp.Do(redisAddr, "SET", "visitorCount", "0"); err != nil {
-		return nil, err
+	// Latency at half of each app's own peak throughput, open loop.
+	for _, t := range targets {
+		peak := 0.0
+		for _, p := range t.res.Points {
+			peak = max(peak, p.AppRPS)
+		}
+		t.res.HalfRate = peak / 2
+		fmt.Fprintf(progress, "app: %s: latency at half of its peak, %.0f req/s for %s\n", t.name, t.res.HalfRate, o.d)
+		half, err := load(t.addr, 64, t.res.HalfRate, o.d)
+		if err != nil {
+			return nil, fmt.Errorf("%s: half-peak load: %w", t.name, err)
+		}
+		t.res.HalfP50MS = ms(half.percentile(0.50))
+		t.res.HalfP99MS = ms(half.percentile(0.99))
 	}
-	fmt.Fprintf(progress, "app: exact counter check, c=64 for %s\n", d)
-	res, err := load(appAddr, 64, 0, d)
+	for _, t := range targets {
+		t.res.PeakRSSMiB = peakRSS(t.p.cmd.Process.Pid)
+	}
+	return rep, nil
+}
+
+// loadCycle is the order of a round's loads before it is turned: the apps'
+// GET / side by side, then their /healthz, so the two apps' figures of a
+// round are taken close together.
+func loadCycle(targets []*appTarget) []string {
+	cycle := []string{"redis-benchmark"}
+	for _, route := range []string{"GET /", "GET /healthz"} {
+		for _, t := range targets {
+			cycle = append(cycle, t.name+" "+route)
+		}
+	}
+	return cycle
+}
+
+// turn returns cycle started n places later.
+func turn(cycle []string, n int) []string {
+	n %= len(cycle)
+	return append(slices.Clone(cycle[n:]), cycle[:n]...)
+}
+
+// pointOf is a point's figures: the medians of its runs.
+func pointOf(c int, rs []appRun) appPoint {
+	p := appPoint{Conns: c, Runs: rs, appLoads: appLoads{
+		AppRPS:       median(rs, func(r appRun) float64 { return r.AppRPS }),
+		AppP50MS:     median(rs, func(r appRun) float64 { return r.AppP50MS }),
+		AppP99MS:     median(rs, func(r appRun) float64 { return r.AppP99MS }),
+		HealthzRPS:   median(rs, func(r appRun) float64 { return r.HealthzRPS }),
+		HealthzP50MS: median(rs, func(r appRun) float64 { return r.HealthzP50MS }),
+		HealthzP99MS: median(rs, func(r appRun) float64 { return r.HealthzP99MS }),
+		RedisRPS:     median(rs, func(r appRun) float64 { return r.RedisRPS }),
+		RedisP50MS:   median(rs, func(r appRun) float64 { return r.RedisP50MS }),
+		RedisP99MS:   median(rs, func(r appRun) float64 { return r.RedisP99MS }),
+	}}
+	p.Ratio = p.AppRPS / p.RedisRPS
+	p.RatioHealthz = p.AppRPS / p.HealthzRPS
+	return p
+}
+
+// exactCheck loads t with a load generator that waits for every answer and
+// checks that the counter equals the successes and that no count was given
+// twice. A failed check is recorded in t's result, not returned: the report
+// is still written, and run fails after writing it.
+func exactCheck(ctx context.Context, t *appTarget, counter *counterStore, d time.Duration, progress io.Writer) error {
+	// wrk leaves requests in flight when it stops; the app still answers
+	// them, so wait until the counter is still before resetting it.
+	if err := quiesce(ctx, counter); err != nil {
+		return err
+	}
+	if err := counter.reset(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(progress, "app: %s: exact counter check, c=64 for %s\n", t.name, d)
+	res, err := load(t.addr, 64, 0, d)
 	if err != nil {
-		return nil, fmt.Errorf("exact check: %w", err)
+		return fmt.Errorf("%s: exact check: %w", t.name, err)
 	}
-	final, _ := resp.Do(redisAddr, "GET", "visitorCount")
-	n, _ := strconv.ParseInt(final, 10, 64)
+	n, err := counter.get(ctx)
+	if err != nil {
+		return err
+	}
 	slices.Sort(res.Counts)
 	distinct := len(slices.Compact(slices.Clone(res.Counts)))
-	rep.ExactOK = n == int64(res.OK) && distinct == res.OK && res.Failed == 0
-	rep.Exact = fmt.Sprintf("%d successful answers, %d distinct counts, %d failed; counter %d", res.OK, distinct, res.Failed, n)
-	if !rep.ExactOK {
-		return rep, fmt.Errorf("counter check failed: %s", rep.Exact)
-	}
-
-	// Latency at half of the peak throughput, open loop.
-	peak := 0.0
-	for _, p := range rep.Points {
-		peak = max(peak, p.AppRPS)
-	}
-	rep.HalfRate = peak / 2
-	fmt.Fprintf(progress, "app: latency at half of peak, %.0f req/s for %s\n", rep.HalfRate, d)
-	half, err := load(appAddr, 64, rep.HalfRate, d)
-	if err != nil {
-		return nil, fmt.Errorf("half-peak load: %w", err)
-	}
-	rep.HalfP50MS = ms(half.percentile(0.50))
-	rep.HalfP99MS = ms(half.percentile(0.99))
-	rep.PeakRSSMiB = peakRSS(app.cmd.Process.Pid)
-	return rep, nil
+	t.res.ExactOK = n == int64(res.OK) && distinct == res.OK && res.Failed == 0
+	t.res.Exact = fmt.Sprintf("%d successful answers, %d distinct counts, %d failed; counter %d", res.OK, distinct, res.Failed, n)
+	return nil
 }
 
 // countedWrk loads GET / with wrk from a counter at zero, then checks the
 // counter against the answers wrk saw.
-func countedWrk(ctx context.Context, appAddr, redisAddr string, c int, d time.Duration) (rps, p50, p99 float64, check string, err error) {
-	if err := quiesce(redisAddr); err != nil {
+func countedWrk(ctx context.Context, appAddr string, counter *counterStore, c int, d time.Duration) (rps, p50, p99 float64, check string, err error) {
+	if err := quiesce(ctx, counter); err != nil {
 		return 0, 0, 0, "", err
 	}
-	if _, err := resp.Do(redisAddr, "SET", "visitorCount", "0"); err != nil {
+	if err := counter.reset(ctx); err != nil {
 		return 0, 0, 0, "", err
 	}
 	rps, p50, p99, requests, non2xx, err := wrk(ctx, appAddr, "/", c, d)
 	if err != nil {
 		return 0, 0, 0, "", err
 	}
-	final, _ := resp.Do(redisAddr, "GET", "visitorCount")
+	n, err := counter.get(ctx)
+	if err != nil {
+		return 0, 0, 0, "", err
+	}
 	// wrk stops without reading the answers still in flight, so the
 	// counter may be ahead of wrk's count by at most one per connection.
-	n, _ := strconv.Atoi(final)
-	ok := requests - non2xx
+	ok := int64(requests - non2xx)
 	check = fmt.Sprintf("counter %d, wrk saw %d ok + up to %d in flight", n, ok, c)
-	if n < ok || n > ok+c {
+	if n < ok || n > ok+int64(c) {
 		return 0, 0, 0, check, fmt.Errorf("counter %d but wrk saw %d successful answers (+%d in flight at most)", n, ok, c)
 	}
 	return rps, p50, p99, check, nil
@@ -221,10 +335,10 @@ func countedWrk(ctx context.Context, appAddr, redisAddr string, c int, d time.Du
 
 // quiesce waits until the counter stops moving: the answers to a previous
 // load's abandoned requests have all been counted.
-func quiesce(redisAddr string) error {
-	last := ""
+func quiesce(ctx context.Context, counter *counterStore) error {
+	last := int64(-1)
 	for range 100 {
-		v, err := resp.Do(redisAddr, "GET", "visitorCount")
+		v, err := counter.get(ctx)
 		if err != nil {
 			return err
 		}

@@ -33,6 +33,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	conns := fs.String("c", "16,64,256", "app concurrencies")
 	dur := fs.Duration("d", 5*time.Second, "load duration per app run")
 	appRounds := fs.Int("app-rounds", 3, "interleaved runs of each app point; the report shows their medians")
+	appRev := fs.String("app-rev", "", "git revision of the app to bench; empty: the working tree")
+	baseline := fs.String("baseline", "9f07735", "git revision of an app to bench beside it in the same rounds, on the same Redis and loads (9f07735: the epoll loop); empty: none")
 	versions := fs.Int("versions", 50, "job versions for the history benchmark")
 	rounds := fs.Int("rounds", 5, "repetitions of each deployer comparison")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -61,7 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Cores: runtime.NumCPU()}
 	if *only == "" || *only == "app" {
-		if rep.App, err = benchApp(ctx, root, work, cs, *appRounds, *dur, stderr); err != nil {
+		o := appOptions{conns: cs, rounds: *appRounds, d: *dur, appRev: *appRev, baselineRev: *baseline}
+		if rep.App, err = benchApp(ctx, root, work, o, stderr); err != nil {
 			return fmt.Errorf("app: %w", err)
 		}
 	}
@@ -93,6 +96,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "\nchart: %s\n", chart)
 	}
 	fmt.Fprintf(stdout, "report: %s\n", filepath.Join(*out, "bench-"+stamp+".txt"))
+	if rep.App != nil {
+		for _, r := range rep.App.results() {
+			if !r.ExactOK {
+				return fmt.Errorf("app %s: counter check failed: %s", r.Revision, r.Exact)
+			}
+		}
+	}
 	return nil
 }
 

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestLoadOrder(t *testing.T) {
+	app := []*appTarget{{name: "app"}}
+	both := []*appTarget{{name: "app"}, {name: "baseline"}}
+	tests := []struct {
+		name    string
+		targets []*appTarget
+		n       int
+		want    []string
+	}{
+		{"one app/starts with redis-benchmark", app, 0, []string{"redis-benchmark", "app GET /", "app GET /healthz"}},
+		{"one app/turns once a round", app, 1, []string{"app GET /", "app GET /healthz", "redis-benchmark"}},
+		{"one app/comes back after three", app, 3, []string{"redis-benchmark", "app GET /", "app GET /healthz"}},
+		{"with a baseline/puts the two GET / side by side", both, 0,
+			[]string{"redis-benchmark", "app GET /", "baseline GET /", "app GET /healthz", "baseline GET /healthz"}},
+		{"with a baseline/turns the whole cycle", both, 2,
+			[]string{"baseline GET /", "app GET /healthz", "baseline GET /healthz", "redis-benchmark", "app GET /"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cycle := loadCycle(tt.targets)
+			got := turn(cycle, tt.n)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("turn(%q, %d) = %q, want %q", cycle, tt.n, got, tt.want)
+			}
+			if tt.n > 0 && !slices.Equal(cycle, turn(cycle, 0)) {
+				t.Errorf("turn changed its cycle: %q", cycle)
+			}
+		})
+	}
+}
+
+func TestReportPutsTheBaselineBesideTheApp(t *testing.T) {
+	point := func(c int, app, healthz, redis float64) appPoint {
+		return pointOf(c, []appRun{{appLoads: appLoads{AppRPS: app, AppP99MS: 1, HealthzRPS: healthz, RedisRPS: redis}}})
+	}
+	rep := &report{Date: "2026-12-03T00:00:00Z", Cores: 2, App: &appReport{Rounds: 1, Duration: "1s",
+		App: &appResult{Revision: "abc1234-dirty", From: "working tree", ExactOK: true, PeakRSSMiB: 10,
+			Points: []appPoint{point(64, 80, 100, 100)}},
+		Baseline: &appResult{Revision: "9f07735", From: "git archive 9f07735", ExactOK: false, PeakRSSMiB: 14,
+			Points: []appPoint{point(64, 100, 100, 90)}},
+	}}
+	var b strings.Builder
+	writeTable(&b, rep)
+	out := b.String()
+	for _, want := range []string{
+		"app abc1234-dirty (working tree)",
+		"baseline 9f07735 (git archive 9f07735)",
+		"app abc1234-dirty beside baseline 9f07735, same run",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	// The side-by-side rows: what, then the app's figure, the baseline's
+	// and, where it means something, their ratio.
+	for _, want := range [][]string{
+		{"c=64", "GET", "/", "req/s", "80", "100", "0.80"},
+		{"GET", "/", "÷", "its", "/healthz", "0.80", "1.00"},
+		{"GET", "/", "÷", "redis-benchmark", "0.80", "1.11"},
+		{"peak", "RSS", "MiB", "10.0", "14.0", "0.71"},
+		{"counter", "check", "ok", "FAILED"},
+	} {
+		found := false
+		for _, line := range strings.Split(out, "\n") {
+			found = found || slices.Equal(strings.Fields(line), want)
+		}
+		if !found {
+			t.Errorf("report lacks the row %q:\n%s", want, out)
+		}
+	}
+
+	chart := t.TempDir() + "/chart.png"
+	if err := throughputChart(rep, chart); err != nil {
+		t.Fatalf("chart with a baseline: %v", err)
+	}
+}
+
+func TestBuildAppAtARevision(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the app from git archive; not under -short")
+	}
+	root, err := repoRoot()
+	if err != nil {
+		t.Skip(err)
+	}
+	work := t.TempDir()
+	b, err := buildApp(t.Context(), root, work, "baseline", "HEAD", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.from != "git archive HEAD" || b.revision == "" || strings.HasSuffix(b.revision, "-dirty") {
+		t.Errorf("built %+v, want HEAD's short commit from git archive", b)
+	}
+	if fi, err := os.Stat(b.bin); err != nil || fi.Mode()&0o111 == 0 {
+		t.Errorf("no executable at %s: %v", b.bin, err)
+	}
+	if _, err := os.Stat(work + "/baseline-src"); !os.IsNotExist(err) {
+		t.Errorf("the extracted source is still there: %v", err)
+	}
+	if _, err := buildApp(t.Context(), root, work, "none", "no-such-revision", io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "no-such-revision") {
+		t.Errorf("an unknown revision: got %v, want an error naming it", err)
+	}
+}
