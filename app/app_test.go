@@ -21,7 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kodekloud/counter/internal/resp"
 	"github.com/kodekloud/counter/internal/testsupport/redistest"
 	"github.com/kodekloud/counter/internal/welcome"
 )
@@ -339,7 +338,7 @@ func TestRedisErrorReplyAnswers503AndKeepsTheConnection(t *testing.T) {
 	// Each INFO, GET and SET of the test is a connection of its own.
 	conns := func() int {
 		t.Helper()
-		v, err := resp.Do(rdb.Addr(), "INFO", "stats")
+		v, err := rdb.Info("stats")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -35,11 +35,13 @@ type byteConn struct {
 	out bytes.Buffer
 }
 
-func (c *byteConn) Read(p []byte) (int, error)       { return c.in.Read(p) }
-func (c *byteConn) Write(p []byte) (int, error)      { return c.out.Write(p) }
-func (c *byteConn) Close() error                     { return nil }
-func (c *byteConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080} }
-func (c *byteConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000} }
+func (c *byteConn) Read(p []byte) (int, error)  { return c.in.Read(p) }
+func (c *byteConn) Write(p []byte) (int, error) { return c.out.Write(p) }
+func (c *byteConn) Close() error                { return nil }
+func (c *byteConn) LocalAddr() net.Addr         { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080} }
+func (c *byteConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+}
 func (c *byteConn) SetDeadline(time.Time) error      { return nil }
 func (c *byteConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *byteConn) SetWriteDeadline(time.Time) error { return nil }

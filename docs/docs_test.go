@@ -363,6 +363,12 @@ func TestREADMEMapsEveryPackage(t *testing.T) {
 			t.Errorf("README.md's map of the code has no line | `%s/` |", dir)
 		}
 	}
+	// And no line for a package that has gone.
+	for _, m := range regexp.MustCompile("(?m)^\\| `((?:app|cmd|deployer|internal|docs)[^`]*)/` \\|").FindAllStringSubmatch(section, -1) {
+		if !dirs[m[1]] {
+			t.Errorf("README.md's map of the code has a line for %s/, which has no Go files", m[1])
+		}
+	}
 }
 
 // TestDocsConsoleBlocksRunAsWritten runs the console sessions of the pages

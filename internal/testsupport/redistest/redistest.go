@@ -209,6 +209,19 @@ func (s *Server) Set(key, value string) error {
 	return nil
 }
 
+// Info returns the server's INFO section, as Redis writes it.
+func (s *Server) Info(section string) (string, error) {
+	var v string
+	err := do(s.Addr(), func(ctx context.Context, c *redis.Client) (err error) {
+		v, err = c.Info(ctx, section).Result()
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("INFO %s: %w", section, err)
+	}
+	return v, nil
+}
+
 // ping reports whether the server at addr answers PING.
 func ping(addr string) error {
 	return do(addr, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
