@@ -118,3 +118,16 @@ func FuzzServe(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPlainHostIsURLHost holds plainHost, the Host check's fast path, to
+// net/url: every host it accepts, urlHost accepts too.
+func FuzzPlainHostIsURLHost(f *testing.F) {
+	for _, seed := range []string{"t", "example.com", "127.0.0.1:8080", "a:", ":80", "a:123456", "a.-.b:0", "[::1]:80", "a b", "evil.com/@x", "xn--d1a.com:65535"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, host string) {
+		if plainHost([]byte(host)) && !urlHost(host) {
+			t.Fatalf("plainHost accepts %q, net/url does not", host)
+		}
+	})
+}
