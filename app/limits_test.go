@@ -479,3 +479,30 @@ func hostileClients(t *testing.T, url string, n int) {
 	}
 	t.Logf("a normal client among %d hostile ones: %d of %d requests answered 200", n, answered, answered)
 }
+
+// One connection more than the app serves at once is answered 503 and
+// closed, not left waiting; a connection within the limit is served.
+func TestConnectionsBeyondTheLimitAreRefused(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t)
+	a := startApp(t, rdb.Addr())
+	for range maxConns {
+		dialApp(t, a.url)
+	}
+	c := dialApp(t, a.url)
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("connection %d: no answer within 2s: %v", maxConns+1, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("connection %d: status %d, want 503", maxConns+1, resp.StatusCode)
+	}
+	if v, _ := rdb.Get(counterKey); v != "" {
+		t.Errorf("%s = %q, want no visit counted", counterKey, v)
+	}
+}
