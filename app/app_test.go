@@ -32,8 +32,19 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	dir, err := os.MkdirTemp("", "counter-app-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	appBuildDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
+
+// appBuildDir is where appBinary builds the app, removed after the tests.
+var appBuildDir string
 
 // app is one run of the service inside the test process.
 type app struct {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -40,17 +41,35 @@ type process struct {
 	exited chan struct{}
 }
 
-// startProcess runs this test binary as the app against redisAddr, with the
-// command line wrap (e.g. prlimit) in front of it, and waits for /healthz.
+// appBinary is the app built as the Dockerfile builds it, once per test
+// run: not this test binary, which -race makes several times larger and
+// slower than what users run.
+var appBinary = sync.OnceValues(func() (string, error) {
+	bin := filepath.Join(appBuildDir, "app")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./app: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// startProcess runs the app, built as users run it, against redisAddr, with
+// the command line wrap (e.g. prlimit) in front of it, and waits for
+// /healthz.
 func startProcess(t *testing.T, redisAddr string, wrap ...string) *process {
 	t.Helper()
 	if runtime.GOOS != "linux" {
 		t.Skip("reads the app's memory and CPU from /proc")
 	}
+	bin, err := appBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
 	host, port, _ := net.SplitHostPort(redisAddr)
-	argv := append(wrap, os.Args[0])
+	argv := append(wrap, bin)
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(withoutNomad(os.Environ()), "COUNTER_APP_TEST_MAIN=1",
+	cmd.Env = append(withoutNomad(os.Environ()),
 		"HOST="+host, "PORT="+port, "LISTEN_ADDR=127.0.0.1:0")
 	p := &process{cmd: cmd, stderr: new(syncBuffer), exited: make(chan struct{})}
 	cmd.Stderr = p.stderr

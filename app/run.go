@@ -72,6 +72,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// The batcher keeps one INCRBY in flight and /readyz sends a PING:
 		// a few connections are all the app ever needs.
 		PoolSize: 4,
+		// One dial a round trip: a Redis that refuses connections gets its
+		// visits answered 503 at once, not after five tries spread over a
+		// second; the next batch dials again.
+		DialerRetries: 1,
 		// Skip CLIENT SETINFO on every new connection: one round trip less
 		// when the pool refills after Redis comes back.
 		DisableIdentity: true,
