@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
@@ -327,8 +326,9 @@ func nodeReady(ctx context.Context, c *nomad.Client, n *nomad.NodeListStub) erro
 }
 
 // removeContainers removes every container this stack's Nomad clients
-// made, running or stopped: Nomad keeps a stopped task's container until it
-// collects the allocation, and forgets allocations of purged jobs.
+// made, running or stopped: a client that stops leaves its tasks running,
+// and Nomad keeps a stopped task's container until it collects the
+// allocation.
 func (s *Stack) removeContainers() error {
 	var errs []error
 	for _, id := range s.nodeIDs() {
@@ -367,45 +367,4 @@ func (s *Stack) removeContainersOf(id string) error {
 		return fmt.Errorf("remove the containers of Nomad node %s: %v: %s", id, err, out)
 	}
 	return nil
-}
-
-// drainNomad stops and purges every job so that their containers stop, and
-// waits for the allocations to finish.
-func (s *Stack) drainNomad(ctx context.Context) error {
-	c, err := s.nomadClient()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	q := (&nomad.QueryOptions{Namespace: "*"}).WithContext(ctx)
-	allocs, _, err := c.Allocations().List(q)
-	if err != nil {
-		return err
-	}
-	jobs, _, err := c.Jobs().List(q)
-	if err != nil {
-		return err
-	}
-	for _, j := range jobs {
-		w := (&nomad.WriteOptions{Namespace: j.Namespace}).WithContext(ctx)
-		if _, _, err := c.Jobs().Deregister(j.ID, true, w); err != nil {
-			return fmt.Errorf("stop job %s: %w", j.ID, err)
-		}
-	}
-	for {
-		running := 0
-		for _, a := range allocs {
-			cur, _, err := c.Allocations().Info(a.ID, (&nomad.QueryOptions{Namespace: a.Namespace}).WithContext(ctx))
-			if err != nil || cur.ClientTerminalStatus() {
-				continue
-			}
-			running++
-		}
-		if running == 0 || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return ctx.Err()
 }

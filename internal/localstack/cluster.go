@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -314,15 +315,24 @@ func (s *Stack) clusterHealthy(ctx context.Context) error {
 }
 
 // nodeIDs are the Nomad node IDs of the stack's clients, whose containers
-// carry them as labels.
+// carry them as labels: those recorded in stack.json, and those the
+// clients' data folders keep (client/client-id), so that a stack that
+// stopped before it recorded them leaves no container either.
 func (s *Stack) nodeIDs() []string {
-	if s.NodeID != "" {
-		return []string{s.NodeID}
+	ids := []string{}
+	add := func(id string) {
+		if id = strings.TrimSpace(id); id != "" && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
 	}
-	var ids []string
+	add(s.NodeID)
 	for _, n := range s.Nodes {
-		if n.NodeID != "" {
-			ids = append(ids, n.NodeID)
+		add(n.NodeID)
+	}
+	files, _ := filepath.Glob(filepath.Join(s.Dir, "nomad*", "client", "client-id"))
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil {
+			add(string(b))
 		}
 	}
 	return ids

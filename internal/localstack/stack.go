@@ -418,39 +418,42 @@ func (s *Stack) Env() []string {
 	return env
 }
 
-// Stop drains Nomad (stops every job so no container outlives it), then stops
-// each process the stack started, newest first, and removes what is left of
-// Nomad's containers before it stops a Docker engine the stack recorded. It
-// stops nothing else.
-func (s *Stack) Stop(ctx context.Context) error {
+// Stop stops each process the stack started, and nothing else, and deletes
+// nothing: the jobs, their versions and their allocations stay in Nomad's
+// data, as a real cluster keeps them in its Raft log across restarts, and
+// the next Start on the folder brings the allocations back. The Nomad agents
+// that run tasks go first: a client that stops leaves its tasks' containers
+// running, so those are removed next, while the engine still answers (the
+// restarted client finds them gone and runs its allocations again). Then the
+// other processes go, newest first, and last a Docker engine the stack
+// recorded.
+func (s *Stack) Stop(_ context.Context) error {
 	var errs []error
-	if addr, ok := s.liveNomad(); ok {
-		s.NomadAddr = addr
-		if err := s.drainNomad(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("drain nomad: %w", err))
-		}
-	}
-	var engine *proc
-	for i := len(s.procs) - 1; i >= 0; i-- {
-		p := s.procs[i]
-		if p.name == "dockerd" {
-			engine = p
-			continue
-		}
+	stop := func(p *proc) {
 		if err := p.stop(15 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 		_ = os.Remove(pidFile(s.Dir, p.name))
 	}
-	// Containers go while the engine that runs them still answers.
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		if p := s.procs[i]; runsTasks(p.name) {
+			stop(p)
+		}
+	}
 	if err := s.removeContainers(); err != nil {
 		errs = append(errs, err)
 	}
-	if engine != nil {
-		if err := engine.stop(15 * time.Second); err != nil {
-			errs = append(errs, err)
+	var engine *proc
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		switch p := s.procs[i]; {
+		case p.name == "dockerd":
+			engine = p
+		case !runsTasks(p.name):
+			stop(p)
 		}
-		_ = os.Remove(pidFile(s.Dir, engine.name))
+	}
+	if engine != nil {
+		stop(engine)
 	}
 	s.procs = nil
 	if err := unmountUnder(s.Dir); err != nil {
@@ -459,17 +462,10 @@ func (s *Stack) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// liveNomad returns the address of a Nomad server of the stack that runs.
-func (s *Stack) liveNomad() (string, bool) {
-	if p := s.proc("nomad"); p != nil && p.alive() {
-		return s.NomadAddr, true
-	}
-	for _, n := range s.Nodes {
-		if p := s.proc(n.NomadAgent()); n.Server && p != nil && p.alive() {
-			return n.NomadAddr, true
-		}
-	}
-	return "", false
+// runsTasks reports whether the stack's process name is a Nomad client: the
+// single-agent stack's Nomad, or a cluster's client node's.
+func runsTasks(name string) bool {
+	return name == "nomad" || strings.HasPrefix(name, "nomad-client-")
 }
 
 // say writes a line of progress, if anyone listens.
