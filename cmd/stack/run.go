@@ -28,9 +28,14 @@ const commandsHelp = `Usage: stack <up|down|env> [options]
          dev, test and prod (redis_db_test and redis_db_prod on 127.0.0.2
          and 127.0.0.3, names that env hands the deployer) on loopback, with
          state under -dir, and wait until each is healthy. Harmless when the
-         stack is already up; on a partly broken one it keeps what runs and
-         starts the rest with its data.
-  down   Stop what "up" started (by recorded pids) and nothing else.
+         stack is already up; on a stopped or partly broken one it keeps
+         what runs and starts the rest with its data, then waits (up to 2
+         minutes) until Nomad's allocations run again and pass their Consul
+         checks, or names those that do not.
+  down   Stop what "up" started (by recorded pids) and nothing else, and
+         remove the containers of Nomad's tasks. It deletes nothing: the
+         jobs and their versions, the config snapshots and the counter stay
+         under -dir, and the next "up" runs the same releases again.
   env    Print the export lines for the running stack.
 `
 
@@ -197,6 +202,13 @@ func up(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := grant(ctx, s, o); err != nil {
+		return err
+	}
+	// Nomad's clients run their allocations again (after make down, or a
+	// client that died), and the apps' checks pass once what they call
+	// answers again: wait for both, so that what comes next (make up's call
+	// of dev) finds a passing instance, or learn what did not come back.
+	if err := s.WaitWorkloads(ctx, 2*time.Minute); err != nil {
 		return err
 	}
 	fmt.Fprintf(stderr, "stack up in %.1fs (state and logs in %s)\n", time.Since(start).Seconds(), s.Dir)
