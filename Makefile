@@ -35,8 +35,31 @@ up: setup tools ## start the local stack, ACLs on (CLUSTER=1: 3 Consul + 3 Nomad
 	st=0; bin/deployer status -env dev >.stack/status.txt 2>&1 || st=$$?; \
 	if [ $$st -ne 0 ] && [ $$st -ne 6 ]; then $(MAKE) --no-print-directory release ENV=dev; exit; fi; \
 	echo "==> dev already runs a release, left as it is (make release ENV=dev releases the current commit):"; \
+	$(wait_passing) dev .stack/status.txt; \
 	cat .stack/status.txt; \
 	$(call_app) .stack/status.txt
+
+# wait_passing ENV FILE runs deployer status -env ENV into FILE until it
+# names a passing instance, for up to 2 minutes, saying on stderr what it
+# waits for: after make down, or after a part of the stack died, Nomad runs
+# the allocations again and Consul's check of each (which PINGs Redis) has
+# to pass before there is an instance to call. On time out it shows the
+# last status and fails.
+wait_passing = wait_passing() { \
+	  local start=$$SECONDS said=$$((SECONDS - 5)); \
+	  until grep -q '^  http://' "$$2"; do \
+	    if [ $$((SECONDS - start)) -ge 120 ]; then \
+	      cat "$$2" >&2; \
+	      echo "make: no instance of $$1 passed its checks within 120 s (deployer status -env $$1 above)" >&2; return 1; \
+	    fi; \
+	    if [ $$((SECONDS - said)) -ge 5 ]; then \
+	      echo "==> waiting for an instance of $$1 to pass its checks ($$((SECONDS - start)) s): $$(sed -n 's/^Allocations: *//p' "$$2")" >&2; \
+	      said=$$SECONDS; \
+	    fi; \
+	    sleep 1; \
+	    bin/deployer status -env "$$1" >"$$2" 2>&1 || true; \
+	  done; \
+	}; wait_passing
 
 # call_app FILE calls the first passing instance that the deployer's output
 # in FILE names, then repeats its Nomad UI line.
@@ -63,7 +86,7 @@ demo: up ## one build through dev, test and prod, a second one, then prod rolled
 	scripts/demo
 
 .PHONY: down
-down: ## stop what make up started, and nothing else
+down: ## stop what make up started, and nothing else; keep its state (jobs and their history, config snapshots, the counter) for the next make up
 	go build -o bin/stack ./cmd/stack
 	bin/stack down -dir .stack
 
