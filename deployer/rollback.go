@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"io"
 	"strconv"
 
 	"github.com/kodekloud/counter/internal/deploy"
@@ -14,13 +15,16 @@ func rollbackCommand() *command {
 		args:     "-env NAME [-to vN | -to-version N] [options]",
 		synopsis: "Go back to an earlier release: its image and its config",
 		doc: `Reverts the job to an earlier version through Nomad's job history, which
-brings back that release's image and config snapshot. Checks first that the
-image is still pullable and the snapshot intact; then watches the
+brings back that release's image, config snapshot and every value its
+environment file set (count, resources, update, datacenters). Checks first
+that the image is still pullable and the snapshot intact; says on stderr
+what the rollback undoes (with -json also in "undoes"); then watches the
 deployment. A snapshot edited or deleted in Consul is not reverted to:
 the config Nomad recorded with that version goes to a fresh snapshot, and
 the version's job spec and variables are submitted again as a new version
 (also when that release is the one running). Default target: the newest
-stable version older than the current one that runs a different release.`,
+stable version older than the current one that runs a different release
+(another image, config or environment value), made by the deployer.`,
 		required: []string{"env"},
 		exits: append([]exitDoc{{exitOK, "the deployment succeeded, or the release already runs"}},
 			codes(exitError, exitUsage, exitFailed, exitAutoReverted, exitConflict, exitUnknown)...),
@@ -41,12 +45,28 @@ stable version older than the current one that runs a different release.`,
 					return err
 				}
 				defer closeClients()
-				rec, err := d.Rollback(ctx, e.Namespace, e.Job, target,
+				rec, undoes, err := d.Rollback(ctx, e.Namespace, e.Job, target,
 					deploy.RollbackOptions{Detach: w.detach, Wait: w.wait, Who: submitter(ctx, sh.getenv)})
-				return finishRecord(sh, rec, err, f.json)
+				if rec == nil || !f.json {
+					return finishRecord(sh, rec, err, f.json)
+				}
+				// The record as submit prints it, and what the rollback undid.
+				if jerr := writeJSON(sh.stdout, rollbackOutput{rec, undoes}); jerr != nil {
+					return jerr
+				}
+				quiet := *sh
+				quiet.stdout = io.Discard
+				return finishRecord(&quiet, rec, err, true)
 			}
 		},
 	}
+}
+
+// rollbackOutput is rollback's -json: the record, and how the version it
+// replaced differed from the one it went back to.
+type rollbackOutput struct {
+	*deploy.Record
+	Undoes []deploy.Difference `json:"undoes,omitempty"`
 }
 
 // rollbackTarget reads -to and -to-version; neither means the default target.

@@ -32,8 +32,11 @@ type Entry struct {
 	Stable       bool      `json:"stable"`
 	Current      bool      `json:"current"`
 	ByDeployer   bool      `json:"by_deployer"` // false: made by hand (nomad job run)
-	SameAs       string    `json:"same_as,omitempty"`
-	Changes      []Change  `json:"changes,omitempty"` // since the version before it
+	// SameAs names the newest older version that runs the same release:
+	// image, config and every value of the environment file (count,
+	// resources, update, datacenters).
+	SameAs  string   `json:"same_as,omitempty"`
+	Changes []Change `json:"changes,omitempty"` // since the version before it
 }
 
 // Change is one difference between a version and the one before it.
@@ -87,7 +90,7 @@ func (d *Deployer) History(ctx context.Context, ns, job string) ([]Entry, error)
 			entries[i].Changes = changes(&entries[i+1], &entries[i], diff)
 		}
 		for j := i + 1; j < len(entries); j++ {
-			if entries[i].ByDeployer && sameRelease(&entries[i], &entries[j]) {
+			if entries[i].ByDeployer && sameRelease(versions[i], versions[j]) {
 				entries[i].SameAs = entries[j].Release
 				break
 			}
@@ -132,10 +135,6 @@ func taskImage(j *nomad.Job) string {
 		}
 	}
 	return ""
-}
-
-func sameRelease(a, b *Entry) bool {
-	return a.Image == b.Image && a.ConfigHash == b.ConfigHash && a.ConfigHash != ""
 }
 
 // changes lists what changed from old to new: the image, each config key,

@@ -17,7 +17,9 @@ import (
 
 // Target names the version to roll back to: By tag name (or vN), by version
 // number, or, with neither, the newest stable version older than the
-// current one that runs a different release.
+// current one that runs a different release: another image or config, or
+// another value of the environment file (count, resources, update,
+// datacenters).
 type Target struct {
 	Tag     string
 	Version *uint64
@@ -36,23 +38,43 @@ var vN = regexp.MustCompile(`^v(\d+)$`)
 // Rollback reverts the job to an earlier version through Nomad's job
 // history, after checking that the version's config snapshot is intact and
 // its image still pullable where the registry answers. The revert is
-// enforced against the version that was current when checked.
-func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts RollbackOptions) (*Record, error) {
+// enforced against the version that was current when checked. It returns
+// what the rollback undoes: how the current version differs from the one
+// it goes back to (image, config, and the environment's values: count,
+// resources, update, datacenters); none when that version already runs.
+func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts RollbackOptions) (*Record, []Difference, error) {
 	versions, _, _, err := d.Jobs.Versions(job, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
 	if err != nil {
 		if isNotFound(err) {
-			return nil, fmt.Errorf("job %s has no releases in namespace %s", job, ns)
+			return nil, nil, fmt.Errorf("job %s has no releases in namespace %s", job, ns)
 		}
-		return nil, fmt.Errorf("read versions of job %s from Nomad at %s: %w", job, d.NomadAddr, err)
+		return nil, nil, fmt.Errorf("read versions of job %s from Nomad at %s: %w", job, d.NomadAddr, err)
 	}
 	cur := versions[0]
 	target, err := pick(versions, to)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	// Same image and config is not enough: a version that differs only in
+	// a value of the environment file (a count, a memory limit) is another
+	// release, and going back to it must bring that value back.
+	var undoes []Difference
+	same := *target.Version == *cur.Version || sameRelease(cur, target)
+	if !same {
+		undoes = releaseDiff(cur, target)
+	}
+	rec, err := d.rollback(ctx, ns, job, cur, target, same, undoes, opts)
+	return rec, undoes, err
+}
+
+// rollback goes back from version cur to target, undoing undoes; same says
+// target runs what cur runs (or is cur).
+func (d *Deployer) rollback(ctx context.Context, ns, job string, cur, target *nomad.Job, same bool, undoes []Difference, opts RollbackOptions) (*Record, error) {
 	curE, tgtE := entry(cur, nil), entry(target, nil)
 	asked := *target.Version
-	same := asked == *cur.Version || sameRelease(&curE, &tgtE)
+	announce := func() {
+		fmt.Fprintf(d.Progress, "==> going back from %s to %s (version %d) undoes: %s\n", curE.Release, tgtE.Release, asked, differences(undoes))
+	}
 	if same {
 		// What runs is what was asked for, unless its snapshot drifted.
 		target, tgtE = cur, curE
@@ -89,6 +111,9 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 		if found {
 			drift = fmt.Sprintf("edited by hand (content hash %s, want %s)", configstore.Hash(values), tgtE.ConfigHash)
 		}
+		if !same {
+			announce()
+		}
 		return d.restore(ctx, ns, job, target, fmt.Sprintf("config snapshot %s of %s was %s", tgtE.ConfigPath, tgtE.Release, drift), same, opts)
 	}
 	if same {
@@ -112,6 +137,7 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 		return nil, err
 	}
 
+	announce()
 	// A wait here is bounded by EnforcePriorVersion below: a release that
 	// landed meanwhile makes the revert a conflict, not a surprise.
 	unlock, _, err := d.acquire(ctx, ns, job, fmt.Sprintf("%s, rollback to %s", opts.Who, tgtE.Release), opts.Wait)
@@ -205,10 +231,9 @@ func pick(versions []*nomad.Job, to Target) (*nomad.Job, error) {
 		return nil, fmt.Errorf("job %s has no version %d (Nomad keeps %d versions: %d to %d, and tagged ones)",
 			*cur.ID, *to.Version, len(versions), *versions[len(versions)-1].Version, *cur.Version)
 	}
-	curE := entry(cur, nil)
 	for _, v := range versions[1:] {
 		e := entry(v, nil)
-		if e.Stable && e.ByDeployer && !sameRelease(&curE, &e) {
+		if e.Stable && e.ByDeployer && !sameRelease(cur, v) {
 			return v, nil
 		}
 	}
