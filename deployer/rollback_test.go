@@ -247,3 +247,88 @@ func (f *fixture) rollbackJSON(args ...string) (deploy.Record, int, string) {
 	}
 	return rec, code, stderr
 }
+
+// TestRollbackBringsBackWhatTheEnvironmentSet: a release is the image and
+// everything the environment file renders into the job, so going back to
+// v0 brings back v0's count, not only its image and config (issue 22).
+func TestRollbackBringsBackWhatTheEnvironmentSet(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	img, _ := releaseImages(t, f.stack)
+	rdb := redistest.Start(t)
+	for i, count := range []int{1, 2} {
+		f.writeEnv("dev", rdb, count, "")
+		if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", img); code != exitOK || rec.Release != "v"+strconv.Itoa(i) {
+			t.Fatalf("release with count %d: exit %d, %+v", count, code, rec)
+		}
+	}
+	if n := f.running(); n != 2 {
+		t.Fatalf("v1 runs %d instances, want 2", n)
+	}
+
+	// History does not call v1 the same release as v0.
+	if e := f.historyJSON()[0]; e.SameAs != "" {
+		t.Errorf("history calls v1 the same release as %s: %+v", e.SameAs, e)
+	}
+
+	// Back to v0: one instance, and the rollback says what it undid.
+	out, stderr, code := f.deployer("rollback", "-env", "dev", "-json", "-to", "v0")
+	var got struct {
+		deploy.Record
+		Undoes []map[string]string `json:"undoes"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("rollback -json printed %q: %v", out, err)
+	}
+	if code != exitOK || got.Outcome != deploy.Succeeded {
+		t.Fatalf("rollback -to v0: exit %d outcome %q, want 0 succeeded\n%s", code, got.Outcome, out)
+	}
+	if c := *f.versions()[0].TaskGroups[0].Count; c != 1 {
+		t.Errorf("after rollback -to v0 the job's count is %d, want v0's 1", c)
+	}
+	if n := f.running(); n != 1 {
+		t.Errorf("after rollback -to v0 %d instances run, want 1", n)
+	}
+	if !strings.Contains(stderr, "count 2 -> 1") {
+		t.Errorf("rollback -to v0 did not say it undoes count 2 -> 1:\n%s", stderr)
+	}
+	if len(got.Undoes) != 1 || got.Undoes[0]["field"] != "count" || got.Undoes[0]["from"] != "2" || got.Undoes[0]["to"] != "1" {
+		t.Errorf("rollback -json undoes %v, want count 2 -> 1", got.Undoes)
+	}
+
+	// Now v0 runs again: a second rollback to it changes nothing.
+	if rec, code, _ := f.rollbackJSON("-to", "v0"); code != exitOK || rec.Outcome != deploy.NoChange {
+		t.Errorf("rollback -to v0 again: exit %d outcome %q, want 0 no-change", code, rec.Outcome)
+	}
+
+	// The default target is v1, the newest stable version that differs:
+	// in its count alone.
+	rec, code, stderr := f.rollbackJSON()
+	if code != exitOK || rec.Outcome != deploy.Succeeded || rec.Version == nil || *rec.Version != 3 {
+		t.Fatalf("rollback: exit %d outcome %q, want 0 succeeded as version 3\n%s", code, rec.Outcome, stderr)
+	}
+	if !strings.Contains(stderr, "count 1 -> 2") {
+		t.Errorf("rollback to v1 did not say it undoes count 1 -> 2:\n%s", stderr)
+	}
+	if n := f.running(); n != 2 {
+		t.Errorf("after rollback to v1 %d instances run, want 2", n)
+	}
+}
+
+// running counts the current version's allocations that Nomad means to
+// keep running.
+func (f *fixture) running() int {
+	f.t.Helper()
+	v := *f.versions()[0].Version
+	allocs, _, err := f.nomad.Jobs().Allocations(f.job, false, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	n := 0
+	for _, a := range allocs {
+		if a.JobVersion == v && a.DesiredStatus == "run" && a.ClientStatus == "running" {
+			n++
+		}
+	}
+	return n
+}
