@@ -161,9 +161,13 @@ func TestDownKeepsJobHistoryAndUpRunsItAgain(t *testing.T) {
 	if fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Fatalf("job %s has versions %v after Down and Start, want %v as before", name, after, before)
 	}
+	// What make up waits for before it calls dev.
+	if err := s.WaitWorkloads(ctx, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the allocation ran and passed its check %s after Start began", time.Since(start).Round(100*time.Millisecond))
 	waitForAddress(t, nc, name, "http")
 	waitPassing(t, cc, name)
-	t.Logf("the allocation ran and passed its check %s after Start began", time.Since(start).Round(100*time.Millisecond))
 }
 
 // jobVersions are a job's versions, newest first, each as "N:meta v".
