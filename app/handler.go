@@ -141,7 +141,7 @@ const (
 // count answers with this request's own number from the counter, so no two
 // requests can show the same number.
 func (h *handler) count(ctx *fasthttp.RequestCtx) {
-	start := time.Now()
+	start := ctx.Time() // when fasthttp began serving it: no clock read of our own
 	n, err := h.counter.Incr()
 	ctx.SetContentType(textPlain)
 	if err != nil {
