@@ -27,7 +27,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/kodekloud/counter/internal/redisprobe"
 )
 
 // startOrder names the processes a stack may record, in start order; Stop
@@ -582,41 +582,8 @@ func (s *Stack) Healthy(ctx context.Context) error {
 }
 
 // pingRedis reports whether the Redis at addr answers PING, over a
-// connection of its own so the check shares nothing with any other client.
-// The connection is dialled here, within a second, and handed to go-redis: a
-// server not listening yet, which the readiness checks poll for, fails here
-// rather than in go-redis's pool, which would log every refused dial and
-// keep redialling in the background. PING is sent once and fails after two
-// seconds without an answer. Errors name addr.
-func pingRedis(ctx context.Context, addr string) error {
-	nc, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return err // names addr
-	}
-	one := make(chan net.Conn, 1)
-	one <- nc
-	c := redis.NewClient(&redis.Options{
-		Addr: addr,
-		Dialer: func(context.Context, string, string) (net.Conn, error) {
-			select {
-			case conn := <-one:
-				return conn, nil
-			default:
-				return nil, errors.New("its one connection was closed")
-			}
-		},
-		ReadTimeout:     2 * time.Second,
-		WriteTimeout:    2 * time.Second,
-		MaxRetries:      -1,
-		PoolSize:        1,
-		DisableIdentity: true,
-	})
-	defer c.Close()
-	if err := c.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis %s: PING: %w", addr, err)
-	}
-	return nil
-}
+// connection of its own (redisprobe).
+func pingRedis(ctx context.Context, addr string) error { return redisprobe.Ping(ctx, addr) }
 
 // LogTail returns the last n lines of a component's log ("nomad", "consul",
 // "redis", "registry").

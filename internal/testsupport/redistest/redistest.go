@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kodekloud/counter/internal/redisprobe"
 	"github.com/kodekloud/counter/internal/testsupport/envtest"
 )
 
@@ -227,41 +228,9 @@ func ping(addr string) error {
 	return do(addr, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
 }
 
-// do runs f with a client of its own over one new connection to addr: the
-// test's view of Redis shares no pool with the client under test, and a
-// server restarted since the last call is met afresh. The connection is
-// dialled here, within a second, and handed to the client: a server not
-// listening yet, which start polls for, fails here instead of in go-redis's
-// pool, which would log every refused dial and keep redialling in the
-// background. Each command is sent once and fails after two seconds without
-// an answer, so a paused server does not hang the test. Errors name addr.
+// do runs f with a client of its own over one new connection to addr
+// (redisprobe): each command is sent once and fails after two seconds
+// without an answer, so a paused server does not hang the test.
 func do(addr string, f func(context.Context, *redis.Client) error) error {
-	ctx := context.Background()
-	nc, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return err // names addr
-	}
-	one := make(chan net.Conn, 1)
-	one <- nc
-	c := redis.NewClient(&redis.Options{
-		Addr: addr,
-		Dialer: func(context.Context, string, string) (net.Conn, error) {
-			select {
-			case conn := <-one:
-				return conn, nil
-			default:
-				return nil, errors.New("its one connection was closed")
-			}
-		},
-		ReadTimeout:     2 * time.Second,
-		WriteTimeout:    2 * time.Second,
-		MaxRetries:      -1,
-		PoolSize:        1,
-		DisableIdentity: true,
-	})
-	defer c.Close()
-	if err := f(ctx, c); err != nil {
-		return fmt.Errorf("redis %s: %w", addr, err)
-	}
-	return nil
+	return redisprobe.Do(context.Background(), addr, f)
 }
