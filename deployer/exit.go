@@ -25,7 +25,7 @@ const (
 )
 
 // exitMeaning says what a code means for the commands other than plan; help
-// texts and the README's table say the same (a test checks both).
+// texts and docs/deployer.md's table say the same (a test checks both).
 func exitMeaning(code int) string {
 	switch code {
 	case exitOK:

@@ -326,7 +326,7 @@ func Redact(text string) string {
 }
 
 // OperatorToken returns the Nomad token of stack s with a person's
-// policy, deployer/policies/nomad-operator.hcl, which the README gives
+// policy, deployer/policies/nomad-operator.hcl, which docs/secured-cluster.md gives
 // people for the Nomad UI and CLI; "" on a stack without ACLs.
 func OperatorToken(tb testing.TB, s *localstack.Stack) string {
 	tb.Helper()
