@@ -40,20 +40,24 @@ up: setup tools ## start the local stack, ACLs on (CLUSTER=1: 3 Consul + 3 Nomad
 	$(call_app) .stack/status.txt
 
 # wait_passing ENV FILE runs deployer status -env ENV into FILE until it
-# names a passing instance, for up to 2 minutes, saying on stderr what it
-# waits for: after make down, or after a part of the stack died, Nomad runs
-# the allocations again and Consul's check of each (which PINGs Redis) has
-# to pass before there is an instance to call. On time out it shows the
-# last status and fails.
+# names a passing instance that answers /healthz, for up to 2 minutes,
+# saying on stderr what it waits for: after make down, or after a part of
+# the stack died, Nomad runs the allocations again and Consul's check of
+# each (which PINGs Redis) has to pass before there is an instance to call.
+# Right after a restart both can still report the instance from before it,
+# passing, while its container is not back yet: so the instance must also
+# answer. On time out it shows the last status and fails.
 wait_passing = wait_passing() { \
-	  local start=$$SECONDS said=$$((SECONDS - 5)); \
-	  until grep -q '^  http://' "$$2"; do \
+	  local start=$$SECONDS said=$$((SECONDS - 5)) url; \
+	  while :; do \
+	    url=$$(sed -n 's|^  \(http://[^ ]*\)$$|\1|p' "$$2" | head -n 1); \
+	    if [ -n "$$url" ] && curl -fsS -o /dev/null --max-time 2 "$${url%/}/healthz" 2>/dev/null; then return 0; fi; \
 	    if [ $$((SECONDS - start)) -ge 120 ]; then \
 	      cat "$$2" >&2; \
-	      echo "make: no instance of $$1 passed its checks within 120 s (deployer status -env $$1 above)" >&2; return 1; \
+	      echo "make: no instance of $$1 passed its checks and answered within 120 s (deployer status -env $$1 above)" >&2; return 1; \
 	    fi; \
 	    if [ $$((SECONDS - said)) -ge 5 ]; then \
-	      echo "==> waiting for an instance of $$1 to pass its checks ($$((SECONDS - start)) s): $$(sed -n 's/^Allocations: *//p' "$$2")" >&2; \
+	      echo "==> waiting for an instance of $$1 to pass its checks and answer ($$((SECONDS - start)) s): $$(sed -n 's/^Allocations: *//p' "$$2")$${url:+, $$url not answering yet}" >&2; \
 	      said=$$SECONDS; \
 	    fi; \
 	    sleep 1; \
