@@ -21,12 +21,20 @@ type GCResult struct {
 	Remaining int      `json:"tagged_versions"`
 }
 
-// GC deletes the job's config snapshots that no retained job version refers
-// to. Nomad keeps every tagged version, so with keep > 0 it first removes
-// the release tags of all but the newest keep versions, letting Nomad's own
-// version limit apply to them; their snapshots go in a later gc, once Nomad
-// has dropped them. GC holds the job's deploy lock, so a submit between
-// writing a snapshot and registering its job cannot lose it.
+// GC deletes the job's config snapshots that no job version Nomad retains
+// refers to, tagged or not. Afterwards every snapshot of the job is one a
+// retained version names in its meta, and every retained version keeps the
+// snapshot it names (GC deletes no other; one already deleted by hand stays
+// missing, as status says). Nomad keeps every tagged version, so with
+// keep > 0 it first removes the release tags of all but the newest keep
+// versions, letting Nomad's own limit (job_tracked_versions untagged
+// versions) apply to them; untagging prunes nothing by itself: Nomad drops
+// an untagged version over its limit only when a new version is registered,
+// one per registration, so their snapshots go in a later gc. GC reads the
+// versions and deletes under the job's deploy lock, so a submit between
+// writing a snapshot and registering its job cannot lose it; a version
+// registered meanwhile by hand (nomad job revert, the UI) can only name the
+// snapshot of a version GC read, which it keeps.
 func (d *Deployer) GC(ctx context.Context, ns, job string, keep int, dryRun bool, who string) (*GCResult, error) {
 	unlock, err := d.lock(ctx, ns, job, who+", gc")
 	if err != nil {
@@ -59,7 +67,7 @@ func (d *Deployer) GC(ctx context.Context, ns, job string, keep int, dryRun bool
 		}
 	}
 	for _, v := range versions {
-		if v.VersionTag != nil {
+		if v.VersionTag != nil && (dryRun || !slices.Contains(res.Untagged, v.VersionTag.Name)) {
 			res.Remaining++
 		}
 	}
