@@ -28,13 +28,13 @@ type GCResult struct {
 // missing, as status says). Nomad keeps every tagged version, so with
 // keep > 0 it first removes the release tags of all but the newest keep
 // versions, letting Nomad's own limit (job_tracked_versions untagged
-// versions) apply to them; untagging prunes nothing by itself: Nomad drops
-// an untagged version over its limit only when a new version is registered,
-// one per registration, so their snapshots go in a later gc. GC reads the
-// versions and deletes under the job's deploy lock, so a submit between
-// writing a snapshot and registering its job cannot lose it; a version
-// registered meanwhile by hand (nomad job revert, the UI) can only name the
-// snapshot of a version GC read, which it keeps.
+// versions) apply to them. Nomad applies it as each tag is removed, as it
+// does when a version is registered, dropping versions at once, so GC reads
+// the versions again after untagging and deletes those versions' snapshots
+// in the same run. GC reads the versions and deletes under the job's deploy
+// lock, so a submit between writing a snapshot and registering its job
+// cannot lose it; a version made meanwhile by hand (nomad job revert, the
+// UI) can only name the snapshot of a version GC read, which it keeps.
 func (d *Deployer) GC(ctx context.Context, ns, job string, keep int, dryRun bool, who string) (*GCResult, error) {
 	unlock, err := d.lock(ctx, ns, job, who+", gc")
 	if err != nil {
@@ -66,8 +66,15 @@ func (d *Deployer) GC(ctx context.Context, ns, job string, keep int, dryRun bool
 			}
 		}
 	}
+	if len(res.Untagged) > 0 && !dryRun {
+		// Each untag let Nomad drop an untagged version over its limit.
+		if versions, _, _, err = d.Jobs.Versions(job, false, q); err != nil {
+			return res, fmt.Errorf("read versions of job %s from Nomad at %s after untagging: %w", job, d.NomadAddr, err)
+		}
+		res.Retained = len(versions)
+	}
 	for _, v := range versions {
-		if v.VersionTag != nil && (dryRun || !slices.Contains(res.Untagged, v.VersionTag.Name)) {
+		if v.VersionTag != nil {
 			res.Remaining++
 		}
 	}
