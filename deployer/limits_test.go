@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -226,6 +228,39 @@ func TestHistoryBeyondNomadsTrackedVersions(t *testing.T) {
 		t.Errorf("gc deleted %v, want the snapshots of the versions Nomad dropped, %v: %v", res.Deleted, pruned, sorted(wantDeleted))
 	}
 	f.wantSnapshotsOfRetained("after Nomad pruned versions and gc ran")
+}
+
+// Nomad registers a job whose source and variables are over its
+// job_max_source_size (1 MB by default) but drops its submission, with
+// only a warning: submit says so, since a rollback then cannot restore
+// that release's config from Nomad (issue 22).
+func TestSubmitSaysWhenNomadDropsTheSubmission(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	f.writeEnv("dev", redistest.Start(t), 1, "")
+	spec := filepath.Join(f.dir, "jobs", "counter.nomad.hcl")
+	b, err := os.ReadFile(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A comment is source too: over 1 MB of it, and the job is the same.
+	big := append(b, []byte("\n# "+strings.Repeat("x", 1<<20)+"\n")...)
+	if err := os.WriteFile(spec, big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good)
+	if code != exitOK || rec.Outcome != deploy.Succeeded {
+		t.Fatalf("submit of a source over 1 MB: exit %d outcome %q", code, rec.Outcome)
+	}
+	if f.hasSubmission(*rec.Version) {
+		t.Fatalf("Nomad kept the submission of a source over 1 MB: nothing to warn of")
+	}
+	for _, want := range []string{"will be discarded", "Nomad keeps no submission of v0 (its job_max_source_size)"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("submit does not say %q:\n%.2000s", want, stderr)
+		}
+	}
 }
 
 // prunedSince returns the versions of before that Nomad no longer keeps,

@@ -444,6 +444,14 @@ func (d *Deployer) Submit(ctx context.Context, r0 *release.Release, opts SubmitO
 		return nil, err
 	}
 	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (eval %s)\n", rec.Release, r.Env.Job, *rec.Version, short(resp.EvalID))
+	if w := strings.TrimSpace(resp.Warnings); w != "" {
+		// Nomad registers a job whose source and variables are over its
+		// job_max_source_size, dropping the submission with only a warning.
+		fmt.Fprintf(d.Progress, "==> Nomad warns: %s\n", w)
+		if strings.Contains(w, "will be discarded") {
+			fmt.Fprintf(d.Progress, "    Nomad keeps no submission of %s (its job_max_source_size): a rollback cannot restore its config from Nomad if its snapshot is edited or deleted\n", rec.Release)
+		}
+	}
 	return d.follow(ctx, rec, opts.Detach)
 }
 
