@@ -56,7 +56,7 @@ func TestPick(t *testing.T) {
 		{"tag/unknown", Target{Tag: "v9"}, 0, `job counter-dev has no version 9`},
 		{"tag/unknown name", Target{Tag: "gold"}, 0, `has no version tagged "gold"`},
 		{"version/by number", Target{Version: ptr[uint64](2)}, 2, ""},
-		{"version/dropped by Nomad", Target{Version: ptr[uint64](7)}, 0, "Nomad keeps 5 versions: 0 to 4"},
+		{"version/dropped by Nomad", Target{Version: ptr[uint64](7)}, 0, "job_tracked_versions untagged ones, and now has 5, 0 to 4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

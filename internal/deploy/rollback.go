@@ -243,7 +243,7 @@ func pick(versions []*nomad.Job, to Target) (*nomad.Job, error) {
 				return v, nil
 			}
 		}
-		return nil, fmt.Errorf("job %s has no version %d (Nomad keeps %d versions: %d to %d, and tagged ones)",
+		return nil, fmt.Errorf("job %s has no version %d: Nomad keeps every tagged version and the newest job_tracked_versions untagged ones, and now has %d, %d to %d (deployer history lists them)",
 			*cur.ID, *to.Version, len(versions), *versions[len(versions)-1].Version, *cur.Version)
 	}
 	for _, v := range versions[1:] {
