@@ -397,3 +397,22 @@ func TestCausesSayWhatTheStderrReadGave(t *testing.T) {
 		})
 	}
 }
+
+func TestWarnings(t *testing.T) {
+	tests := []struct {
+		name, text string
+		want       []string
+	}{
+		{"none", "", nil},
+		{"one, as Nomad words it", "1 warning:\n\n* job source size of 1.1 MB exceeds maximum of 1.0 MB and will be discarded\n",
+			[]string{"job source size of 1.1 MB exceeds maximum of 1.0 MB and will be discarded"}},
+		{"two", "2 warnings:\n\n* a\n* b", []string{"a", "b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := warnings(tt.text); !slices.Equal(got, tt.want) {
+				t.Errorf("warnings(%q) = %q, want %q", tt.text, got, tt.want)
+			}
+		})
+	}
+}
