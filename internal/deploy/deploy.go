@@ -444,7 +444,28 @@ func (d *Deployer) Submit(ctx context.Context, r0 *release.Release, opts SubmitO
 		return nil, err
 	}
 	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (eval %s)\n", rec.Release, r.Env.Job, *rec.Version, short(resp.EvalID))
+	// Nomad registers a job whose source and variables are over its
+	// job_max_source_size, dropping the submission with only a warning.
+	for _, w := range warnings(resp.Warnings) {
+		fmt.Fprintf(d.Progress, "==> Nomad warns: %s\n", w)
+		if strings.Contains(w, "will be discarded") {
+			fmt.Fprintf(d.Progress, "    Nomad keeps no submission of %s (its job_max_source_size): a rollback cannot restore its config from Nomad if its snapshot is edited or deleted\n", rec.Release)
+		}
+	}
 	return d.follow(ctx, rec, opts.Detach)
+}
+
+// warnings splits Nomad's multierror text ("1 warning:\n\n* ...") into its
+// items.
+func warnings(text string) []string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "*"))
+		if line != "" && !strings.HasSuffix(line, "warning:") && !strings.HasSuffix(line, "warnings:") {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // planSubmit plans the release and checks what must hold before anything
