@@ -64,6 +64,9 @@ func printHistory(w io.Writer, entries []deploy.Entry) {
 		if !e.ByDeployer {
 			by = "(by hand)"
 		}
+		if by == "" {
+			by = "-"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", mark, e.Release, e.Version, shortImage(e.Image),
 			e.ConfigHash, e.SubmitTime.Format("2006-01-02 15:04:05"), by, stable)
 	}
@@ -74,6 +77,15 @@ func printHistory(w io.Writer, entries []deploy.Entry) {
 		fmt.Fprintln(w, rows[i+1])
 		if e.PromotedFrom != "" {
 			fmt.Fprintf(w, "      promoted from %s\n", e.PromotedFrom)
+		}
+		if e.CopyOf != "" {
+			fmt.Fprintf(w, "      made outside the deployer from %s\n", e.CopyOf)
+		}
+		for _, d := range e.Drift {
+			fmt.Fprintf(w, "      drift: %s\n", d)
+		}
+		if e.ConfigEdited != "" {
+			fmt.Fprintf(w, "      drift: config snapshot %s was edited by hand: content hash %s, released as %s\n", e.ConfigPath, e.ConfigEdited, e.ConfigHash)
 		}
 		if e.SameAs != "" {
 			fmt.Fprintf(w, "      same release as %s\n", e.SameAs)

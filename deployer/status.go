@@ -72,6 +72,9 @@ func statusAll(ctx context.Context, sh *shell, f *envFlags) error {
 	envs := make([]deploy.EnvJob, len(names))
 	for i, name := range names {
 		e, err := environment.Load(f.dir, name)
+		if err == nil {
+			err = environment.SharedJob(f.dir, e)
+		}
 		if err != nil {
 			envs[i] = deploy.EnvJob{Environment: name, Err: err}
 			continue
@@ -195,7 +198,12 @@ func allocSummary(allocs map[string]int, healthy int) string {
 
 func printStatus(w io.Writer, st *deploy.Status) {
 	fmt.Fprintf(w, "Job:          %s (namespace %s), %s\n", st.Job, st.Namespace, st.Status)
-	fmt.Fprintf(w, "Release:      %s (job version %d)\n", st.Release, st.Version)
+	stable := map[bool]string{true: "stable", false: "not stable: its deployment never succeeded"}[st.Stable]
+	if st.MadeOutside {
+		fmt.Fprintf(w, "Release:      %s (job version %d, made outside the deployer from version %d; %s)\n", st.Release, st.Version, st.ReleaseVersion, stable)
+	} else {
+		fmt.Fprintf(w, "Release:      %s (job version %d, %s)\n", st.Release, st.Version, stable)
+	}
 	fmt.Fprintf(w, "Image:        %s\n", st.Image)
 	if st.ConfigPath != "" {
 		fmt.Fprintf(w, "Config:       %s at %s %v\n", st.ConfigHash, st.ConfigPath, st.Config)
