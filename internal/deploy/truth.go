@@ -53,9 +53,9 @@ func lineage(versions []*nomad.Job, i int) Lineage {
 	made := fmt.Sprintf("version %d, not made by the deployer", *v.Version)
 	if ds := releaseDiff(own, v); len(ds) > 0 {
 		l.Drift = append(l.Drift, fmt.Sprintf("%s since %s (%s)", differences(ds), name, made))
-	} else if !sameSpec(own, v) {
-		l.Drift = append(l.Drift, fmt.Sprintf("the job spec differs from %s's (version %d) in what the environment file does not set (%s: nomad job run of an edited spec?)",
-			name, *own.Version, made))
+	} else if fields := specDiff(own, v); len(fields) > 0 {
+		l.Drift = append(l.Drift, fmt.Sprintf("the job spec differs from %s's (version %d) in %s (%s)",
+			name, *own.Version, strings.Join(fields, ", "), made))
 	}
 	return l
 }
@@ -175,22 +175,113 @@ func readPaths(v *nomad.Job) []string {
 }
 
 // sameSpec says whether a and b are the same job but for what Nomad sets
-// per version (its number, indexes, times, status, stability, tag) and
-// whether it is stopped (which status reports on its own).
+// per version (its number, indexes, times, status, stability, tag, the
+// token that registered it) and whether it is stopped (which status
+// reports on its own).
 func sameSpec(a, b *nomad.Job) bool {
-	return specOf(a) == specOf(b)
+	return len(specDiff(a, b)) == 0
 }
 
-func specOf(j *nomad.Job) string {
+// specDiff names the fields of the job spec in which a and b differ, as
+// paths of its JSON (TaskGroups[web].Tasks[app].Env.EDITED), at most a
+// few.
+func specDiff(a, b *nomad.Job) []string {
+	var fields []string
+	diffJSON("", specOf(a), specOf(b), &fields)
+	return fields
+}
+
+func specOf(j *nomad.Job) any {
 	c := *j
 	c.Version, c.Stable, c.VersionTag, c.SubmitTime = nil, nil, nil, nil
 	c.CreateIndex, c.ModifyIndex, c.JobModifyIndex = nil, nil, nil
-	c.Status, c.StatusDescription, c.Stop = nil, nil, nil
+	c.Status, c.StatusDescription, c.Stop, c.NomadTokenID = nil, nil, nil, nil
 	b, err := json.Marshal(&c)
 	if err != nil {
-		return fmt.Sprint(err)
+		return err.Error()
 	}
-	return string(b)
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err.Error()
+	}
+	dedupeConstraints(v)
+	return v
+}
+
+// dedupeConstraints drops repeated constraints from every Constraints
+// list in v: nomad job revert registers the version again, and Nomad's
+// implied-constraints hook then appends its "${attr.nomad.version}"
+// constraint a second time (Nomad 1.11.2). A repeated constraint places
+// nothing differently.
+func dedupeConstraints(v any) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if list, ok := e.([]any); ok && k == "Constraints" {
+				var seen []string
+				var kept []any
+				for _, c := range list {
+					b, _ := json.Marshal(c)
+					if !slices.Contains(seen, string(b)) {
+						seen, kept = append(seen, string(b)), append(kept, c)
+					}
+				}
+				x[k] = kept
+				continue
+			}
+			dedupeConstraints(e)
+		}
+	case []any:
+		for _, e := range x {
+			dedupeConstraints(e)
+		}
+	}
+}
+
+// maxSpecFields bounds the fields specDiff names: enough to say where.
+const maxSpecFields = 5
+
+// diffJSON adds to fields the paths under path where a and b differ.
+// Elements of a list are named by their Name when they have one.
+func diffJSON(path string, a, b any, fields *[]string) {
+	if len(*fields) >= maxSpecFields {
+		return
+	}
+	switch x := a.(type) {
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok {
+			break
+		}
+		keys := slices.Sorted(maps.Keys(x))
+		for k := range y {
+			if _, ok := x[k]; !ok {
+				keys = append(keys, k)
+			}
+		}
+		for _, k := range keys {
+			diffJSON(strings.TrimPrefix(path+"."+k, "."), x[k], y[k], fields)
+		}
+		return
+	case []any:
+		y, ok := b.([]any)
+		if !ok || len(x) != len(y) {
+			break
+		}
+		for i := range x {
+			name := fmt.Sprint(i)
+			if m, ok := x[i].(map[string]any); ok && m["Name"] != nil {
+				name = fmt.Sprint(m["Name"])
+			}
+			diffJSON(path+"["+name+"]", x[i], y[i], fields)
+		}
+		return
+	}
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	if string(ja) != string(jb) {
+		*fields = append(*fields, path)
+	}
 }
 
 // rollbackTo reads the tag the deployer's rollback gives the version it

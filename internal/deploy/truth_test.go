@@ -64,7 +64,7 @@ func TestLineageJudgesTheRunningJobNotItsMeta(t *testing.T) {
 			1, true, "image app@sha256:a -> app@sha256:evil since v1 (version 2, not made by the deployer)"},
 		{"nomad job run of a spec edited outside what the environment sets",
 			[]*nomad.Job{copyOf(v1, 2, false, func(j *nomad.Job) { j.TaskGroups[0].Tasks[0].Env = map[string]string{"DEBUG": "1"} }), v1, v0},
-			1, true, "the job spec differs from v1's (version 1) in what the environment file does not set"},
+			1, true, "the job spec differs from v1's (version 1) in TaskGroups[web].Tasks[app].Env (version 2"},
 		{"a template edited to read another snapshot",
 			[]*nomad.Job{copyOf(v1, 2, false, func(j *nomad.Job) {
 				j.TaskGroups[0].Tasks[0].Templates[0].EmbeddedTmpl = ptr(`HOST={{ key "counter/releases/default/counter-dev/other/HOST" }}`)
@@ -214,5 +214,22 @@ func TestHistorySaysWhoAndChecksSnapshots(t *testing.T) {
 	}
 	if e := entries[3]; e.Config != nil || e.ConfigEdited == "" {
 		t.Errorf("edited snapshot: config %v, edited %q; want none shown, and its hash", e.Config, e.ConfigEdited)
+	}
+}
+
+// nomad job revert makes Nomad append its implied constraint again: the
+// same spec all the same.
+func TestSameSpecIgnoresARepeatedConstraint(t *testing.T) {
+	nomadVersion := &nomad.Constraint{LTarget: "${attr.nomad.version}", RTarget: ">= 1.7.0-a", Operand: "semver"}
+	a := released(0, func(j *nomad.Job) { j.TaskGroups[0].Constraints = []*nomad.Constraint{nomadVersion} })
+	b := released(0, func(j *nomad.Job) { j.TaskGroups[0].Constraints = []*nomad.Constraint{nomadVersion, nomadVersion} })
+	if !sameSpec(a, b) {
+		t.Errorf("a repeated constraint makes another spec: %v", specDiff(a, b))
+	}
+	c := released(0, func(j *nomad.Job) {
+		j.TaskGroups[0].Constraints = []*nomad.Constraint{nomadVersion, {LTarget: "${node.class}", RTarget: "gpu", Operand: "="}}
+	})
+	if got := specDiff(a, c); len(got) != 1 || got[0] != "TaskGroups[web].Constraints" {
+		t.Errorf("another constraint: differences %v, want TaskGroups[web].Constraints", got)
 	}
 }
