@@ -187,3 +187,32 @@ func TestStatusOfEveryEnvironment(t *testing.T) {
 		t.Errorf("rows %+v; want the four as before, with broken's error before qa", rows)
 	}
 }
+
+// An instance whose health check fails now is not healthy, though its
+// deployment found it so: Nomad never takes that verdict back. Its Redis
+// stopped, the app's /readyz fails, and status says so, exit 0 (the job
+// runs what was released: no drift).
+func TestStatusCountsOnlyInstancesThatPassNow(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	rdb := redistest.Start(t)
+	f.writeEnv("dev", rdb, 1, "")
+	rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good)
+	if code != exitOK {
+		t.Fatalf("submit: exit %d", code)
+	}
+	if st, _ := f.statusJSON(); st.Healthy != 1 || st.Allocs["running"] != 1 {
+		t.Fatalf("before: %d healthy of %v, want 1 of 1 running", st.Healthy, st.Allocs)
+	}
+	rdb.Stop()
+	f.waitNoPassing(f.job, rec.ConfigHash)
+	st, code := f.statusJSON()
+	if st.Healthy != 0 || st.Allocs["running"] != 1 || code != exitOK {
+		t.Errorf("with its check failing: %d healthy of %v, exit %d; want 0 healthy of 1 running, exit 0", st.Healthy, st.Allocs, code)
+	}
+	rows, _ := statusAllJSON(t, f)
+	if rows[0].Healthy != 0 {
+		t.Errorf("status of every environment: %d healthy, want 0", rows[0].Healthy)
+	}
+}
