@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -79,7 +80,7 @@ func TestLineageJudgesTheRunningJobNotItsMeta(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			l := lineage(tt.versions, 0)
 			if l.Own == nil || *l.Own.Version != tt.own || l.Copy != tt.copied {
-				t.Fatalf("own %v copy %v, want version %d copy %v", l.Own, l.Copy, tt.own, tt.copied)
+				t.Fatalf("own version %s copy %v, want version %d copy %v", versionOf(l.Own), l.Copy, tt.own, tt.copied)
 			}
 			got := strings.Join(l.Drift, "; ")
 			if (tt.drift == "") != (got == "") || !strings.Contains(got, tt.drift) {
@@ -183,7 +184,7 @@ func TestDefaultRollbackAfterARevert(t *testing.T) {
 	// -to v0 by tag names the release, not a scaled copy carrying its tag.
 	scaled := copyOf(v0, 2, true, func(j *nomad.Job) { j.TaskGroups[0].Count = ptr(3) })
 	if v, err := pick([]*nomad.Job{scaled, v1, v0}, Target{Tag: "v0"}); err != nil || *v.Version != 0 {
-		t.Errorf("-to v0 picked %v (%v), want version 0", v, err)
+		t.Errorf("-to v0 picked version %s (%v), want version 0", versionOf(v), err)
 	}
 }
 
@@ -232,4 +233,12 @@ func TestSameSpecIgnoresARepeatedConstraint(t *testing.T) {
 	if got := specDiff(a, c); len(got) != 1 || got[0] != "TaskGroups[web].Constraints" {
 		t.Errorf("another constraint: differences %v, want TaskGroups[web].Constraints", got)
 	}
+}
+
+// versionOf names v's version for a message; "none" for no version.
+func versionOf(v *nomad.Job) string {
+	if v == nil || v.Version == nil {
+		return "none"
+	}
+	return fmt.Sprint(*v.Version)
 }
