@@ -149,6 +149,9 @@ func statusCells(r deploy.Row) []string {
 		cells[6] = fmt.Sprintf("%d/%d healthy", r.Healthy, r.Count)
 		if dep := r.Deployment; dep != nil && dep.Version == r.Version && dep.Status != "successful" {
 			cells[6] += ", deployment " + dep.Status
+		} else if !r.Stable {
+			// Its deployment never succeeded, or Nomad has reaped it.
+			cells[6] += ", not stable"
 		}
 		cells[7] = "none"
 		if len(r.Drift) > 0 {

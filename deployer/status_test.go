@@ -17,7 +17,7 @@ import (
 func TestStatusTableCells(t *testing.T) {
 	yes, no := true, false
 	running := deploy.Row{
-		Environment: "test", Job: "counter-test", Registered: true, Release: "v7", Version: 7,
+		Environment: "test", Job: "counter-test", Registered: true, Release: "v7", Version: 7, Stable: true,
 		Image: "reg:5000/counter@sha256:3f2a9c1b7d4e5f60718293a4b5c6d7e8f9", ImageDigest: "sha256:3f2a9c1b7d4e5f60718293a4b5c6d7e8f9",
 		GitCommit: "a1b2c3d4e5f6a7b8c9d0", ConfigHash: "9c8b7a6f5e4d3c2b", Count: 3, Healthy: 3,
 		Deployment: &deploy.DeploymentStatus{Version: 7, Status: "successful"}, Drift: []string{},
@@ -47,6 +47,9 @@ func TestStatusTableCells(t *testing.T) {
 		{"a tag pinned without digest shows the reference",
 			with(func(r *deploy.Row) { r.Image, r.ImageDigest, r.GitCommit = "reg:5000/counter:abc", "", "" }),
 			"test counter-test v7 reg:5000/counter:abc - 9c8b7a6f5e4d3c2b 3/3 healthy none yes (dev)"},
+		{"a version whose deployment never succeeded",
+			with(func(r *deploy.Row) { r.Stable, r.Deployment = false, nil }),
+			"test counter-test v7 3f2a9c1b7d4e a1b2c3d 9c8b7a6f5e4d3c2b 3/3 healthy, not stable none yes (dev)"},
 		{"drift",
 			with(func(r *deploy.Row) { r.Drift = []string{"the job is stopped"} }), "test counter-test v7 3f2a9c1b7d4e a1b2c3d 9c8b7a6f5e4d3c2b 3/3 healthy yes, below yes (dev)"},
 		{"a job not registered",
