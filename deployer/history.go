@@ -19,7 +19,11 @@ func historyCommand() *command {
 		synopsis: "List an environment's releases and what each changed",
 		doc: `Lists the job's retained versions, newest first: release, image, config,
 what changed since the version before, submit time, who, stability, and
-the current one (*).`,
+the current one (*). Who is the submitter, who rolled back for a rollback,
+and "(by hand)" for a version made outside the deployer, even one that kept
+its meta (nomad job scale, revert, a UI edit): that one names the release it
+was made from and how it differs ("drift:"). A snapshot edited by hand since
+its release is said to be, not shown as the release's config.`,
 		required: []string{"env"},
 		exits:    codes(exitOK, exitError, exitUsage),
 		flags: func(fs *flag.FlagSet, sh *shell) func(context.Context, []string) error {

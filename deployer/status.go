@@ -17,9 +17,14 @@ func statusCommand() *command {
 		name:     "status",
 		args:     "[-env NAME] [options]",
 		synopsis: "Show the running release, its health, and drift; without -env, of every environment",
-		doc: `Shows the running release, its deployment and allocation health, and drift:
-a version not made by the deployer (nomad job run by hand), or its config
-snapshot missing or edited in Consul.
+		doc: `Shows the running release, whether its deployment ever succeeded, the
+instances that run and pass their checks now, and drift, judged from the
+running job version itself: a version not made by the deployer that differs
+from its release's own version (nomad job scale, nomad job run, a UI edit:
+each difference is named, "count 1 -> 3 since v0"), a template that reads
+another snapshot or a task that runs another image than its meta names, a
+version with no release meta at all, or its config snapshot missing or
+edited in Consul.
 
 Without -env, shows every environment in the -environments folder, one row
 each, in pipeline order: dev, test and prod (those that exist), then the
