@@ -48,6 +48,8 @@ type fixture struct {
 	// nomadAddr is the Nomad server the nomad CLI talks to; "" for the
 	// stack's first.
 	nomadAddr string
+	// redis is dev's Redis, for a test that writes dev's file again.
+	redis *redistest.Server
 }
 
 func newFixture(t *testing.T) *fixture {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -80,6 +81,32 @@ type Store struct {
 // PutPatience is how long Put asks again by default: a Consul election
 // takes seconds.
 const PutPatience = 30 * time.Second
+
+// CheckPrefix refuses a prefix that Consul would store under one name and
+// read under another: a transaction stores a key as given, but every
+// /v1/kv/ read has its path cleaned, so a ".", ".." or empty segment
+// ("a//b") would make each snapshot unreadable where it was written. Only
+// letters, digits and "-_." are allowed in a segment, so that the path is
+// the same in a URL, a template and an ACL rule.
+func CheckPrefix(prefix string) error {
+	trimmed := strings.Trim(prefix, "/")
+	if trimmed == "" {
+		return fmt.Errorf("%q has no folder name", prefix)
+	}
+	for _, seg := range strings.Split(trimmed, "/") {
+		switch {
+		case seg == "":
+			return fmt.Errorf("%q has an empty segment (//): Consul reads it as one /, so snapshots would be written where no read finds them", prefix)
+		case seg == "." || seg == "..":
+			return fmt.Errorf("%q has a %q segment: Consul cleans it out of every read, so snapshots would be written where no read finds them", prefix, seg)
+		case !prefixSegment.MatchString(seg):
+			return fmt.Errorf("%q: segment %q: want letters, digits, '-', '_' and '.' only", prefix, seg)
+		}
+	}
+	return nil
+}
+
+var prefixSegment = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
 // New returns a Store writing under prefix (DefaultPrefix when empty).
 func New(client *consul.Client, prefix string) *Store {

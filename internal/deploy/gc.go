@@ -84,6 +84,11 @@ func (d *Deployer) GC(ctx context.Context, ns, job string, keep int, dryRun bool
 		if p := v.Meta[release.MetaConfigPath]; p != "" {
 			used[p] = true
 		}
+		// And what it reads: a version made outside the deployer may read
+		// another snapshot than its meta names.
+		for _, p := range readPaths(v) {
+			used[p] = true
+		}
 	}
 	names, err := d.Store.List(ctx, ns, job)
 	if err != nil {

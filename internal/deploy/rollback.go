@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -227,7 +228,9 @@ func pick(versions []*nomad.Job, to Target) (*nomad.Job, error) {
 	cur := versions[0]
 	switch {
 	case to.Tag != "":
-		for _, v := range versions {
+		// The oldest with the tag: Job.Scale copies a version's tag into
+		// the version it makes, so a newer one may carry it too.
+		for _, v := range slices.Backward(versions) {
 			if v.VersionTag != nil && v.VersionTag.Name == to.Tag {
 				return v, nil
 			}
@@ -246,11 +249,20 @@ func pick(versions []*nomad.Job, to Target) (*nomad.Job, error) {
 		return nil, fmt.Errorf("job %s has no version %d: Nomad keeps every tagged version and the newest job_tracked_versions untagged ones, and now has %d, %d to %d (deployer history lists them)",
 			*cur.ID, *to.Version, len(versions), *versions[len(versions)-1].Version, *cur.Version)
 	}
-	for _, v := range versions[1:] {
+	// Before the release that runs: when the current version brought back
+	// an older release (a rollback, nomad job revert), the versions between
+	// were gone back from, and going back to them would undo the rollback.
+	first := origin(versions, 0)
+	for i, v := range versions[1:] {
 		e := entry(v, nil)
-		if e.Stable && e.ByDeployer && !sameRelease(cur, v) {
-			return v, nil
+		if *v.Version < *first.Version && e.Stable && e.ByDeployer && !sameRelease(cur, v) {
+			if _, copied := ownVersion(versions, i+1); !copied {
+				return v, nil
+			}
 		}
+	}
+	if first != cur {
+		return nil, fmt.Errorf("job %s has no stable release older than %s, which version %d brought back, to roll back to", *cur.ID, releaseName(first), *cur.Version)
 	}
 	return nil, fmt.Errorf("job %s has no earlier stable release to roll back to", *cur.ID)
 }
