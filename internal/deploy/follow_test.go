@@ -18,6 +18,7 @@ import (
 // Nomad that loses contact, or its leader, mid-watch. A real server's loss
 // is the cluster tests' case; this is the deployer's answer to each.
 type lostDeploys struct {
+	Deployments
 	err      error
 	failures int
 	calls    int

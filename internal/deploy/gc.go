@@ -28,11 +28,16 @@ type GCResult struct {
 // has dropped them. GC holds the job's deploy lock, so a submit between
 // writing a snapshot and registering its job cannot lose it.
 func (d *Deployer) GC(ctx context.Context, ns, job string, keep int, dryRun bool, who string) (*GCResult, error) {
-	unlock, err := d.lock(ctx, ns, job, who+", gc")
+	l, err := d.lock(ctx, ns, job, who+", gc")
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
+	defer l.unlock()
+	// A deployment under way, or about to start, may still need what gc
+	// would untag or delete: its version's evaluation has not run yet.
+	if err := d.idle(ctx, ns, job); err != nil {
+		return nil, err
+	}
 
 	q := (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx)
 	versions, _, _, err := d.Jobs.Versions(job, false, q)
