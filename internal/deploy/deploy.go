@@ -948,7 +948,13 @@ func (d *Deployer) instances(ctx context.Context, service, tag string, passingOn
 
 // versionAt finds the job version registered at modifyIndex.
 func (d *Deployer) versionAt(ctx context.Context, ns, id string, modifyIndex uint64) (uint64, error) {
-	versions, _, _, err := d.Jobs.Versions(id, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	// Asked patiently: the job is registered by now, and a leader lost
+	// right after the register must not make it look unregistered.
+	var versions []*nomad.Job
+	err := d.patient(ctx)(func() (err error) {
+		versions, _, _, err = d.Jobs.Versions(id, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("read versions of job %s: %w", id, err)
 	}
