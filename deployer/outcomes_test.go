@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	nomad "github.com/hashicorp/nomad/api"
+
 	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/deploy"
 	"github.com/kodekloud/counter/internal/release"
@@ -203,7 +205,7 @@ func TestAnUnclearRegisterNeverDeletesWhatMayRun(t *testing.T) {
 				if tagged != tt.wantTag {
 					t.Errorf("version 0 tagged v0: %v, want %v", tagged, tt.wantTag)
 				}
-				if p := vs[0].Meta[release.MetaConfigPath]; !strings.HasSuffix(p, "/"+strings.TrimSuffix(f.snapshots()[0], "/")) {
+				if p := vs[0].Meta[release.MetaConfigPath]; p+"/" != f.snapshots()[0] {
 					t.Errorf("version 0 reads %s, which is not the snapshot kept (%v)", p, f.snapshots())
 				}
 			}
@@ -225,11 +227,14 @@ progress_deadline = "30s"`)
 	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", bad); code != exitFailed {
 		t.Fatalf("first release of a broken image: exit %d (%s), want %d", code, rec.Outcome, exitFailed)
 	}
-	if err := f.nomad.System().GarbageCollect(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
+	// Nomad reaps a finished deployment once none of its allocations runs:
+	// here once the failing instance used up its restarts (the default
+	// policy, 2 in 30 m, 15 s apart) and was rescheduled.
+	deadline := time.Now().Add(3 * time.Minute)
 	for {
+		if err := f.nomad.System().GarbageCollect(); err != nil {
+			t.Fatal(err)
+		}
 		dep, _, err := f.nomad.Jobs().LatestDeployment(f.job, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -238,9 +243,9 @@ progress_deadline = "30s"`)
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("deployment %s (%s) not reaped by a forced gc after 30 s", dep.ID, dep.Status)
+			t.Fatalf("deployment %s (%s) not reaped by a forced gc after 3 min", dep.ID, dep.Status)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(3 * time.Second)
 	}
 	rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", bad)
 	if code != exitFailed || rec.Outcome != deploy.Failed || !strings.Contains(rec.Detail, "never marked it stable") {
@@ -303,6 +308,11 @@ healthy_deadline = "30s"`)
 	rec = deploy.Record{}
 	if err := json.Unmarshal([]byte(out), &rec); err != nil || code != exitAutoReverted || rec.RevertedTo == nil || *rec.RevertedTo != 1 {
 		t.Errorf("fail: exit %d, %+v (%v); want %d, reverted to version 1", code, rec, err, exitAutoReverted)
+	}
+	// Nomad's revert to v1 is a new version with a canary of its own, which
+	// waits for promotion too.
+	if _, stderr, code := f.deployer("deployment", "-env", "dev", "promote"); code != exitOK {
+		t.Errorf("promote of the revert's canary: exit %d, want %d:\n%s", code, exitOK, stderr)
 	}
 	if _, stderr, code := f.deployer("deployment", "-env", "dev", "promote"); code != exitError || !strings.Contains(stderr, "no deployment under way") {
 		t.Errorf("promote with nothing waiting: exit %d, want %d:\n%s", code, exitError, stderr)
@@ -459,5 +469,57 @@ func TestRegisterWarningsAreShown(t *testing.T) {
 	}
 	if _, _, err := f.nomad.Jobs().Submission(f.job, 0, nil); !isNotFound(err) {
 		t.Errorf("Nomad kept a submission (%v): the warning said it would drop it", err)
+	}
+}
+
+// infoHook is Nomad's jobs API with a hook before each read of the job.
+type infoHook struct {
+	deploy.Jobs
+	reads  int
+	before func(read int)
+}
+
+func (h *infoHook) Info(id string, q *nomad.QueryOptions) (*nomad.Job, *nomad.QueryMeta, error) {
+	h.reads++
+	h.before(h.reads)
+	return h.Jobs.Info(id, q)
+}
+
+// TestALostLockStopsASubmitBeforeItWrites: the lock's session ends after
+// submit took the lock and before it wrote anything (its second read of
+// the job is the one under the lock). Before, the lost lock went unnoticed
+// and the submit registered while another deployer could hold the lock.
+func TestALostLockStopsASubmitBeforeItWrites(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	f.writeEnv("dev", redistest.Start(t), 1, "")
+	key := "counter/releases/.locks/default/" + f.job
+	tweak := func(d *deploy.Deployer) {
+		d.Jobs = &infoHook{Jobs: d.Jobs, before: func(read int) {
+			if read != 2 {
+				return
+			}
+			p, _, err := f.kv.KV().Get(key, nil)
+			if err != nil || p == nil || p.Session == "" {
+				t.Errorf("no lock held at the read under it: %v %v", p, err)
+				return
+			}
+			if _, err := f.kv.Session().Destroy(p.Session, nil); err != nil {
+				t.Error(err)
+			}
+			// Consul's lock monitor sees the key go within milliseconds.
+			time.Sleep(time.Second)
+		}}
+	}
+	_, stderr, code := f.submitWith(context.Background(), f.env, tweak, deploy.SubmitOptions{}, "dev", good)
+	if code != exitConflict || !strings.Contains(stderr, "lost the job's deploy lock") {
+		t.Errorf("submit that lost its lock: exit %d, want %d saying so:\n%s", code, exitConflict, stderr)
+	}
+	if snaps := f.snapshots(); len(snaps) != 0 {
+		t.Errorf("snapshots %v written after the lock was lost", snaps)
+	}
+	if _, _, err := f.nomad.Jobs().Info(f.job, nil); !isNotFound(err) {
+		t.Errorf("job registered after the lock was lost (%v)", err)
 	}
 }

@@ -553,7 +553,7 @@ func (d *Deployer) registeredSince(ctx context.Context, ns, job string, base uin
 	var versions []*nomad.Job
 	err := d.patient(ctx)(func() (err error) {
 		versions, _, _, err = d.Jobs.Versions(job, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
-		if isNotFound(err) {
+		if err != nil && isNotFound(err) {
 			versions, err = nil, nil
 		}
 		return err
@@ -570,7 +570,7 @@ func (d *Deployer) registeredSince(ctx context.Context, ns, job string, base uin
 }
 
 // warningsHead is the first line of Nomad's list of warnings (helper.MergeMultierrorWarnings).
-var warningsHead = regexp.MustCompile(`^\d+ warning\(s\):$`)
+var warningsHead = regexp.MustCompile(`^\d+ warnings?(\(s\))?:$`)
 
 // warnings records and prints what Nomad warned of when it registered the
 // release, such as a submission over job_max_source_size that it dropped.
