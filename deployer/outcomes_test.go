@@ -190,8 +190,9 @@ func TestAnUnclearRegisterNeverDeletesWhatMayRun(t *testing.T) {
 				}
 			}
 			// What the cluster shows, read past the proxy.
-			if snaps := f.snapshots(); len(snaps) != 1 {
-				t.Errorf("snapshots %v, want the one this submit wrote, kept", snaps)
+			snaps := f.snapshots()
+			if len(snaps) != 1 {
+				t.Fatalf("snapshots %v, want the one this submit wrote, kept", snaps)
 			}
 			vs, _, _, err := f.nomad.Jobs().Versions(f.job, false, nil)
 			if err != nil && !isNotFound(err) {
@@ -205,8 +206,8 @@ func TestAnUnclearRegisterNeverDeletesWhatMayRun(t *testing.T) {
 				if tagged != tt.wantTag {
 					t.Errorf("version 0 tagged v0: %v, want %v", tagged, tt.wantTag)
 				}
-				if p := vs[0].Meta[release.MetaConfigPath]; p+"/" != f.snapshots()[0] {
-					t.Errorf("version 0 reads %s, which is not the snapshot kept (%v)", p, f.snapshots())
+				if p := vs[0].Meta[release.MetaConfigPath]; p+"/" != snaps[0] {
+					t.Errorf("version 0 reads %s, which is not the snapshot kept (%v)", p, snaps)
 				}
 			}
 		})
