@@ -427,6 +427,11 @@ healthy_deadline = "30s"`)
 			t.Fatalf("submit ended before its lock could be taken from it:\n%s", stderr)
 		case <-time.After(50 * time.Millisecond):
 		}
+		// Once the version is registered: before, a lost lock stops the
+		// submit instead (TestALostLockStopsASubmitBeforeItWrites).
+		if _, _, err := f.nomad.Jobs().Info(f.job, nil); err != nil {
+			continue
+		}
 		p, _, err := f.kv.KV().Get(key, nil)
 		if err != nil || p == nil || p.Session == "" {
 			continue
