@@ -514,7 +514,13 @@ func TestALostLockStopsASubmitBeforeItWrites(t *testing.T) {
 			if _, err := f.kv.Session().Destroy(p.Session, nil); err != nil {
 				t.Error(err)
 			}
-			// Consul's lock monitor sees the key go within milliseconds.
+			// The session's end deletes the lock's key; Consul's lock monitor,
+			// a blocking read of that key, sees it go within milliseconds.
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				if p, _, err := f.kv.KV().Get(key, nil); err == nil && p == nil {
+					break
+				}
+			}
 			time.Sleep(time.Second)
 		}}
 	}
