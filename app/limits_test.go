@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kodekloud/counter/internal/testsupport/envtest"
 	"github.com/kodekloud/counter/internal/testsupport/redistest"
 )
 
@@ -317,12 +318,11 @@ func TestClientsThatNeverReadCostLittle(t *testing.T) {
 // slow clients holding its descriptors are closed by their timeouts.
 func TestAtTheDescriptorLimitNothingSpinsAndEverythingRecovers(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("prlimit"); err != nil {
-		t.Skip("needs prlimit (util-linux)")
-	}
+	// In CI a missing prlimit fails the test rather than skipping it.
+	prlimit := envtest.LookPath(t, "prlimit", "util-linux")
 	rdb := redistest.Start(t)
 	const limit = 48
-	p := startProcess(t, rdb.Addr(), "prlimit", fmt.Sprintf("--nofile=%d:%d", limit, limit), "--")
+	p := startProcess(t, rdb.Addr(), prlimit, fmt.Sprintf("--nofile=%d:%d", limit, limit), "--")
 	// Twice the limit in silent connections: the app holds as many as it
 	// has descriptors for, the rest wait in its backlog.
 	for range 2 * limit {

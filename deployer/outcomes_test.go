@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -443,38 +442,6 @@ healthy_deadline = "30s"`)
 	}
 	if stderr := <-done; !strings.Contains(stderr, "lost the deploy lock") {
 		t.Errorf("submit did not say it lost its lock:\n%s", stderr)
-	}
-}
-
-// TestRegisterWarningsAreShown: Nomad registers a job whose submission is
-// over job_max_source_size (1 MB by default) but drops the submission, and
-// says so only in its answer's warnings.
-func TestRegisterWarningsAreShown(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t)
-	good, _ := releaseImages(t, f.stack)
-	f.writeEnv("dev", redistest.Start(t), 1, "")
-	spec := filepath.Join(f.dir, "jobs", "counter.nomad.hcl")
-	src, err := os.ReadFile(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pad := strings.Repeat("# padding past job_max_source_size\n", (1<<20)/35+100)
-	if err := os.WriteFile(spec, append(src, pad...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good)
-	if code != exitOK {
-		t.Fatalf("submit: exit %d", code)
-	}
-	if len(rec.Warnings) != 1 || !strings.Contains(rec.Warnings[0], "exceeds maximum") {
-		t.Errorf("-json warnings %q, want Nomad's one about the source size", rec.Warnings)
-	}
-	if !strings.Contains(stderr, "warning: Nomad") || !strings.Contains(stderr, "will be discarded") {
-		t.Errorf("stderr does not carry Nomad's warning:\n%s", stderr)
-	}
-	if _, _, err := f.nomad.Jobs().Submission(f.job, 0, nil); !isNotFound(err) {
-		t.Errorf("Nomad kept a submission (%v): the warning said it would drop it", err)
 	}
 }
 

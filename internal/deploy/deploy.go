@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/url"
 	"path"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -450,7 +449,7 @@ func (d *Deployer) Submit(ctx context.Context, r0 *release.Release, opts SubmitO
 		return d.unanswered(ctx, rec, p, created, err, opts.Detach, lease.lost)
 	}
 	rec.EvalID = resp.EvalID
-	d.warnings(rec, resp.Warnings)
+	rec.Warnings = warnings(resp.Warnings)
 	if err := d.nameVersion(ctx, rec, resp.JobModifyIndex, r.Description()); err != nil {
 		// Registered all the same: never "nothing was changed".
 		rec.Outcome = Unknown
@@ -460,6 +459,7 @@ func (d *Deployer) Submit(ctx context.Context, r0 *release.Release, opts SubmitO
 		return rec, nil
 	}
 	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (eval %s)\n", rec.Release, r.Env.Job, *rec.Version, short(resp.EvalID))
+	d.sayWarnings(rec)
 	return d.followLocked(ctx, rec, opts.Detach, lease.lost)
 }
 
@@ -569,19 +569,15 @@ func (d *Deployer) registeredSince(ctx context.Context, ns, job string, base uin
 	return 0, false, nil
 }
 
-// warningsHead is the first line of Nomad's list of warnings (helper.MergeMultierrorWarnings).
-var warningsHead = regexp.MustCompile(`^\d+ warnings?(\(s\))?:$`)
-
-// warnings records and prints what Nomad warned of when it registered the
-// release, such as a submission over job_max_source_size that it dropped.
-func (d *Deployer) warnings(rec *Record, warnings string) {
-	for _, line := range strings.Split(warnings, "\n") {
-		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "* "))
-		if line == "" || warningsHead.MatchString(line) {
-			continue
+// sayWarnings prints what Nomad warned of when it registered the release
+// (rec.Warnings). Nomad registers a job whose source and variables are over
+// its job_max_source_size, dropping the submission with only a warning.
+func (d *Deployer) sayWarnings(rec *Record) {
+	for _, w := range rec.Warnings {
+		fmt.Fprintf(d.Progress, "==> Nomad warns: %s\n", w)
+		if strings.Contains(w, "will be discarded") {
+			fmt.Fprintf(d.Progress, "    Nomad keeps no submission of %s (its job_max_source_size): a rollback cannot restore its config from Nomad if its snapshot is edited or deleted\n", rec.Release)
 		}
-		rec.Warnings = append(rec.Warnings, line)
-		fmt.Fprintf(d.Progress, "warning: Nomad at %s registered job %s with a warning: %s\n", d.NomadAddr, rec.Job, line)
 	}
 }
 
@@ -596,6 +592,19 @@ func (d *Deployer) moved(ctx context.Context, p *Plan) (bool, error) {
 		return p.Current != nil, nil
 	}
 	return p.Current == nil || *cur.JobModifyIndex != p.ModifyBase, nil
+}
+
+// warnings splits Nomad's multierror text ("1 warning:\n\n* ...") into its
+// items.
+func warnings(text string) []string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "*"))
+		if line != "" && !strings.HasSuffix(line, "warning:") && !strings.HasSuffix(line, "warnings:") {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // planSubmit plans the release and checks what must hold before anything

@@ -10,12 +10,23 @@ import (
 	"github.com/kodekloud/counter/internal/testsupport/envtest"
 )
 
+// Option changes the configuration of a stack StartOwn starts.
+type Option func(*localstack.Config)
+
+// TrackedVersions sets the Nomad server's job_tracked_versions to n, for a
+// test of what happens past Nomad's limits without making the stack's
+// default number of versions first.
+func TrackedVersions(n int) Option {
+	return func(c *localstack.Config) { c.JobTrackedVersions = n }
+}
+
 // StartOwn starts a single-agent stack of the test's own, beside the
 // package's, and stops it when the test ends: for a test that changes what
 // every other test relies on, such as Consul's trust of Nomad's
-// identities. It is the stack `make up` starts (ACLs on, bootstrapped,
-// identities trusted), without the deployer's tokens.
-func StartOwn(tb testing.TB) *localstack.Stack {
+// identities, or that needs a server setting of its own (opts). It is the
+// stack `make up` starts (ACLs on, bootstrapped, identities trusted),
+// without the deployer's tokens.
+func StartOwn(tb testing.TB, opts ...Option) *localstack.Stack {
 	tb.Helper()
 	envtest.NeedsServers(tb, "a stack of its own (Nomad, Consul, Redis, registry, Docker)")
 	bin := Binaries(tb)
@@ -26,9 +37,13 @@ func StartOwn(tb testing.TB) *localstack.Stack {
 	dir := tb.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Config{
+	cfg := localstack.Config{
 		Dir: dir, Bin: bin, Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := localstack.Start(ctx, cfg)
 	if err != nil {
 		release()
 		envtest.Unavailable(tb, "a stack of the test's own: %v", err)
