@@ -169,7 +169,7 @@ func TestHistoryBeyondNomadsTrackedVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("gc waits for no lock", func(t *testing.T) {
-		unlock, err := store.Lock(t.Context(), "default", f.job, "a test, holding it")
+		unlock, _, err := store.Lock(t.Context(), "default", f.job, "a test, holding it")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,6 +260,10 @@ func TestSubmitSaysWhenNomadDropsTheSubmission(t *testing.T) {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("submit does not say %q:\n%.2000s", want, stderr)
 		}
+	}
+	// -json carries Nomad's warning too (issue 23).
+	if len(rec.Warnings) != 1 || !strings.Contains(rec.Warnings[0], "will be discarded") {
+		t.Errorf("-json warnings %q, want Nomad's one about the source size", rec.Warnings)
 	}
 }
 

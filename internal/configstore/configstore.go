@@ -290,8 +290,11 @@ const LockTTL = 10 * time.Second
 // Lock takes the job's deploy lock without waiting, so two deployers never
 // change one job at once: the second gets ErrLocked, with what holder wrote.
 // The lock lives in a Consul session renewed while it is held, and deleted
-// with it (behavior "delete"), so a dead holder leaves nothing behind.
-func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock func(), err error) {
+// with it (behavior "delete"), so a dead holder leaves nothing behind. lost
+// is closed if the lock is lost before unlock: the session ended (its TTL
+// ran out while Consul was unreachable, or someone destroyed it), and
+// another deployer may take the lock.
+func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock func(), lost <-chan struct{}, err error) {
 	key := s.LockKey(namespace, job)
 	l, err := s.client.LockOpts(&consul.LockOptions{
 		Key:   key,
@@ -311,18 +314,18 @@ func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock
 		LockWaitTime: 200 * time.Millisecond,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	lost, err := l.Lock(ctx.Done())
+	lostCh, err := l.Lock(ctx.Done())
 	if err != nil {
-		return nil, consulErr(err, key, "take the deploy lock %s", key)
+		return nil, nil, consulErr(err, key, "take the deploy lock %s", key)
 	}
-	if lost == nil {
+	if lostCh == nil {
 		held := ""
 		if p, _, err := s.client.KV().Get(key, nil); err == nil && p != nil {
 			held = fmt.Sprintf(": held by %s", p.Value)
 		}
-		return nil, fmt.Errorf("%w: another deploy of %s is in progress%s; retry once it ends, or with -wait", ErrLocked, job, held)
+		return nil, nil, fmt.Errorf("%w: another deploy of %s is in progress%s; retry once it ends, or with -wait", ErrLocked, job, held)
 	}
 	var once sync.Once
 	return func() {
@@ -330,7 +333,7 @@ func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock
 			_ = l.Unlock()
 			_ = l.Destroy()
 		})
-	}, nil
+	}, lostCh, nil
 }
 
 // LockKey is the KV key of a job's deploy lock.

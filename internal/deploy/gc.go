@@ -36,11 +36,16 @@ type GCResult struct {
 // cannot lose it; a version made meanwhile by hand (nomad job revert, the
 // UI) can only name the snapshot of a version GC read, which it keeps.
 func (d *Deployer) GC(ctx context.Context, ns, job string, keep int, dryRun bool, who string) (*GCResult, error) {
-	unlock, err := d.lock(ctx, ns, job, who+", gc")
+	l, err := d.lock(ctx, ns, job, who+", gc")
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
+	defer l.unlock()
+	// A deployment under way, or about to start, may still need what gc
+	// would untag or delete: its version's evaluation has not run yet.
+	if err := d.idle(ctx, ns, job); err != nil {
+		return nil, err
+	}
 
 	q := (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx)
 	versions, _, _, err := d.Jobs.Versions(job, false, q)

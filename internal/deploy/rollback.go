@@ -141,11 +141,11 @@ func (d *Deployer) rollback(ctx context.Context, ns, job string, cur, target *no
 	announce()
 	// A wait here is bounded by EnforcePriorVersion below: a release that
 	// landed meanwhile makes the revert a conflict, not a surprise.
-	unlock, _, err := d.acquire(ctx, ns, job, fmt.Sprintf("%s, rollback to %s", opts.Who, tgtE.Release), opts.Wait)
+	l, _, err := d.acquire(ctx, ns, job, fmt.Sprintf("%s, rollback to %s", opts.Who, tgtE.Release), opts.Wait)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
+	defer l.unlock()
 	prior := *cur.Version
 	resp, _, err := d.Jobs.Revert(job, *target.Version, &prior, (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx), "", "")
 	if err != nil {
