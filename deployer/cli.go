@@ -26,6 +26,8 @@ func commands() []*command {
 		promoteCommand(),
 		statusCommand(),
 		gcCommand(),
+		backupCommand(),
+		restoreCommand(),
 		validateCommand(),
 	}
 }
