@@ -2,6 +2,8 @@ package localstack_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -48,6 +50,7 @@ func TestRestoreOntoAFreshStackTakesTheBackupsTokens(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	oldKeys := publicKeyIDs(t, old.NomadAddr)
 	out := filepath.Join(t.TempDir(), "backup")
 	m, err := old.Backup(ctx, out, []backup.Target{{Name: "dev", Namespace: "default", Job: job}}, os.Stderr)
 	if err != nil {
@@ -69,6 +72,11 @@ func TestRestoreOntoAFreshStackTakesTheBackupsTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	fresh := stacktest.StartOwn(t)
+	// Its keyring is its own, so keys equal to the old ones after the
+	// restore can only have come from the snapshot.
+	if keys := publicKeyIDs(t, fresh.NomadAddr); slices.Equal(keys, oldKeys) {
+		t.Fatalf("a fresh stack serves the old stack's keys %v before any restore", keys)
+	}
 	if _, err := fresh.Restore(ctx, out, os.Stderr); err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +94,13 @@ func TestRestoreOntoAFreshStackTakesTheBackupsTokens(t *testing.T) {
 	}
 	if env := strings.Join(again.Env(), "\n"); !strings.Contains(env, "NOMAD_TOKEN="+old.DeployerNomadToken) {
 		t.Error("bin/stack env does not hand out the backup's deployer token")
+	}
+
+	// Nomad's keyring came back in its snapshot: the restored Nomad signs
+	// workload identities with the old stack's keys, whose public halves
+	// it serves for Consul to check them.
+	if newKeys := publicKeyIDs(t, again.NomadAddr); !slices.Equal(newKeys, oldKeys) {
+		t.Errorf("after the restore Nomad serves the keys %v, want the old stack's %v", newKeys, oldKeys)
 	}
 
 	// The old deployer's tokens work, and read both halves.
@@ -119,6 +134,34 @@ func TestRestoreOntoAFreshStackTakesTheBackupsTokens(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// publicKeyIDs returns the IDs of the keys Nomad at addr signs workload
+// identities with, from its JWKS, sorted.
+func publicKeyIDs(t *testing.T, addr string) []string {
+	t.Helper()
+	res, err := http.Get(addr + "/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var jwks struct {
+		Keys []struct {
+			KID string `json:"kid"`
+		} `json:"keys"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&jwks); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, k := range jwks.Keys {
+		ids = append(ids, k.KID)
+	}
+	slices.Sort(ids)
+	if len(ids) == 0 {
+		t.Fatalf("Nomad at %s serves no key", addr)
+	}
+	return ids
 }
 
 // idleJob is version n of a service job that asks for no instance, whose
