@@ -31,10 +31,7 @@ beside the backup: the restored ACLs are the backup's.`,
 			dir := fs.String("environments", environment.DefaultDir, "folder `DIR` of environment files whose jobs the manifest lists")
 			asJSON := fs.Bool("json", false, "print the manifest as JSON")
 			return func(ctx context.Context, _ []string) error {
-				targets, err := backupTargets(*dir)
-				if err != nil {
-					return err
-				}
+				targets := backup.Targets(*dir, sh.stderr)
 				s, closeClients, err := backupServers(sh)
 				if err != nil {
 					return err
@@ -52,19 +49,6 @@ beside the backup: the restored ACLs are the backup's.`,
 			}
 		},
 	}
-}
-
-// backupTargets are the jobs of the environment files in dir.
-func backupTargets(dir string) ([]backup.Target, error) {
-	var targets []backup.Target
-	for _, name := range environment.Pipeline(environment.List(dir)) {
-		e, err := environment.Load(dir, name)
-		if err != nil {
-			return nil, err
-		}
-		targets = append(targets, backup.Target{Name: name, Namespace: e.Namespace, Job: e.Job})
-	}
-	return targets, nil
 }
 
 // backupServers connects to Nomad and Consul as every command does.

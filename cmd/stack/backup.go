@@ -6,7 +6,6 @@ import (
 	"io"
 
 	"github.com/kodekloud/counter/internal/backup"
-	"github.com/kodekloud/counter/internal/environment"
 	"github.com/kodekloud/counter/internal/localstack"
 )
 
@@ -31,15 +30,7 @@ func stackBackup(ctx context.Context, dir, out, envDir string, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	var targets []backup.Target
-	for _, name := range environment.Pipeline(environment.List(envDir)) {
-		e, err := environment.Load(envDir, name)
-		if err != nil {
-			return err
-		}
-		targets = append(targets, backup.Target{Name: name, Namespace: e.Namespace, Job: e.Job})
-	}
-	m, err := s.Backup(ctx, out, targets, stderr)
+	m, err := s.Backup(ctx, out, backup.Targets(envDir, stderr), stderr)
 	if err != nil {
 		return err
 	}

@@ -207,3 +207,23 @@ func edit(t *testing.T, dir string, change func(*Manifest)) {
 	b, _ = json.Marshal(m)
 	write(t, dir, ManifestFile, b)
 }
+
+// TestTargetsSkipsUnreadableFiles: a typo in one environment file leaves
+// that environment out of the manifest, with a warning, and never stops
+// the backup.
+func TestTargetsSkipsUnreadableFiles(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "dev.hcl", []byte("job = \"counter-dev\"\ndatacenters = [\"dc1\"]\ncount = 1\nconfig {\n  HOST = \"redis\"\n  PORT = 6379\n}\n"))
+	write(t, dir, "prod.hcl", []byte("job = \n"))
+	var warn strings.Builder
+	got := Targets(dir, &warn)
+	if len(got) != 1 {
+		t.Fatalf("Targets = %+v, want dev's job alone; warnings: %s", got, warn.String())
+	}
+	if got[0] != (Target{Name: "dev", Namespace: "default", Job: "counter-dev"}) {
+		t.Errorf("Targets = %+v, want dev's job alone", got)
+	}
+	if !strings.Contains(warn.String(), "environment prod") {
+		t.Errorf("no warning names prod: %q", warn.String())
+	}
+}
