@@ -2,6 +2,8 @@ package stacktest
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"time"
 
 	"testing"
@@ -28,6 +30,19 @@ func TrackedVersions(n int) Option {
 // without the deployer's tokens.
 func StartOwn(tb testing.TB, opts ...Option) *localstack.Stack {
 	tb.Helper()
+	return startOwn(tb, "", "", opts...)
+}
+
+// StartOwnWithTokens is StartOwn with the management tokens given, as an
+// operator bootstraps a fresh cluster with the tokens kept beside a backup
+// of the old one, so that they hold before its restore and after.
+func StartOwnWithTokens(tb testing.TB, nomadToken, consulToken string, opts ...Option) *localstack.Stack {
+	tb.Helper()
+	return startOwn(tb, nomadToken, consulToken, opts...)
+}
+
+func startOwn(tb testing.TB, nomadToken, consulToken string, opts ...Option) *localstack.Stack {
+	tb.Helper()
 	envtest.NeedsServers(tb, "a stack of its own (Nomad, Consul, Redis, registry, Docker)")
 	bin := Binaries(tb)
 	lo, hi, release, err := localstack.ReserveDynamicRange()
@@ -35,6 +50,18 @@ func StartOwn(tb testing.TB, opts ...Option) *localstack.Stack {
 		envtest.Unavailable(tb, "ports for a stack: %v", err)
 	}
 	dir := tb.TempDir()
+	if nomadToken != "" {
+		// The stack takes the tokens it finds in its folder's secrets.
+		nf, cf := localstack.TokenFiles(dir)
+		if err := os.MkdirAll(filepath.Dir(nf), 0o700); err != nil {
+			tb.Fatal(err)
+		}
+		for file, token := range map[string]string{nf: nomadToken, cf: consulToken} {
+			if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cfg := localstack.Config{
