@@ -38,6 +38,7 @@ func StartOwn(tb testing.TB) *localstack.Stack {
 	p := &pkgStack{stack: s, bin: bin}
 	p.addSecret("own stack's Nomad management token", s.NomadToken)
 	p.addSecret("own stack's Consul management token", s.ConsulToken)
+	p.addSecret("own stack's Consul DNS token", s.DNSToken())
 	ownsMu.Lock()
 	owns = append(owns, p)
 	ownsMu.Unlock()

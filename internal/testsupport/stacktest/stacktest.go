@@ -252,7 +252,7 @@ func (p *pkgStack) start(tb testing.TB, clustered bool) error {
 	for kind, secret := range map[string]string{
 		"Nomad management token": s.NomadToken, "Consul management token": s.ConsulToken,
 		"deployer's Nomad token": s.DeployerNomadToken, "deployer's Consul token": s.DeployerConsulToken,
-		"operator's Nomad token": operator,
+		"operator's Nomad token": operator, "Consul DNS token": s.DNSToken(),
 	} {
 		p.addSecret(kind, secret)
 	}
