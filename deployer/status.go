@@ -45,6 +45,7 @@ cannot be read shows why, and status exits 1 once every row is shown.`,
 				if err != nil {
 					return err
 				}
+				st.URL = e.URL
 				if f.json {
 					if err := writeJSON(sh.stdout, st); err != nil {
 						return err
@@ -84,6 +85,11 @@ func statusAll(ctx context.Context, sh *shell, f *envFlags) error {
 	}
 	defer closeClients()
 	rows := d.StatusAll(ctx, envs)
+	for i, name := range names {
+		if e, err := environment.Load(f.dir, name); err == nil {
+			rows[i].URL = e.URL
+		}
+	}
 	if f.json {
 		if err := writeJSON(sh.stdout, rows); err != nil {
 			return err
@@ -112,9 +118,9 @@ func statusAll(ctx context.Context, sh *shell, f *envFlags) error {
 // and errors in full.
 func printStatusTable(w io.Writer, rows []deploy.Row) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ENVIRONMENT\tJOB\tRELEASE\tIMAGE\tCOMMIT\tCONFIG\tHEALTH\tDRIFT\tSAME BUILD AS PREVIOUS")
+	fmt.Fprintln(tw, "ENVIRONMENT\tJOB\tRELEASE\tIMAGE\tCOMMIT\tCONFIG\tHEALTH\tDRIFT\tSAME BUILD AS PREVIOUS\tURL")
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(statusCells(r), "\t"))
+		fmt.Fprintln(tw, strings.Join(append(statusCells(r), orDash(r.URL)), "\t"))
 	}
 	tw.Flush()
 	for _, r := range rows {
@@ -217,6 +223,9 @@ func printStatus(w io.Writer, st *deploy.Status) {
 		for _, d := range st.Drift {
 			fmt.Fprintf(w, "  - %s\n", d)
 		}
+	}
+	if st.URL != "" {
+		fmt.Fprintf(w, "URL:          %s\n", st.URL)
 	}
 	for _, u := range st.URLs {
 		fmt.Fprintf(w, "  %s\n", u)

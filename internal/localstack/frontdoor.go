@@ -31,10 +31,11 @@ type FrontDoor struct {
 }
 
 // FrontDoors reads the environment files in dir and returns a front door
-// for each that has a url; an invalid file is an error naming it.
+// for each that has a url, in pipeline order; an invalid file is an error
+// naming it.
 func FrontDoors(dir string) ([]FrontDoor, error) {
 	var out []FrontDoor
-	for _, name := range environment.List(dir) {
+	for _, name := range environment.Pipeline(environment.List(dir)) {
 		e, err := environment.Load(dir, name)
 		if err != nil {
 			return nil, err

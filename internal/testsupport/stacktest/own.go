@@ -8,6 +8,7 @@ import (
 
 	"github.com/kodekloud/counter/internal/localstack"
 	"github.com/kodekloud/counter/internal/testsupport/envtest"
+	"github.com/kodekloud/counter/internal/testsupport/imagetest"
 )
 
 // StartOwn starts a single-agent stack of the test's own, beside the
@@ -16,6 +17,21 @@ import (
 // identities. It is the stack `make up` starts (ACLs on, bootstrapped,
 // identities trusted), without the deployer's tokens.
 func StartOwn(tb testing.TB) *localstack.Stack {
+	tb.Helper()
+	return startOwn(tb, "", false)
+}
+
+// StartOwnFrontDoor is StartOwn with a front door for each environment
+// file in envDir that has a url (localstack.Config.Environments), and the
+// deployer's and the operator's tokens, as make up makes them: for a test
+// of what users see through an environment's URL. RestartOwn stops and
+// starts it again.
+func StartOwnFrontDoor(tb testing.TB, envDir string) *localstack.Stack {
+	tb.Helper()
+	return startOwn(tb, envDir, true)
+}
+
+func startOwn(tb testing.TB, envDir string, tokens bool) *localstack.Stack {
 	tb.Helper()
 	envtest.NeedsServers(tb, "a stack of its own (Nomad, Consul, Redis, registry, Docker)")
 	bin := Binaries(tb)
@@ -26,16 +42,17 @@ func StartOwn(tb testing.TB) *localstack.Stack {
 	dir := tb.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Config{
-		Dir: dir, Bin: bin, Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi},
-	})
+	cfg := localstack.Config{
+		Dir: dir, Bin: bin, Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi}, Environments: envDir,
+	}
+	s, err := localstack.Start(ctx, cfg)
 	if err != nil {
 		release()
 		envtest.Unavailable(tb, "a stack of the test's own: %v", err)
 	}
 	// Its secrets are kept as the package stacks' are: Secret, NoSecret
 	// and Redact know them, and its logs are checked once it stops.
-	p := &pkgStack{stack: s, bin: bin}
+	p := &pkgStack{stack: s, bin: bin, cfg: cfg}
 	p.addSecret("own stack's Nomad management token", s.NomadToken)
 	p.addSecret("own stack's Consul management token", s.ConsulToken)
 	p.addSecret("own stack's Consul DNS token", s.DNSToken())
@@ -44,8 +61,11 @@ func StartOwn(tb testing.TB) *localstack.Stack {
 	ownsMu.Unlock()
 	// Registered after TempDir's, so it runs before the folder goes.
 	tb.Cleanup(func() {
+		p.mu.Lock()
+		s := p.stack
+		p.mu.Unlock()
 		if tb.Failed() {
-			for _, name := range []string{"nomad", "consul"} {
+			for _, name := range []string{"nomad", "consul", "haproxy"} {
 				tb.Logf("last lines of its own stack's %s.log:\n%s", name, Redact(s.LogTail(name, 12)))
 			}
 		}
@@ -57,5 +77,52 @@ func StartOwn(tb testing.TB) *localstack.Stack {
 		}
 		release()
 	})
+	if tokens {
+		nomadRules, consulRules, err := readPolicies(imagetest.RepoRoot(tb))
+		if err == nil {
+			err = s.DeployerTokens(ctx, nomadRules, consulRules)
+		}
+		if err != nil {
+			tb.Fatalf("the deployer's tokens on the test's own stack: %v", err)
+		}
+		operator, err := operatorToken(ctx, s, imagetest.RepoRoot(tb))
+		if err != nil {
+			tb.Fatalf("the operator's token on the test's own stack: %v", err)
+		}
+		p.addSecret("own stack's deployer Nomad token", s.DeployerNomadToken)
+		p.addSecret("own stack's deployer Consul token", s.DeployerConsulToken)
+		p.addSecret("own stack's operator Nomad token", operator)
+		p.mu.Lock()
+		p.operator = operator
+		p.mu.Unlock()
+	}
 	return s
+}
+
+// RestartOwn is make down and make up on a stack StartOwnFrontDoor
+// started: it stops every process of s, starts them again on the same
+// folder and ports with their data, and waits until Nomad's allocations run
+// again and pass their checks. It returns the stack that runs now, which
+// the stacktest helpers know in s's place.
+func RestartOwn(tb testing.TB, s *localstack.Stack) *localstack.Stack {
+	tb.Helper()
+	p := of(tb, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		tb.Fatalf("stop the test's own stack: %v", err)
+	}
+	cfg := p.cfg
+	cfg.Ports, cfg.Resume = s.Ports, true
+	again, err := localstack.Start(ctx, cfg)
+	if err != nil {
+		tb.Fatalf("start the test's own stack again: %v", err)
+	}
+	p.mu.Lock()
+	p.stack = again
+	p.mu.Unlock()
+	if err := again.WaitWorkloads(ctx, 2*time.Minute); err != nil {
+		tb.Fatal(err)
+	}
+	return again
 }

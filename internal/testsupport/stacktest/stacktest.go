@@ -51,6 +51,8 @@ type pkgStack struct {
 	secrets map[string]string
 	// operator is the secret of the operator's Nomad token.
 	operator string
+	// cfg is how a test's own stack was started, for RestartOwn.
+	cfg localstack.Config
 }
 
 // shared is the package's single-agent stack; cluster its cluster stack.
