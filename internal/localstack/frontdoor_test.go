@@ -79,6 +79,26 @@ func TestFrontDoorFollowsConsul(t *testing.T) {
 	waitAnswer(t, url, http.StatusOK, "instance at /")
 	t.Logf("the front door answered through the instance %s after it was registered", time.Since(start).Round(100*time.Millisecond))
 
+	// A second instance, which dies while Consul still lists it passing
+	// (it has no Consul check, as a dead node's instances keep theirs):
+	// the front door's own check takes it out within 3 s.
+	dying := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	_, dport, _ := net.SplitHostPort(strings.TrimPrefix(dying.URL, "http://"))
+	dp, _ := strconv.Atoi(dport)
+	reg2 := &consul.AgentServiceRegistration{ID: service + "-2", Name: service, Address: host, Port: dp}
+	if err := cc.Agent().ServiceRegister(reg2); err != nil {
+		t.Fatal(err)
+	}
+	server := net.JoinHostPort(host, dport)
+	waitFor(t, 10*time.Second, "the second instance up in the front door", func() bool { return serverStatus(t, s, server) == "UP" })
+	dying.Close()
+	start = time.Now()
+	waitFor(t, 3*time.Second, "the dead instance out of the front door", func() bool { return serverStatus(t, s, server) == "DOWN" })
+	t.Logf("the front door took the dead instance out %s after it died, while Consul listed it passing", time.Since(start).Round(100*time.Millisecond))
+	if err := cc.Agent().ServiceDeregister(reg2.ID); err != nil {
+		t.Fatal(err)
+	}
+
 	if err := cc.Agent().ServiceDeregister(reg.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +138,60 @@ func TestFrontDoorFollowsConsul(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAnswer(t, url, http.StatusOK, "instance at /")
+}
+
+// serverStatus is the state the front door's runtime API gives its server
+// at addr ("UP", "DOWN", or HAProxy's number for another), "" when it has
+// none there.
+func serverStatus(t *testing.T, s *localstack.Stack, addr string) string {
+	t.Helper()
+	c, err := net.Dial("unix", filepath.Join(s.Dir, "haproxy.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "show servers state\n"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var col map[string]int
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 && f[0] == "#" {
+			col = map[string]int{}
+			for i, name := range f[1:] {
+				col[name] = i
+			}
+			continue
+		}
+		if col == nil || len(f) <= col["srv_port"] || net.JoinHostPort(f[col["srv_addr"]], f[col["srv_port"]]) != addr {
+			continue
+		}
+		// srv_op_state: 0 stopped, 2 running.
+		switch st := f[col["srv_op_state"]]; st {
+		case "0":
+			return "DOWN"
+		case "2":
+			return "UP"
+		default:
+			return st
+		}
+	}
+	return ""
+}
+
+// waitFor polls cond every 100 ms until it holds, failing the test after
+// within.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(within); !cond(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after %s", what, within)
+		}
+	}
 }
 
 // waitAnswer waits up to 30 s until GET url answers status with a body
