@@ -171,7 +171,7 @@ func up(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	if err2 != nil {
 		return err2
 	}
-	if err == nil && s.Healthy(ctx) == nil && (len(s.FrontDoors) > 0 || len(doors) == 0 || o.cluster) {
+	if err == nil && s.Healthy(ctx) == nil && (len(s.FrontDoors) > 0 || len(doors) == 0) {
 		fmt.Fprintf(stderr, "stack already up (state in %s)\n", dir)
 		if err := grant(ctx, s, o); err != nil {
 			return err

@@ -72,7 +72,7 @@ func FrontDoors(dir string) ([]FrontDoor, error) {
 //     sent again, to another instance. Only a refused connection, never a
 //     request the app may have seen: GET / counts a visit, and must count
 //     it once.
-func haproxyConfig(doors []FrontDoor, dnsAddr, statsAddr, sock string) string {
+func haproxyConfig(doors []FrontDoor, dnsAddrs []string, statsAddr, sock string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Rendered by the local stack (internal/localstack/frontdoor.go) from the
 # environment files' url: edit those, then make down and make up.
@@ -91,8 +91,7 @@ defaults
   timeout queue 5s
 
 resolvers consul
-  nameserver consul %s
-  accepted_payload_size 8192
+%s  accepted_payload_size 8192
   resolve_retries 3
   timeout resolve 1s
   timeout retry 1s
@@ -109,7 +108,7 @@ frontend stats
   stats enable
   stats uri /
   stats refresh 5s
-`, sock, dnsAddr, statsAddr)
+`, sock, nameservers(dnsAddrs), statsAddr)
 	for _, d := range doors {
 		fmt.Fprintf(&b, `
 frontend %[1]s
@@ -137,7 +136,7 @@ func (s *Stack) startFrontDoor() error {
 		return nil
 	}
 	file := filepath.Join(s.Dir, "haproxy.cfg")
-	conf := haproxyConfig(s.FrontDoors, s.consulDNSAddr(), s.FrontDoorStats, filepath.Join(s.Dir, "haproxy.sock"))
+	conf := haproxyConfig(s.FrontDoors, s.consulDNSAddrs(), s.FrontDoorStats, filepath.Join(s.Dir, "haproxy.sock"))
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		return err
 	}
@@ -148,9 +147,29 @@ func (s *Stack) startFrontDoor() error {
 	return err
 }
 
-// consulDNSAddr is the Consul agent's DNS address, which HAProxy asks.
-func (s *Stack) consulDNSAddr() string {
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Ports.ConsulDNS))
+// consulDNSAddrs are the DNS addresses of the Consul agents HAProxy asks:
+// the single agent's, or every agent of a cluster, so that one dead node
+// does not leave the front door without answers (HAProxy asks them all and
+// takes the first valid answer).
+func (s *Stack) consulDNSAddrs() []string {
+	port := strconv.Itoa(s.Ports.ConsulDNS)
+	if len(s.Nodes) == 0 {
+		return []string{net.JoinHostPort("127.0.0.1", port)}
+	}
+	var addrs []string
+	for _, n := range s.Nodes {
+		addrs = append(addrs, net.JoinHostPort(n.IP, port))
+	}
+	return addrs
+}
+
+// nameservers are the resolvers section's nameserver lines for addrs.
+func nameservers(addrs []string) string {
+	var b strings.Builder
+	for i, a := range addrs {
+		fmt.Fprintf(&b, "  nameserver consul%d %s\n", i+1, a)
+	}
+	return b.String()
 }
 
 // frontDoorReady lets Consul answer HAProxy's DNS questions (with ACLs,

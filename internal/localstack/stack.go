@@ -95,7 +95,6 @@ type Config struct {
 	Cluster bool
 	// Environments is the folder of environment files whose url the front
 	// door serves, one frontend each (FrontDoors); "" runs no front door.
-	// The single-agent stack only, for now.
 	Environments string
 }
 
@@ -179,7 +178,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if cfg.Bin.Registry != "" {
 		s.RegistryAddr = "127.0.0.1:" + strconv.Itoa(cfg.Ports.Registry)
 	}
-	if cfg.Environments != "" && cfg.Bin.HAProxy != "" && !cfg.Cluster {
+	if cfg.Environments != "" && cfg.Bin.HAProxy != "" {
 		if s.FrontDoors, err = FrontDoors(cfg.Environments); err != nil {
 			return nil, err
 		}
@@ -306,12 +305,13 @@ func (s *Stack) checks() []check {
 		{"registry", "Docker registry at " + s.RegistryAddr, s.registryReady},
 	}...)
 	if s.cfg.Cluster {
-		return append(checks, s.clusterChecks()...)
+		checks = append(checks, s.clusterChecks()...)
+	} else {
+		checks = append(checks,
+			check{"nomad", "Nomad ACLs bootstrapped, and Consul trusting Nomad's workload identities", s.secure},
+			check{"nomad", "Nomad node ready with the docker driver at " + s.NomadAddr, s.nomadReady})
 	}
-	return append(checks,
-		check{"nomad", "Nomad ACLs bootstrapped, and Consul trusting Nomad's workload identities", s.secure},
-		check{"nomad", "Nomad node ready with the docker driver at " + s.NomadAddr, s.nomadReady},
-		check{"haproxy", "the front door (HAProxy) at " + s.frontDoorAddrs() + ", stats at " + s.FrontDoorStats, s.frontDoorReady})
+	return append(checks, check{"haproxy", "the front door (HAProxy) at " + s.frontDoorAddrs() + ", stats at " + s.FrontDoorStats, s.frontDoorReady})
 }
 
 // listeners are the addresses the stack's agents and Redis take, which
