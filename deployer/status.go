@@ -24,8 +24,9 @@ snapshot missing or edited in Consul.
 Without -env, shows every environment in the -environments folder, one row
 each, in pipeline order: dev, test and prod (those that exist), then the
 others alphabetically. A row has the release, its image digest (short), git
-commit, config hash, healthy instances of those the job asks for, drift, and
-whether it runs the same build (image digest) as the row before it. An
+commit, config hash, healthy instances of those the job asks for, drift,
+whether it runs the same build (image digest) as the row before it, and the
+environment's URL (its file's url). An
 environment whose job is not registered is a row that says so; one that
 cannot be read shows why, and status exits 1 once every row is shown.`,
 		exits: append([]exitDoc{{exitOK, "no drift"}}, codes(exitError, exitUsage, exitDrift)...),

@@ -26,8 +26,9 @@ const commandsHelp = `Usage: stack <up|down|env> [options]
 
   up     Start Consul, Nomad, a Docker registry and a Redis for each of
          dev, test and prod (redis_db_test and redis_db_prod on 127.0.0.2
-         and 127.0.0.3, names that env hands the deployer) on loopback, with
-         state under -dir, and wait until each is healthy. Harmless when the
+         and 127.0.0.3, names that env hands the deployer) on loopback, and
+         a front door (HAProxy) at the url of each environment file that
+         has one, with state under -dir, and wait until each is healthy. Harmless when the
          stack is already up; on a stopped or partly broken one it keeps
          what runs and starts the rest with its data, then waits (up to 2
          minutes) until Nomad's allocations run again and pass their Consul
