@@ -25,6 +25,7 @@ func commands() []*command {
 		rollbackCommand(),
 		promoteCommand(),
 		statusCommand(),
+		deploymentCommand(),
 		gcCommand(),
 		validateCommand(),
 	}

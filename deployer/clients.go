@@ -57,7 +57,14 @@ func (w *watchFlags) register(fs *flag.FlagSet, made string) {
 
 // load reads the environment file.
 func (f *envFlags) load() (*environment.Environment, error) {
-	return environment.Load(f.dir, f.env)
+	e, err := environment.Load(f.dir, f.env)
+	if err != nil {
+		return nil, err
+	}
+	if err := environment.SharedJob(f.dir, e); err != nil {
+		return nil, err
+	}
+	return e, nil
 }
 
 // open loads the environment and connects to its job's Nomad and Consul,
@@ -168,6 +175,15 @@ func extraHosts(getenv func(string) string) ([]string, error) {
 // connections: a process that runs many commands (the tests) would otherwise
 // keep one per command, and Nomad refuses a client's 101st connection.
 func newDeployer(sh *shell, kvPrefix, spec string) (*deploy.Deployer, func(), error) {
+	if err := configstore.CheckPrefix(kvPrefix); err != nil {
+		return nil, nil, usageError("-kv-prefix: %v", err)
+	}
+	if spec != "" && strings.Trim(kvPrefix, "/") != configstore.DefaultPrefix {
+		// The tasks read their snapshot with their own token where ACLs
+		// are on, whose policy (access.GrantJobConfig) names the folder.
+		fmt.Fprintf(sh.stderr, "warning: -kv-prefix %s is not the default %s: where Consul has ACLs, each job's policy (nomad-job-NAMESPACE_JOB) must grant key_prefix \"%s/NAMESPACE/JOB/\" read, or its tasks wait forever for their config (docs/secured-cluster.md)\n",
+			kvPrefix, configstore.DefaultPrefix, strings.Trim(kvPrefix, "/"))
+	}
 	nc, cc, closeIdle, err := clients(sh.getenv)
 	if err != nil {
 		return nil, nil, err

@@ -16,8 +16,12 @@ func gcCommand() *command {
 		synopsis: "Delete config snapshots no retained release uses",
 		doc: `Deletes the config snapshots that no retained or tagged job version uses.
 Nomad keeps every tagged version; -keep N untags all but the newest N
-releases so that Nomad's version limit applies to the rest. Runs under the
-job's deploy lock.`,
+releases so that Nomad's version limit (job_tracked_versions) applies to the
+rest: Nomad drops the untagged versions over it at once, and gc deletes
+their snapshots in the same run (a dry run cannot know which, and lists only
+the snapshots no version uses now). Afterwards every snapshot belongs to a
+retained version and every retained version keeps its snapshot. Runs under
+the job's deploy lock.`,
 		required: []string{"env"},
 		exits:    codes(exitOK, exitError, exitUsage, exitConflict),
 		flags: func(fs *flag.FlagSet, sh *shell) func(context.Context, []string) error {

@@ -87,7 +87,9 @@ func TestGCDeletesOnlyUnreferencedSnapshots(t *testing.T) {
 	}
 
 	// For real: only the newest 3 keep their tags; no snapshot goes, since
-	// Nomad still holds every version until later registrations.
+	// Nomad keeps up to job_tracked_versions (10 on the stack) untagged
+	// versions and these are 7 (TestHistoryBeyondNomadsTrackedVersions
+	// shows the versions over the limit go).
 	out, _, code = f.deployer("gc", "-env", "dev", "-keep", "3", "-json")
 	res = deploy.GCResult{}
 	if err := json.Unmarshal([]byte(out), &res); err != nil || code != exitOK {

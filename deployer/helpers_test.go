@@ -50,6 +50,8 @@ type fixture struct {
 	nomadAddr string
 	// url is the environments' url, which writeEnv gives them; "" for none.
 	url string
+	// redis is dev's Redis, for a test that writes dev's file again.
+	redis *redistest.Server
 }
 
 func newFixture(t *testing.T) *fixture {

@@ -19,7 +19,11 @@ func historyCommand() *command {
 		synopsis: "List an environment's releases and what each changed",
 		doc: `Lists the job's retained versions, newest first: release, image, config,
 what changed since the version before, submit time, who, stability, and
-the current one (*).`,
+the current one (*). Who is the submitter, who rolled back for a rollback,
+and "(by hand)" for a version made outside the deployer, even one that kept
+its meta (nomad job scale, revert, a UI edit): that one names the release it
+was made from and how it differs ("drift:"). A snapshot edited by hand since
+its release is said to be, not shown as the release's config.`,
 		required: []string{"env"},
 		exits:    codes(exitOK, exitError, exitUsage),
 		flags: func(fs *flag.FlagSet, sh *shell) func(context.Context, []string) error {
@@ -64,6 +68,9 @@ func printHistory(w io.Writer, entries []deploy.Entry) {
 		if !e.ByDeployer {
 			by = "(by hand)"
 		}
+		if by == "" {
+			by = "-"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", mark, e.Release, e.Version, shortImage(e.Image),
 			e.ConfigHash, e.SubmitTime.Format("2006-01-02 15:04:05"), by, stable)
 	}
@@ -74,6 +81,15 @@ func printHistory(w io.Writer, entries []deploy.Entry) {
 		fmt.Fprintln(w, rows[i+1])
 		if e.PromotedFrom != "" {
 			fmt.Fprintf(w, "      promoted from %s\n", e.PromotedFrom)
+		}
+		if e.CopyOf != "" {
+			fmt.Fprintf(w, "      made outside the deployer from %s\n", e.CopyOf)
+		}
+		for _, d := range e.Drift {
+			fmt.Fprintf(w, "      drift: %s\n", d)
+		}
+		if e.ConfigEdited != "" {
+			fmt.Fprintf(w, "      drift: config snapshot %s was edited by hand: content hash %s, released as %s\n", e.ConfigPath, e.ConfigEdited, e.ConfigHash)
 		}
 		if e.SameAs != "" {
 			fmt.Fprintf(w, "      same release as %s\n", e.SameAs)

@@ -35,6 +35,9 @@ func printRecord(w io.Writer, r *deploy.Record) {
 	for _, u := range r.URLs {
 		fmt.Fprintf(w, "  %s\n", u)
 	}
+	for _, warning := range r.Warnings {
+		fmt.Fprintf(w, "Nomad warned: %s\n", warning)
+	}
 	if r.UI != "" {
 		fmt.Fprintf(w, "Nomad UI: %s\n", r.UI)
 	}
@@ -58,7 +61,7 @@ func finishRecord(sh *shell, rec *deploy.Record, err error, asJSON bool) error {
 	switch rec.Outcome {
 	case deploy.Failed:
 		return &exitStatus{code: exitFailed, err: fmt.Errorf("deployment of %s %s failed: %s", rec.Job, rec.Release, rec.Detail)}
-	case deploy.Unknown:
+	case deploy.Unknown, deploy.AwaitingPromotion:
 		return &exitStatus{code: exitUnknown, err: fmt.Errorf("%s %s: %s", rec.Job, rec.Release, rec.Detail)}
 	case deploy.AutoReverted:
 		return &exitStatus{code: exitAutoReverted, err: fmt.Errorf("deployment of %s %s failed and Nomad reverted the job to %s (job version %d): %s",

@@ -17,9 +17,14 @@ func statusCommand() *command {
 		name:     "status",
 		args:     "[-env NAME] [options]",
 		synopsis: "Show the running release, its health, and drift; without -env, of every environment",
-		doc: `Shows the running release, its deployment and allocation health, and drift:
-a version not made by the deployer (nomad job run by hand), or its config
-snapshot missing or edited in Consul.
+		doc: `Shows the running release, whether its deployment ever succeeded, the
+instances that run and pass their checks now, and drift, judged from the
+running job version itself: a version not made by the deployer that differs
+from its release's own version (nomad job scale, nomad job run, a UI edit:
+each difference is named, "count 1 -> 3 since v0"), a template that reads
+another snapshot or a task that runs another image than its meta names, a
+version with no release meta at all, or its config snapshot missing or
+edited in Consul.
 
 Without -env, shows every environment in the -environments folder, one row
 each, in pipeline order: dev, test and prod (those that exist), then the
@@ -74,6 +79,9 @@ func statusAll(ctx context.Context, sh *shell, f *envFlags) error {
 	envs := make([]deploy.EnvJob, len(names))
 	for i, name := range names {
 		e, err := environment.Load(f.dir, name)
+		if err == nil {
+			err = environment.SharedJob(f.dir, e)
+		}
 		if err != nil {
 			envs[i] = deploy.EnvJob{Environment: name, Err: err}
 			continue
@@ -153,6 +161,9 @@ func statusCells(r deploy.Row) []string {
 		cells[6] = fmt.Sprintf("%d/%d healthy", r.Healthy, r.Count)
 		if dep := r.Deployment; dep != nil && dep.Version == r.Version && dep.Status != "successful" {
 			cells[6] += ", deployment " + dep.Status
+		} else if !r.Stable {
+			// Its deployment never succeeded, or Nomad has reaped it.
+			cells[6] += ", not stable"
 		}
 		cells[7] = "none"
 		if len(r.Drift) > 0 {
@@ -202,7 +213,12 @@ func allocSummary(allocs map[string]int, healthy int) string {
 
 func printStatus(w io.Writer, st *deploy.Status) {
 	fmt.Fprintf(w, "Job:          %s (namespace %s), %s\n", st.Job, st.Namespace, st.Status)
-	fmt.Fprintf(w, "Release:      %s (job version %d)\n", st.Release, st.Version)
+	stable := map[bool]string{true: "stable", false: "not stable: its deployment never succeeded"}[st.Stable]
+	if st.MadeOutside {
+		fmt.Fprintf(w, "Release:      %s (job version %d, made outside the deployer from version %d; %s)\n", st.Release, st.Version, st.ReleaseVersion, stable)
+	} else {
+		fmt.Fprintf(w, "Release:      %s (job version %d, %s)\n", st.Release, st.Version, stable)
+	}
 	fmt.Fprintf(w, "Image:        %s\n", st.Image)
 	if st.ConfigPath != "" {
 		fmt.Fprintf(w, "Config:       %s at %s %v\n", st.ConfigHash, st.ConfigPath, st.Config)

@@ -17,7 +17,7 @@ import (
 func TestStatusTableCells(t *testing.T) {
 	yes, no := true, false
 	running := deploy.Row{
-		Environment: "test", Job: "counter-test", Registered: true, Release: "v7", Version: 7,
+		Environment: "test", Job: "counter-test", Registered: true, Release: "v7", Version: 7, Stable: true,
 		Image: "reg:5000/counter@sha256:3f2a9c1b7d4e5f60718293a4b5c6d7e8f9", ImageDigest: "sha256:3f2a9c1b7d4e5f60718293a4b5c6d7e8f9",
 		GitCommit: "a1b2c3d4e5f6a7b8c9d0", ConfigHash: "9c8b7a6f5e4d3c2b", Count: 3, Healthy: 3,
 		Deployment: &deploy.DeploymentStatus{Version: 7, Status: "successful"}, Drift: []string{},
@@ -47,6 +47,9 @@ func TestStatusTableCells(t *testing.T) {
 		{"a tag pinned without digest shows the reference",
 			with(func(r *deploy.Row) { r.Image, r.ImageDigest, r.GitCommit = "reg:5000/counter:abc", "", "" }),
 			"test counter-test v7 reg:5000/counter:abc - 9c8b7a6f5e4d3c2b 3/3 healthy none yes (dev)"},
+		{"a version whose deployment never succeeded",
+			with(func(r *deploy.Row) { r.Stable, r.Deployment = false, nil }),
+			"test counter-test v7 3f2a9c1b7d4e a1b2c3d 9c8b7a6f5e4d3c2b 3/3 healthy, not stable none yes (dev)"},
 		{"drift",
 			with(func(r *deploy.Row) { r.Drift = []string{"the job is stopped"} }), "test counter-test v7 3f2a9c1b7d4e a1b2c3d 9c8b7a6f5e4d3c2b 3/3 healthy yes, below yes (dev)"},
 		{"a job not registered",
@@ -185,5 +188,34 @@ func TestStatusOfEveryEnvironment(t *testing.T) {
 	if len(rows) != 5 || rows[3].Environment != "broken" || rows[3].Error == "" || !rows[0].Registered || len(rows[2].Drift) == 0 ||
 		rows[4].Environment != "qa" {
 		t.Errorf("rows %+v; want the four as before, with broken's error before qa", rows)
+	}
+}
+
+// An instance whose health check fails now is not healthy, though its
+// deployment found it so: Nomad never takes that verdict back. Its Redis
+// stopped, the app's /readyz fails, and status says so, exit 0 (the job
+// runs what was released: no drift).
+func TestStatusCountsOnlyInstancesThatPassNow(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	good, _ := releaseImages(t, f.stack)
+	rdb := redistest.Start(t)
+	f.writeEnv("dev", rdb, 1, "")
+	rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good)
+	if code != exitOK {
+		t.Fatalf("submit: exit %d", code)
+	}
+	if st, _ := f.statusJSON(); st.Healthy != 1 || st.Allocs["running"] != 1 {
+		t.Fatalf("before: %d healthy of %v, want 1 of 1 running", st.Healthy, st.Allocs)
+	}
+	rdb.Stop()
+	f.waitNoPassing(f.job, rec.ConfigHash)
+	st, code := f.statusJSON()
+	if st.Healthy != 0 || st.Allocs["running"] != 1 || code != exitOK {
+		t.Errorf("with its check failing: %d healthy of %v, exit %d; want 0 healthy of 1 running, exit 0", st.Healthy, st.Allocs, code)
+	}
+	rows, _ := statusAllJSON(t, f)
+	if rows[0].Healthy != 0 {
+		t.Errorf("status of every environment: %d healthy, want 0", rows[0].Healthy)
 	}
 }

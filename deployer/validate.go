@@ -33,6 +33,9 @@ below its kill_timeout) is reported by render, plan and submit.`,
 				var errs []error
 				for _, name := range names {
 					e, err := environment.Load(*dir, name)
+					if err == nil {
+						err = environment.SharedJob(*dir, e)
+					}
 					if err != nil {
 						errs = append(errs, err)
 						continue

@@ -13,6 +13,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -80,6 +81,32 @@ type Store struct {
 // PutPatience is how long Put asks again by default: a Consul election
 // takes seconds.
 const PutPatience = 30 * time.Second
+
+// CheckPrefix refuses a prefix that Consul would store under one name and
+// read under another: a transaction stores a key as given, but every
+// /v1/kv/ read has its path cleaned, so a ".", ".." or empty segment
+// ("a//b") would make each snapshot unreadable where it was written. Only
+// letters, digits and "-_." are allowed in a segment, so that the path is
+// the same in a URL, a template and an ACL rule.
+func CheckPrefix(prefix string) error {
+	trimmed := strings.Trim(prefix, "/")
+	if trimmed == "" {
+		return fmt.Errorf("%q has no folder name", prefix)
+	}
+	for _, seg := range strings.Split(trimmed, "/") {
+		switch {
+		case seg == "":
+			return fmt.Errorf("%q has an empty segment (//): Consul reads it as one /, so snapshots would be written where no read finds them", prefix)
+		case seg == "." || seg == "..":
+			return fmt.Errorf("%q has a %q segment: Consul cleans it out of every read, so snapshots would be written where no read finds them", prefix, seg)
+		case !prefixSegment.MatchString(seg):
+			return fmt.Errorf("%q: segment %q: want letters, digits, '-', '_' and '.' only", prefix, seg)
+		}
+	}
+	return nil
+}
+
+var prefixSegment = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
 // New returns a Store writing under prefix (DefaultPrefix when empty).
 func New(client *consul.Client, prefix string) *Store {
@@ -263,8 +290,11 @@ const LockTTL = 10 * time.Second
 // Lock takes the job's deploy lock without waiting, so two deployers never
 // change one job at once: the second gets ErrLocked, with what holder wrote.
 // The lock lives in a Consul session renewed while it is held, and deleted
-// with it (behavior "delete"), so a dead holder leaves nothing behind.
-func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock func(), err error) {
+// with it (behavior "delete"), so a dead holder leaves nothing behind. lost
+// is closed if the lock is lost before unlock: the session ended (its TTL
+// ran out while Consul was unreachable, or someone destroyed it), and
+// another deployer may take the lock.
+func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock func(), lost <-chan struct{}, err error) {
 	key := s.LockKey(namespace, job)
 	l, err := s.client.LockOpts(&consul.LockOptions{
 		Key:   key,
@@ -284,18 +314,18 @@ func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock
 		LockWaitTime: 200 * time.Millisecond,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	lost, err := l.Lock(ctx.Done())
+	lostCh, err := l.Lock(ctx.Done())
 	if err != nil {
-		return nil, consulErr(err, key, "take the deploy lock %s", key)
+		return nil, nil, consulErr(err, key, "take the deploy lock %s", key)
 	}
-	if lost == nil {
+	if lostCh == nil {
 		held := ""
 		if p, _, err := s.client.KV().Get(key, nil); err == nil && p != nil {
 			held = fmt.Sprintf(": held by %s", p.Value)
 		}
-		return nil, fmt.Errorf("%w: another deploy of %s is in progress%s; retry once it ends, or with -wait", ErrLocked, job, held)
+		return nil, nil, fmt.Errorf("%w: another deploy of %s is in progress%s; retry once it ends, or with -wait", ErrLocked, job, held)
 	}
 	var once sync.Once
 	return func() {
@@ -303,7 +333,7 @@ func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock
 			_ = l.Unlock()
 			_ = l.Destroy()
 		})
-	}, nil
+	}, lostCh, nil
 }
 
 // LockKey is the KV key of a job's deploy lock.

@@ -187,6 +187,11 @@ func (j aclJobs) Allocations(id string, all bool, q *nomad.QueryOptions) ([]*nom
 	return as, m, j.acl.denied(err, "read-job", qns(q), "read the allocations of job "+id)
 }
 
+func (j aclJobs) Evaluations(id string, q *nomad.QueryOptions) ([]*nomad.Evaluation, *nomad.QueryMeta, error) {
+	es, m, err := j.Jobs.Evaluations(id, q)
+	return es, m, j.acl.denied(err, "read-job", qns(q), "read the evaluations of job "+id)
+}
+
 type aclEvals struct {
 	Evaluations
 	acl nomadACL
@@ -210,4 +215,14 @@ func (d aclDeploys) Info(id string, q *nomad.QueryOptions) (*nomad.Deployment, *
 func (d aclDeploys) Allocations(id string, q *nomad.QueryOptions) ([]*nomad.AllocationListStub, *nomad.QueryMeta, error) {
 	as, m, err := d.Deployments.Allocations(id, q)
 	return as, m, d.acl.denied(err, "read-job", qns(q), "read the allocations of deployment "+short(id))
+}
+
+func (d aclDeploys) PromoteAll(id string, q *nomad.WriteOptions) (*nomad.DeploymentUpdateResponse, *nomad.WriteMeta, error) {
+	r, m, err := d.Deployments.PromoteAll(id, q)
+	return r, m, d.acl.denied(err, "submit-job", wns(q), "promote deployment "+short(id))
+}
+
+func (d aclDeploys) Fail(id string, q *nomad.WriteOptions) (*nomad.DeploymentUpdateResponse, *nomad.WriteMeta, error) {
+	r, m, err := d.Deployments.Fail(id, q)
+	return r, m, d.acl.denied(err, "submit-job", wns(q), "fail deployment "+short(id))
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -34,9 +35,13 @@ const (
 	Detached     Outcome = "registered"    // -detach: registered, not watched
 	Failed       Outcome = "failed"        // the deployment failed
 	AutoReverted Outcome = "auto-reverted" // it failed and Nomad went back to an earlier version
-	// Unknown: the release is registered, but the deployer lost contact
-	// while watching its deployment.
+	// Unknown: the release is (or may be) registered, but how its
+	// deployment ends was not seen: the deployer lost contact while
+	// watching it, or Nomad gave no clear answer to the register.
 	Unknown Outcome = "unknown"
+	// AwaitingPromotion: the deployment's canaries are healthy and wait for
+	// a verdict (auto_promote = false): deployer deployment promote or fail.
+	AwaitingPromotion Outcome = "awaiting-promotion"
 )
 
 // ConflictError means the job changed between planning and registering (or
@@ -106,6 +111,8 @@ type Record struct {
 	URLCheck string `json:"url_check,omitempty"`
 	// UI is the job's page in the Nomad UI.
 	UI string `json:"ui,omitempty"`
+	// Warnings are what Nomad warned of when it registered the release.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func (d *Deployer) newRecord(r *release.Release) *Record {
@@ -397,30 +404,41 @@ func (d *Deployer) Submit(ctx context.Context, r0 *release.Release, opts SubmitO
 	if opts.promoted {
 		what = fmt.Sprintf("%s, promote of %s from %s", r0.SubmittedBy, r0.Image.Pinned(), r0.PromotedFrom)
 	}
-	unlock, waited, err := d.acquire(ctx, r0.Env.Namespace, r0.Env.Job, what, opts.Wait)
+	lease, waited, err := d.acquire(ctx, r0.Env.Namespace, r0.Env.Job, what, opts.Wait)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
-	if rec.Outcome == NoChange && !waited {
-		return d.settled(ctx, rec), nil
+	defer lease.unlock()
+	// What was planned before the lock is stale once another release ended
+	// (waited) or the job moved meanwhile: plan again against what runs now,
+	// a "no change" too.
+	if !waited {
+		if waited, err = d.moved(ctx, p); err != nil {
+			return nil, err
+		}
 	}
 	if waited {
-		// Another release ended meanwhile: plan again against what runs now.
 		if p, rec, err = d.planSubmit(ctx, r0, opts); err != nil {
 			return rec, err
 		}
-		if rec.Outcome == NoChange {
-			return d.settled(ctx, rec), nil
-		}
+	}
+	if rec.Outcome == NoChange {
+		return d.settled(ctx, rec, p.Current), nil
 	}
 	r, base := p.Release, p.ModifyBase
 
+	if err := lease.check(r.Env.Job); err != nil {
+		return nil, err
+	}
 	created, err := d.Store.Put(ctx, r.ConfigPath(), r.Config())
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(d.Progress, "==> config snapshot %s (%s)\n", r.ConfigPath(), map[bool]string{true: "written", false: "already stored"}[created])
+	if err := lease.check(r.Env.Job); err != nil {
+		// Nothing was sent to Nomad: the snapshot is this submit's alone.
+		return nil, d.unwrite(r, created, err)
+	}
 
 	resp, _, err := d.Jobs.RegisterOpts(p.Job, &nomad.RegisterOptions{
 		EnforceIndex: true,
@@ -432,23 +450,165 @@ func (d *Deployer) Submit(ctx context.Context, r0 *release.Release, opts SubmitO
 		},
 	}, (&nomad.WriteOptions{Namespace: r.Env.Namespace}).WithContext(ctx))
 	if err != nil {
-		if created {
-			// Use a fresh context: the snapshot must go even if ctx ended.
-			if derr := d.Store.Delete(context.Background(), r.ConfigPath()); derr != nil {
-				err = errors.Join(err, fmt.Errorf("and the snapshot this submit wrote could not be removed: %w", derr))
-			}
-		}
-		if isConflict(err) {
+		return d.unanswered(ctx, rec, p, created, err, opts.Detach, lease.lost)
+	}
+	rec.EvalID = resp.EvalID
+	rec.Warnings = warnings(resp.Warnings)
+	if err := d.nameVersion(ctx, rec, resp.JobModifyIndex, r.Description()); err != nil {
+		// Registered all the same: never "nothing was changed".
+		rec.Outcome = Unknown
+		rec.Detail = fmt.Sprintf("Nomad registered the release (job modify index %d, evaluation %s), but its version could not be read (%v): "+
+			"it is neither tagged %s nor watched; deployer history -env %s names it, deployer status tells how it runs",
+			resp.JobModifyIndex, short(resp.EvalID), err, "vN", rec.Environment)
+		return rec, nil
+	}
+	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (eval %s)\n", rec.Release, r.Env.Job, *rec.Version, short(resp.EvalID))
+	d.sayWarnings(rec)
+	return d.followLocked(ctx, rec, opts.Detach, lease.lost)
+}
+
+// unwrite deletes the snapshot this submit wrote (created) for a release
+// that Nomad surely never registered, and returns err with what went wrong
+// deleting it.
+func (d *Deployer) unwrite(r *release.Release, created bool, err error) error {
+	if !created {
+		return err
+	}
+	// A fresh context: the snapshot must go even if the command's ended.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if derr := d.Store.Delete(ctx, r.ConfigPath()); derr != nil {
+		return errors.Join(err, fmt.Errorf("and the snapshot this submit wrote could not be removed: %w", derr))
+	}
+	return err
+}
+
+// refused reports whether Nomad answered a write with a definite refusal
+// that proves nothing was written: a 4xx, or a failed modify-index check.
+// Anything else (a 5xx, a gateway's 502, a timeout, a reset connection, a
+// cancelled command) may come after the write was applied: Nomad's HTTP
+// handler runs the register RPC without the request's context, so a
+// cancelled or cut-off request can still register the job.
+func refused(err error) bool {
+	if isConflict(err) {
+		return true
+	}
+	var uerr nomad.UnexpectedResponseError
+	if errors.As(err, &uerr) {
+		return uerr.StatusCode() >= 400 && uerr.StatusCode() < 500
+	}
+	return false
+}
+
+// readBack is how long a submit whose register got no clear answer asks
+// Nomad whether the version exists.
+const readBack = 30 * time.Second
+
+// unanswered handles a register that failed. A definite refusal deletes the
+// snapshot this submit wrote. Otherwise Nomad is asked, with a context of
+// its own, whether the version exists: if it does, the submit goes on as if
+// the register had answered (or, when the command was cancelled, reports
+// the version as unknown, exit 7); if it cannot be seen, the snapshot is
+// kept, since a version registered late would read it, and the outcome is
+// unknown, naming what to check.
+func (d *Deployer) unanswered(ctx context.Context, rec *Record, p *Plan, created bool, regErr error, detach bool, lost <-chan struct{}) (*Record, error) {
+	r := p.Release
+	if refused(regErr) {
+		err := d.unwrite(r, created, regErr)
+		if isConflict(regErr) {
 			return nil, &ConflictError{Job: r.Env.Job, Err: fmt.Errorf("it changed since this command read it (%w); look again (plan, history) and retry", err)}
 		}
 		return nil, fmt.Errorf("register job %s with Nomad at %s: %w", r.Env.Job, d.NomadAddr, err)
 	}
-	rec.EvalID = resp.EvalID
-	if err := d.nameVersion(ctx, rec, resp.JobModifyIndex, r.Description()); err != nil {
-		return nil, err
+	fmt.Fprintf(d.Progress, "==> Nomad at %s gave no clear answer to the register (%v); reading back whether job %s has the new version\n", d.NomadAddr, regErr, r.Env.Job)
+	rctx, cancel := context.WithTimeout(context.Background(), readBack)
+	defer cancel()
+	v, found, err := d.registeredSince(rctx, rec.Namespace, rec.Job, p.ModifyBase, p.Job.Meta)
+	if err != nil || !found {
+		why := "Nomad does not show it"
+		if err != nil {
+			why = fmt.Sprintf("Nomad could not be asked (%v)", err)
+		}
+		rec.Outcome = Unknown
+		rec.Detail = fmt.Sprintf("the register of %s got no clear answer from Nomad at %s (%v), and %s: it may still land. "+
+			"The config snapshot %s is kept, as such a version would read it. Check deployer history -env %s: "+
+			"if a new version runs image %s with config %s, it is this release; if none came, deployer gc -env %s deletes the snapshot",
+			rec.Job, d.NomadAddr, regErr, why, r.ConfigPath(), rec.Environment, r.Image.Pinned(), r.ConfigHash(), rec.Environment)
+		return rec, nil
 	}
-	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (eval %s)\n", rec.Release, r.Env.Job, *rec.Version, short(resp.EvalID))
-	return d.follow(ctx, rec, opts.Detach)
+	rec.Version, rec.Release = &v, release.Name(v)
+	if _, err := d.Jobs.TagVersion(rec.Job, v, rec.Release, r.Description(),
+		(&nomad.WriteOptions{Namespace: rec.Namespace}).WithContext(rctx)); err != nil {
+		fmt.Fprintf(d.Progress, "warning: version %d registered but not tagged %s: %v\n", v, rec.Release, err)
+	}
+	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (read back)\n", rec.Release, rec.Job, v)
+	if ctx.Err() != nil {
+		rec.Outcome = Unknown
+		rec.Detail = fmt.Sprintf("the command ended (%v) while Nomad registered %s as job version %d: its deployment is not watched; deployer status tells how it ends",
+			ctx.Err(), rec.Release, v)
+		return rec, nil
+	}
+	return d.followLocked(ctx, rec, detach, lost)
+}
+
+// registeredSince finds the version registered after modify index base
+// whose meta is meta (the release's identity, submitter included).
+func (d *Deployer) registeredSince(ctx context.Context, ns, job string, base uint64, meta map[string]string) (uint64, bool, error) {
+	var versions []*nomad.Job
+	err := d.patient(ctx)(func() (err error) {
+		versions, _, _, err = d.Jobs.Versions(job, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+		if err != nil && isNotFound(err) {
+			versions, err = nil, nil
+		}
+		return err
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	for _, v := range versions { // newest first
+		if v.JobModifyIndex != nil && *v.JobModifyIndex > base && maps.Equal(v.Meta, meta) {
+			return *v.Version, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// sayWarnings prints what Nomad warned of when it registered the release
+// (rec.Warnings). Nomad registers a job whose source and variables are over
+// its job_max_source_size, dropping the submission with only a warning.
+func (d *Deployer) sayWarnings(rec *Record) {
+	for _, w := range rec.Warnings {
+		fmt.Fprintf(d.Progress, "==> Nomad warns: %s\n", w)
+		if strings.Contains(w, "will be discarded") {
+			fmt.Fprintf(d.Progress, "    Nomad keeps no submission of %s (its job_max_source_size): a rollback cannot restore its config from Nomad if its snapshot is edited or deleted\n", rec.Release)
+		}
+	}
+}
+
+// moved reports whether the job's modify index is no longer the one p was
+// planned from.
+func (d *Deployer) moved(ctx context.Context, p *Plan) (bool, error) {
+	cur, err := d.current(ctx, p.Release.Env.Namespace, p.Release.Env.Job)
+	if err != nil {
+		return false, err
+	}
+	if cur == nil {
+		return p.Current != nil, nil
+	}
+	return p.Current == nil || *cur.JobModifyIndex != p.ModifyBase, nil
+}
+
+// warnings splits Nomad's multierror text ("1 warning:\n\n* ...") into its
+// items.
+func warnings(text string) []string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "*"))
+		if line != "" && !strings.HasSuffix(line, "warning:") && !strings.HasSuffix(line, "warnings:") {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // planSubmit plans the release and checks what must hold before anything
@@ -489,48 +649,83 @@ func (d *Deployer) planSubmit(ctx context.Context, r *release.Release, opts Subm
 	return p, rec, nil
 }
 
-// settled checks a no-change record against how the deployment of its
-// version ended: registered is not running. A version whose deployment
-// failed (and that Nomad had no stable version to revert to) is reported as
-// failed, with its causes, not as a release that runs.
-func (d *Deployer) settled(ctx context.Context, rec *Record) *Record {
-	dep, _, err := d.Jobs.LatestDeployment(rec.Job, (&nomad.QueryOptions{Namespace: rec.Namespace}).WithContext(ctx))
-	if err != nil || dep == nil || dep.JobVersion != *rec.Version || dep.Status == "successful" {
+// settled checks a no-change record against the cluster: registered is
+// not running. Nomad marks a version Stable once its deployment succeeds;
+// one that is not was never seen healthy, whether its deployment failed
+// (and Nomad had no stable version to revert to) or is gone (Nomad reaps
+// terminal deployments after deployment_gc_threshold, 1 h by default). It is
+// reported as failed, with the causes that can still be read, not as a
+// release that runs. cur is the job as read under the lock.
+func (d *Deployer) settled(ctx context.Context, rec *Record, cur *nomad.Job) *Record {
+	if cur != nil && cur.Stable != nil && *cur.Stable {
 		return rec
 	}
-	rec.DeploymentID, rec.Outcome = dep.ID, Failed
-	rec.Detail = fmt.Sprintf("job %s version %d has this release, but its deployment %s is %s: %s; fix the cause and release again",
-		rec.Job, *rec.Version, short(dep.ID), dep.Status, dep.StatusDescription)
-	rec.Causes = d.causes(ctx, rec.Namespace, dep.ID)
-	rec.URLs = nil
+	dep, _, err := d.Jobs.LatestDeployment(rec.Job, (&nomad.QueryOptions{Namespace: rec.Namespace}).WithContext(ctx))
+	if err == nil && dep != nil && dep.JobVersion == *rec.Version && dep.Status == "successful" {
+		return rec // it turned stable since cur was read
+	}
+	rec.Outcome, rec.URLs = Failed, nil
+	if err == nil && dep != nil && dep.JobVersion == *rec.Version {
+		rec.DeploymentID = dep.ID
+		rec.Detail = fmt.Sprintf("job %s version %d has this release, but its deployment %s is %s: %s; fix the cause and release again",
+			rec.Job, *rec.Version, short(dep.ID), dep.Status, dep.StatusDescription)
+		rec.Causes = d.causes(ctx, rec.Namespace, dep.ID)
+		return rec
+	}
+	rec.Detail = fmt.Sprintf("job %s version %d has this release, but Nomad never marked it stable: no deployment of it succeeded "+
+		"(Nomad keeps a finished deployment for deployment_gc_threshold, 1 h by default, so how it ended is gone); "+
+		"deployer status -env %s shows its instances; fix the cause and release again, or roll back",
+		rec.Job, *rec.Version, rec.Environment)
 	return rec
+}
+
+// lease is a held deploy lock: unlock releases it; lost is closed if
+// Consul ends its session first (a TTL that ran out while Consul was
+// unreachable, an operator's consul lock -release).
+type lease struct {
+	unlock func()
+	lost   <-chan struct{}
+}
+
+// check returns a conflict if the lock was lost: another deployer may hold
+// it now.
+func (l *lease) check(job string) error {
+	select {
+	case <-l.lost:
+		return &ConflictError{Job: job, Err: errors.New("this deployer lost the job's deploy lock (its Consul session ended) before registering anything, and another deploy may hold it now; retry")}
+	default:
+		return nil
+	}
 }
 
 // lock takes the job's deploy lock; another holder is a conflict. what
 // says who takes it for what; the lock records it with the time, for the
 // message a second deployer gets.
-func (d *Deployer) lock(ctx context.Context, ns, job, what string) (unlock func(), err error) {
+func (d *Deployer) lock(ctx context.Context, ns, job, what string) (*lease, error) {
 	holder := fmt.Sprintf("%s, since %s", what, time.Now().UTC().Format(time.RFC3339))
-	unlock, err = d.Store.Lock(ctx, ns, job, holder)
+	unlock, lost, err := d.Store.Lock(ctx, ns, job, holder)
 	if errors.Is(err, configstore.ErrLocked) {
 		return nil, &ConflictError{Job: job, Err: err}
 	}
-	return unlock, err
+	if err != nil {
+		return nil, err
+	}
+	return &lease{unlock: unlock, lost: lost}, nil
 }
 
 // acquire takes the job's deploy lock once no deployment of the job is
-// under way, waiting up to wait for both. It returns the unlock func and
+// under way, waiting up to wait for both. It returns the lease and
 // whether it waited.
-func (d *Deployer) acquire(ctx context.Context, ns, job, what string, wait time.Duration) (func(), bool, error) {
+func (d *Deployer) acquire(ctx context.Context, ns, job, what string, wait time.Duration) (*lease, bool, error) {
 	deadline := time.Now().Add(wait)
 	said := ""
 	for {
-		unlock, err := d.lock(ctx, ns, job, what)
+		l, err := d.lock(ctx, ns, job, what)
 		if err == nil {
 			if err = d.idle(ctx, ns, job); err == nil {
-				return unlock, said != "", nil
+				return l, said != "", nil
 			}
-			unlock()
+			l.unlock()
 		}
 		var conflict *ConflictError
 		if !errors.As(err, &conflict) || time.Now().After(deadline) {
@@ -548,11 +743,14 @@ func (d *Deployer) acquire(ctx context.Context, ns, job, what string, wait time.
 	}
 }
 
-// idle makes sure no deployment of the job is under way: a new version
-// would make Nomad cancel it. One may be running after a detached release,
-// or one made with the nomad CLI or UI.
+// idle makes sure no deployment of the job is under way or about to start:
+// a new version would make Nomad cancel it. One may be running after a
+// detached release, or one made with the nomad CLI or UI; one is about to
+// start while the evaluation of a version just registered waits for the
+// scheduler, before which Nomad shows no deployment of it.
 func (d *Deployer) idle(ctx context.Context, ns, job string) error {
-	dep, _, err := d.Jobs.LatestDeployment(job, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	q := (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx)
+	dep, _, err := d.Jobs.LatestDeployment(job, q)
 	if err != nil {
 		if isNotFound(err) {
 			return nil
@@ -570,8 +768,25 @@ func (d *Deployer) idle(ctx context.Context, ns, job string) error {
 				short(dep.ID), dep.JobVersion)
 			return nil
 		}
+		if awaitingPromotion(dep) {
+			return &ConflictError{Job: job, Err: fmt.Errorf("deployment %s of job version %d waits for a verdict: %s, and a new version would cancel it: "+
+				"promote it (deployer deployment -env NAME promote) or fail it (deployer deployment -env NAME fail)", short(dep.ID), dep.JobVersion, canaryState(dep))}
+		}
 		return &ConflictError{Job: job, Err: fmt.Errorf("deployment %s of job version %d is %s (%s), and a new version would cancel it: "+
 			"retry once it ends (deployer status), or with -wait", short(dep.ID), dep.JobVersion, dep.Status, dep.StatusDescription)}
+	}
+	evals, _, err := d.Jobs.Evaluations(job, q)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("read the evaluations of %s from Nomad at %s: %w", job, d.NomadAddr, err)
+	}
+	for _, ev := range evals {
+		if ev.Status == "pending" && (ev.TriggeredBy == "job-register" || ev.TriggeredBy == "job-scaling") {
+			return &ConflictError{Job: job, Err: fmt.Errorf("evaluation %s of job %s (%s at modify index %d) waits for Nomad's scheduler, which starts its deployment, "+
+				"and a new version would cancel it: retry once it ends (deployer status), or with -wait", short(ev.ID), job, ev.TriggeredBy, ev.JobModifyIndex)}
+		}
 	}
 	return nil
 }
@@ -621,13 +836,23 @@ func (d *Deployer) nameVersion(ctx context.Context, rec *Record, modifyIndex uin
 // follow watches the deployment of rec's version, unless detached, and
 // records how it ended and, on success, the release's URLs.
 func (d *Deployer) follow(ctx context.Context, rec *Record, detach bool) (*Record, error) {
+	return d.followLocked(ctx, rec, detach, nil)
+}
+
+// followLocked is follow under a deploy lock that is lost when lost is
+// closed (nil: never), which the watch then says.
+func (d *Deployer) followLocked(ctx context.Context, rec *Record, detach bool, lost <-chan struct{}) (*Record, error) {
 	if detach {
 		rec.Outcome = Detached
 		return rec, nil
 	}
-	w, err := d.Watch(ctx, rec.Namespace, rec.Job, *rec.Version, rec.EvalID)
+	w, err := d.watch(ctx, rec.Namespace, rec.Job, *rec.Version, rec.EvalID, lost)
 	if w != nil {
 		rec.DeploymentID, rec.Outcome, rec.RevertedTo, rec.Detail = w.DeploymentID, w.Outcome, w.RevertedTo, w.Detail
+		if w.Outcome == AwaitingPromotion {
+			rec.Detail = fmt.Sprintf("%s; deployer deployment -env %s promote rolls it out, deployer deployment -env %s fail ends it (Nomad reverts it where auto_revert is set)",
+				w.Detail, rec.Environment, rec.Environment)
+		}
 	}
 	if err != nil && rec.Outcome == "" {
 		// Registered, but how it ends is not known here: never report a
@@ -736,7 +961,13 @@ func (d *Deployer) instances(ctx context.Context, service, tag string, passingOn
 
 // versionAt finds the job version registered at modifyIndex.
 func (d *Deployer) versionAt(ctx context.Context, ns, id string, modifyIndex uint64) (uint64, error) {
-	versions, _, _, err := d.Jobs.Versions(id, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	// Asked patiently: the job is registered by now, and a leader lost
+	// right after the register must not make it look unregistered.
+	var versions []*nomad.Job
+	err := d.patient(ctx)(func() (err error) {
+		versions, _, _, err = d.Jobs.Versions(id, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("read versions of job %s: %w", id, err)
 	}

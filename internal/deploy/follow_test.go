@@ -18,6 +18,7 @@ import (
 // Nomad that loses contact, or its leader, mid-watch. A real server's loss
 // is the cluster tests' case; this is the deployer's answer to each.
 type lostDeploys struct {
+	Deployments
 	err      error
 	failures int
 	calls    int
@@ -111,6 +112,55 @@ func TestWatchWaitsOutALostLeaderButNotARefusal(t *testing.T) {
 			}
 			if waits := strings.Contains(progress.String(), "does not answer"); waits != tt.waits {
 				t.Errorf("progress %q: says it waits for Nomad %v, want %v", progress.String(), waits, tt.waits)
+			}
+		})
+	}
+}
+
+// notDeployedJobs is a Nomad where version 3 was registered and no
+// deployment of it exists yet: the job reads version current.
+type notDeployedJobs struct {
+	Jobs
+	current uint64
+}
+
+func (notDeployedJobs) Deployments(string, bool, *nomad.QueryOptions) ([]*nomad.Deployment, *nomad.QueryMeta, error) {
+	return nil, &nomad.QueryMeta{}, nil
+}
+
+func (j notDeployedJobs) Info(string, *nomad.QueryOptions) (*nomad.Job, *nomad.QueryMeta, error) {
+	return &nomad.Job{Version: ptr(j.current), Meta: map[string]string{"release_submitted_by": "someone else"}}, &nomad.QueryMeta{}, nil
+}
+
+// pendingEvals answers every evaluation as pending: the scheduler has not
+// run it yet (a broker paused, no worker free).
+type pendingEvals struct{}
+
+func (pendingEvals) Info(id string, _ *nomad.QueryOptions) (*nomad.Evaluation, *nomad.QueryMeta, error) {
+	return &nomad.Evaluation{ID: id, Status: "pending"}, &nomad.QueryMeta{}, nil
+}
+
+// TestTheWaitForADeploymentEnds: before, the watch asked for version 3's
+// deployment for ever when none came.
+func TestTheWaitForADeploymentEnds(t *testing.T) {
+	tests := []struct {
+		name    string
+		current uint64 // the job's version now
+		want    Outcome
+		detail  string
+	}{
+		{"a version replaced before its deployment started has failed", 4, Failed, "job version 4 replaced version 3 before Nomad started its deployment"},
+		{"an evaluation that never runs is unknown after the patience", 3, Unknown, "Nomad made no deployment of version 3"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := &Deployer{Jobs: notDeployedJobs{current: tt.current}, Evals: pendingEvals{}, Progress: io.Discard, Patience: 300 * time.Millisecond, Retry: time.Millisecond}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			v := uint64(3)
+			rec, err := d.follow(ctx, &Record{Job: "counter-dev", Release: "v3", Version: &v, EvalID: "eval-3"}, false)
+			if err != nil || rec.Outcome != tt.want || !strings.Contains(rec.Detail, tt.detail) {
+				t.Errorf("follow: %v, outcome %q, detail %q; want %q, %q", err, rec.Outcome, rec.Detail, tt.want, tt.detail)
 			}
 		})
 	}

@@ -11,6 +11,7 @@ import (
 
 	nomad "github.com/hashicorp/nomad/api"
 
+	"github.com/kodekloud/counter/internal/configstore"
 	"github.com/kodekloud/counter/internal/release"
 )
 
@@ -23,15 +24,23 @@ type Entry struct {
 	ImageDigest string            `json:"image_digest,omitempty"`
 	ConfigHash  string            `json:"config_hash,omitempty"`
 	ConfigPath  string            `json:"config_path,omitempty"`
-	Config      map[string]string `json:"config,omitempty"` // nil when its snapshot is gone
-	GitCommit   string            `json:"git_commit,omitempty"`
-	SubmittedBy string            `json:"submitted_by,omitempty"`
+	Config      map[string]string `json:"config,omitempty"` // nil when its snapshot is gone or edited
+	// ConfigEdited is the content hash of a snapshot edited by hand since
+	// the release: its values are not the release's, and not shown.
+	ConfigEdited string `json:"config_edited,omitempty"`
+	GitCommit    string `json:"git_commit,omitempty"`
+	SubmittedBy  string `json:"submitted_by,omitempty"`
 	// PromotedFrom names the release whose build a promotion carried here.
 	PromotedFrom string    `json:"promoted_from,omitempty"`
 	SubmitTime   time.Time `json:"submit_time"`
 	Stable       bool      `json:"stable"`
 	Current      bool      `json:"current"`
 	ByDeployer   bool      `json:"by_deployer"` // false: made by hand (nomad job run)
+	// CopyOf names the release a version made outside the deployer copied
+	// (nomad job scale, revert or run, a UI edit), keeping its meta; Drift
+	// says how it differs from that release.
+	CopyOf string   `json:"copy_of,omitempty"`
+	Drift  []string `json:"drift,omitempty"`
 	// SameAs names the newest older version that runs the same release:
 	// image, config and every value of the environment file (count,
 	// resources, update, datacenters).
@@ -76,10 +85,31 @@ func (d *Deployer) History(ctx context.Context, ns, job string) ([]Entry, error)
 	if err != nil {
 		return nil, err
 	}
+	return historyEntries(versions, diffs, snaps), nil
+}
+
+// historyEntries makes History's entries of the versions (newest first),
+// Nomad's diffs between them, and the job's snapshots by name.
+func historyEntries(versions []*nomad.Job, diffs []*nomad.JobDiff, snaps map[string]map[string]string) []Entry {
 	entries := make([]Entry, len(versions))
 	for i, v := range versions {
 		entries[i] = entry(v, snaps)
 		entries[i].Current = i == 0
+		if !entries[i].ByDeployer {
+			continue
+		}
+		lin := lineage(versions, i)
+		entries[i].Drift = lin.Drift
+		if lin.Copy {
+			// Not the deployer's: whoever made it is not on record.
+			entries[i].CopyOf, entries[i].ByDeployer, entries[i].SubmittedBy = releaseName(lin.Own), false, ""
+			// Job.Scale copies the tag too: the copy is not that release.
+			entries[i].Release, entries[i].Tagged = release.Name(*v.Version), false
+		} else if _, who, ok := rollbackTo(v); ok {
+			// A rollback keeps the meta of the release it brings back,
+			// which names that release's submitter.
+			entries[i].SubmittedBy = who
+		}
 	}
 	for i := range entries {
 		if i+1 < len(entries) {
@@ -96,7 +126,7 @@ func (d *Deployer) History(ctx context.Context, ns, job string) ([]Entry, error)
 			}
 		}
 	}
-	return entries, nil
+	return entries
 }
 
 func entry(v *nomad.Job, snaps map[string]map[string]string) Entry {
@@ -121,6 +151,9 @@ func entry(v *nomad.Job, snaps map[string]map[string]string) Entry {
 	}
 	if e.ConfigPath != "" {
 		e.Config = snaps[path.Base(e.ConfigPath)]
+		if e.Config != nil && configstore.Hash(e.Config) != e.ConfigHash {
+			e.Config, e.ConfigEdited = nil, configstore.Hash(e.Config)
+		}
 	}
 	return e
 }

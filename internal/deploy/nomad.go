@@ -28,6 +28,7 @@ type Jobs interface {
 	Deployments(jobID string, all bool, q *nomad.QueryOptions) ([]*nomad.Deployment, *nomad.QueryMeta, error)
 	LatestDeployment(jobID string, q *nomad.QueryOptions) (*nomad.Deployment, *nomad.QueryMeta, error)
 	Allocations(jobID string, allAllocs bool, q *nomad.QueryOptions) ([]*nomad.AllocationListStub, *nomad.QueryMeta, error)
+	Evaluations(jobID string, q *nomad.QueryOptions) ([]*nomad.Evaluation, *nomad.QueryMeta, error)
 }
 
 // Evaluations reads one evaluation; *nomad.Evaluations is one.
@@ -35,11 +36,14 @@ type Evaluations interface {
 	Info(evalID string, q *nomad.QueryOptions) (*nomad.Evaluation, *nomad.QueryMeta, error)
 }
 
-// Deployments reads a deployment and its allocations; *nomad.Deployments is
+// Deployments reads a deployment and its allocations, and gives the
+// verdicts a deployment can wait for (promote, fail); *nomad.Deployments is
 // one.
 type Deployments interface {
 	Info(deploymentID string, q *nomad.QueryOptions) (*nomad.Deployment, *nomad.QueryMeta, error)
 	Allocations(deploymentID string, q *nomad.QueryOptions) ([]*nomad.AllocationListStub, *nomad.QueryMeta, error)
+	PromoteAll(deploymentID string, q *nomad.WriteOptions) (*nomad.DeploymentUpdateResponse, *nomad.WriteMeta, error)
+	Fail(deploymentID string, q *nomad.WriteOptions) (*nomad.DeploymentUpdateResponse, *nomad.WriteMeta, error)
 }
 
 // Instances lists a service's instances; *consul.Health is one.

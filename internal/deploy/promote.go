@@ -3,6 +3,8 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	nomad "github.com/hashicorp/nomad/api"
 
@@ -51,6 +53,11 @@ func (d *Deployer) PromotableBuild(ctx context.Context, env, ns, job string, to 
 		return nil, refuse("its image %s is not pinned by a digest, so the same build cannot be named elsewhere", e.Image)
 	case !e.Stable:
 		return nil, refuse("it is not stable: its deployment has not succeeded (deployer history -env %s)", env)
+	}
+	// What ran there, not what its meta says: a version made outside the
+	// deployer (nomad job scale, a UI edit of its image) keeps the meta.
+	if lin := lineage(versions, slices.Index(versions, v)); len(lin.Drift) > 0 {
+		return nil, refuse("it has drifted: %s (deployer status -env %s)", strings.Join(lin.Drift, "; "), env)
 	}
 	values, found, err := d.Store.Get(ctx, e.ConfigPath)
 	if err != nil {

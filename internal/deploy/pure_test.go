@@ -56,7 +56,7 @@ func TestPick(t *testing.T) {
 		{"tag/unknown", Target{Tag: "v9"}, 0, `job counter-dev has no version 9`},
 		{"tag/unknown name", Target{Tag: "gold"}, 0, `has no version tagged "gold"`},
 		{"version/by number", Target{Version: ptr[uint64](2)}, 2, ""},
-		{"version/dropped by Nomad", Target{Version: ptr[uint64](7)}, 0, "Nomad keeps 5 versions: 0 to 4"},
+		{"version/dropped by Nomad", Target{Version: ptr[uint64](7)}, 0, "job_tracked_versions untagged ones, and now has 5, 0 to 4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -393,6 +393,25 @@ func TestCausesSayWhatTheStderrReadGave(t *testing.T) {
 			if c.StderrEmpty != tt.empty || (c.StderrUnread != "") != tt.unread || len(c.Stderr) != tt.stderrLines {
 				t.Errorf("stderr_empty %t, unread %q, lines %q; want stderr_empty %t, unread %t, %d lines",
 					c.StderrEmpty, c.StderrUnread, c.Stderr, tt.empty, tt.unread, tt.stderrLines)
+			}
+		})
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	tests := []struct {
+		name, text string
+		want       []string
+	}{
+		{"none", "", nil},
+		{"one, as Nomad words it", "1 warning:\n\n* job source size of 1.1 MB exceeds maximum of 1.0 MB and will be discarded\n",
+			[]string{"job source size of 1.1 MB exceeds maximum of 1.0 MB and will be discarded"}},
+		{"two", "2 warnings:\n\n* a\n* b", []string{"a", "b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := warnings(tt.text); !slices.Equal(got, tt.want) {
+				t.Errorf("warnings(%q) = %q, want %q", tt.text, got, tt.want)
 			}
 		})
 	}

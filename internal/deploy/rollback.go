@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -140,11 +141,11 @@ func (d *Deployer) rollback(ctx context.Context, ns, job string, cur, target *no
 	announce()
 	// A wait here is bounded by EnforcePriorVersion below: a release that
 	// landed meanwhile makes the revert a conflict, not a surprise.
-	unlock, _, err := d.acquire(ctx, ns, job, fmt.Sprintf("%s, rollback to %s", opts.Who, tgtE.Release), opts.Wait)
+	l, _, err := d.acquire(ctx, ns, job, fmt.Sprintf("%s, rollback to %s", opts.Who, tgtE.Release), opts.Wait)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
+	defer l.unlock()
 	prior := *cur.Version
 	resp, _, err := d.Jobs.Revert(job, *target.Version, &prior, (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx), "", "")
 	if err != nil {
@@ -176,8 +177,7 @@ func (d *Deployer) restore(ctx context.Context, ns, job string, v *nomad.Job, dr
 		return nil, fmt.Errorf("read the submission of %s version %d from Nomad at %s: %w", job, *v.Version, d.NomadAddr, err)
 	}
 	if err != nil || sub == nil || sub.Variables == "" {
-		return nil, fmt.Errorf("cannot roll back %s to %s: its %s, and Nomad keeps no submission of version %d to restore it from (it keeps those of its newest versions only); nothing was changed",
-			job, name, drift, *v.Version)
+		return nil, noSubmission(job, name, drift, v)
 	}
 	r, err := release.FromVariables(sub.Variables, d.Store)
 	if err != nil {
@@ -207,12 +207,30 @@ func (d *Deployer) restore(ctx context.Context, ns, job string, v *nomad.Job, dr
 	return rec, err
 }
 
+// noSubmission is the refusal of a rollback to version v, whose snapshot
+// drifted, when Nomad no longer keeps v's submission: the one record of v's
+// config besides the snapshot. Nomad prunes submissions to the newest
+// job_tracked_versions whatever their tags, while it keeps tagged versions
+// for ever, so an old release can be listed and reverted to but not
+// restored. It names the limit and what can still be done.
+func noSubmission(job, name, drift string, v *nomad.Job) error {
+	e := entry(v, nil)
+	env := v.Meta[release.MetaEnvironment]
+	return fmt.Errorf("cannot roll back %s to %s: its %s, and Nomad no longer keeps the submission (job source and variables) of version %d to restore it from: "+
+		"Nomad keeps those of the job's newest job_tracked_versions versions only (a setting of its servers, 6 unless set), whatever their tags, "+
+		"and none whose source is over job_max_source_size. Instead, roll back to a release whose snapshot is intact (deployer history -env %s), "+
+		"or release %s's image again with the environment file as it is now (deployer submit -env %s -image %s); nothing was changed",
+		job, name, drift, *v.Version, env, name, env, e.Image)
+}
+
 // pick finds the target version among versions (newest first).
 func pick(versions []*nomad.Job, to Target) (*nomad.Job, error) {
 	cur := versions[0]
 	switch {
 	case to.Tag != "":
-		for _, v := range versions {
+		// The oldest with the tag: Job.Scale copies a version's tag into
+		// the version it makes, so a newer one may carry it too.
+		for _, v := range slices.Backward(versions) {
 			if v.VersionTag != nil && v.VersionTag.Name == to.Tag {
 				return v, nil
 			}
@@ -228,14 +246,23 @@ func pick(versions []*nomad.Job, to Target) (*nomad.Job, error) {
 				return v, nil
 			}
 		}
-		return nil, fmt.Errorf("job %s has no version %d (Nomad keeps %d versions: %d to %d, and tagged ones)",
+		return nil, fmt.Errorf("job %s has no version %d: Nomad keeps every tagged version and the newest job_tracked_versions untagged ones, and now has %d, %d to %d (deployer history lists them)",
 			*cur.ID, *to.Version, len(versions), *versions[len(versions)-1].Version, *cur.Version)
 	}
-	for _, v := range versions[1:] {
+	// Before the release that runs: when the current version brought back
+	// an older release (a rollback, nomad job revert), the versions between
+	// were gone back from, and going back to them would undo the rollback.
+	first := origin(versions, 0)
+	for i, v := range versions[1:] {
 		e := entry(v, nil)
-		if e.Stable && e.ByDeployer && !sameRelease(cur, v) {
-			return v, nil
+		if *v.Version < *first.Version && e.Stable && e.ByDeployer && !sameRelease(cur, v) {
+			if _, copied := ownVersion(versions, i+1); !copied {
+				return v, nil
+			}
 		}
+	}
+	if first != cur {
+		return nil, fmt.Errorf("job %s has no stable release older than %s, which version %d brought back, to roll back to", *cur.ID, releaseName(first), *cur.Version)
 	}
 	return nil, fmt.Errorf("job %s has no earlier stable release to roll back to", *cur.ID)
 }

@@ -14,10 +14,18 @@ import (
 
 // Status is the running release and whether it still is what was released.
 type Status struct {
-	Job        string            `json:"job"`
-	Namespace  string            `json:"namespace"`
-	Release    string            `json:"release"`
-	Version    uint64            `json:"version"`
+	Job       string `json:"job"`
+	Namespace string `json:"namespace"`
+	// Release is the release the running version runs: the one its meta
+	// names. Version is the running job version; ReleaseVersion, the
+	// version the deployer registered for the release, which differs when
+	// the running one was made outside the deployer (MadeOutside).
+	Release        string `json:"release"`
+	Version        uint64 `json:"version"`
+	ReleaseVersion uint64 `json:"release_version"`
+	MadeOutside    bool   `json:"made_outside_deployer"`
+	// Stable says whether the running version's deployment ever succeeded.
+	Stable     bool              `json:"stable"`
 	Status     string            `json:"status"` // Nomad's job status
 	Image      string            `json:"image"`
 	ConfigHash string            `json:"config_hash,omitempty"`
@@ -25,7 +33,10 @@ type Status struct {
 	Config     map[string]string `json:"config,omitempty"`
 	Deployment *DeploymentStatus `json:"deployment,omitempty"`
 	Allocs     map[string]int    `json:"allocations"` // client status -> count, current version only
-	Healthy    int               `json:"healthy_allocations"`
+	// Healthy counts the running version's allocations that run now and
+	// pass their health checks now (in Consul, else by their deployment's
+	// verdict): not failed or lost ones, whose deployment verdict stays.
+	Healthy int `json:"healthy_allocations"`
 	// Nodes are the same allocations by client node, by node name.
 	Nodes []NodeAllocs `json:"nodes"`
 	Drift []string     `json:"drift"` // empty when the job runs what was released
@@ -83,7 +94,7 @@ func (d *Deployer) readStatus(ctx context.Context, ns, job string) (*Status, *no
 	}
 	e := entry(j, nil)
 	st := &Status{
-		Job: job, Namespace: ns, Release: e.Release, Version: e.Version, Status: *j.Status,
+		Job: job, Namespace: ns, Release: e.Release, Version: e.Version, ReleaseVersion: e.Version, Stable: e.Stable, Status: *j.Status,
 		Image: e.Image, ConfigHash: e.ConfigHash, ConfigPath: e.ConfigPath,
 		Allocs: map[string]int{}, Drift: []string{},
 	}
@@ -95,6 +106,14 @@ func (d *Deployer) readStatus(ctx context.Context, ns, job string) (*Status, *no
 		st.Drift = append(st.Drift, fmt.Sprintf("version %d was not made by the deployer (no %s in its meta): registered by hand, e.g. nomad job run",
 			e.Version, release.MetaConfigPath))
 	} else {
+		lin, err := d.lineageOf(ctx, ns, j)
+		if err != nil {
+			return nil, nil, err
+		}
+		st.Drift = append(st.Drift, lin.Drift...)
+		if lin.Copy {
+			st.Release, st.ReleaseVersion, st.MadeOutside = releaseName(lin.Own), *lin.Own.Version, true
+		}
 		values, found, err := d.Store.Get(ctx, e.ConfigPath)
 		switch {
 		case err != nil:
@@ -116,6 +135,7 @@ func (d *Deployer) readStatus(ctx context.Context, ns, job string) (*Status, *no
 	if err != nil {
 		return nil, nil, fmt.Errorf("read allocations of %s: %w", job, err)
 	}
+	passing, checked := d.passingAllocs(ctx, job)
 	st.Nodes = []NodeAllocs{}
 	for _, a := range allocs {
 		if a.JobVersion != e.Version {
@@ -128,7 +148,7 @@ func (d *Deployer) readStatus(ctx context.Context, ns, job string) (*Status, *no
 		}
 		st.Allocs[a.ClientStatus]++
 		st.Nodes[i].Allocs[a.ClientStatus]++
-		if a.DeploymentStatus != nil && a.DeploymentStatus.Healthy != nil && *a.DeploymentStatus.Healthy {
+		if healthyNow(a, passing, checked) {
 			st.Healthy++
 			st.Nodes[i].Healthy++
 		}
@@ -136,4 +156,58 @@ func (d *Deployer) readStatus(ctx context.Context, ns, job string) (*Status, *no
 	slices.SortFunc(st.Nodes, func(a, b NodeAllocs) int { return strings.Compare(a.Node, b.Node) })
 	slices.Sort(st.Drift)
 	return st, j, nil
+}
+
+// lineageOf finds what the registered job j runs. A version tagged with
+// its own number is one the deployer registered, and is judged alone; any
+// other takes the version history to find the release's own version.
+func (d *Deployer) lineageOf(ctx context.Context, ns string, j *nomad.Job) (Lineage, error) {
+	if isOwnRelease(j) {
+		return Lineage{Own: j, Drift: selfDrift(j, true)}, nil
+	}
+	versions, _, _, err := d.Jobs.Versions(*j.ID, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	if err != nil {
+		return Lineage{}, fmt.Errorf("read versions of job %s from Nomad at %s: %w", *j.ID, d.NomadAddr, err)
+	}
+	i := slices.IndexFunc(versions, func(v *nomad.Job) bool { return *v.Version == *j.Version })
+	if i < 0 {
+		versions, i = append([]*nomad.Job{j}, versions...), 0
+	}
+	return lineage(versions, i), nil
+}
+
+// passingAllocs lists the allocations whose instance of the job's service
+// passes its checks in Consul now, by allocation ID; checked is false when
+// Consul could not say (no Consul, or a token that may not read it).
+func (d *Deployer) passingAllocs(ctx context.Context, service string) (passing map[string]bool, checked bool) {
+	if d.Instances == nil {
+		return nil, false
+	}
+	entries, err := d.instances(ctx, service, "", true)
+	if err != nil {
+		return nil, false
+	}
+	passing = map[string]bool{}
+	for _, e := range entries {
+		// Nomad names a service instance _nomad-task-ALLOCID-...
+		// (client/serviceregistration/id.go).
+		if id, ok := strings.CutPrefix(e.Service.ID, "_nomad-task-"); ok && len(id) >= 36 {
+			passing[id[:36]] = true
+		}
+	}
+	return passing, true
+}
+
+// healthyNow says whether allocation a serves now: it runs, is meant to,
+// and passes its checks; where Consul could not be asked, its deployment
+// found it healthy. A deployment's verdict alone is not enough: Nomad never
+// takes it back from an allocation that failed or was lost afterwards.
+func healthyNow(a *nomad.AllocationListStub, passing map[string]bool, checked bool) bool {
+	if a.ClientStatus != nomad.AllocClientStatusRunning || a.DesiredStatus != nomad.AllocDesiredStatusRun {
+		return false
+	}
+	if checked {
+		return passing[a.ID]
+	}
+	return a.DeploymentStatus != nil && a.DeploymentStatus.Healthy != nil && *a.DeploymentStatus.Healthy
 }

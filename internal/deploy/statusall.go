@@ -24,6 +24,8 @@ type Row struct {
 	Registered  bool   `json:"registered"`
 	Release     string `json:"release,omitempty"`
 	Version     uint64 `json:"version"`
+	// Stable says whether the running version's deployment ever succeeded.
+	Stable      bool   `json:"stable"`
 	Status      string `json:"status,omitempty"` // Nomad's job status
 	Image       string `json:"image,omitempty"`
 	ImageDigest string `json:"image_digest,omitempty"` // from the release's meta; "" when unknown
@@ -87,7 +89,7 @@ func (d *Deployer) readRow(ctx context.Context, row *Row) {
 	}
 	e := entry(j, nil)
 	row.Registered = true
-	row.Release, row.Version, row.Status = st.Release, st.Version, st.Status
+	row.Release, row.Version, row.Stable, row.Status = st.Release, st.Version, st.Stable, st.Status
 	row.Image, row.ImageDigest, row.GitCommit, row.ConfigHash = e.Image, e.ImageDigest, e.GitCommit, e.ConfigHash
 	row.Healthy, row.Deployment, row.Drift = st.Healthy, st.Deployment, st.Drift
 	for _, tg := range j.TaskGroups {

@@ -108,7 +108,7 @@ func (r *readsJobs) LatestDeployment(string, *nomad.QueryOptions) (*nomad.Deploy
 func (r *readsJobs) Allocations(string, bool, *nomad.QueryOptions) ([]*nomad.AllocationListStub, *nomad.QueryMeta, error) {
 	healthy := true
 	return []*nomad.AllocationListStub{
-		{JobVersion: 3, ClientStatus: "running", DeploymentStatus: &nomad.AllocDeploymentStatus{Healthy: &healthy}},
+		{JobVersion: 3, ClientStatus: "running", DesiredStatus: "run", DeploymentStatus: &nomad.AllocDeploymentStatus{Healthy: &healthy}},
 		{JobVersion: 2, ClientStatus: "complete"},
 	}, nil, nil
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/kodekloud/counter/internal/release"
 )
 
 // WatchResult is how a deployment ended.
@@ -27,16 +29,41 @@ var rollbackRE = regexp.MustCompile(`rolling back to job version (\d+)`)
 
 // Watch follows the deployment of a job version until it succeeds or fails,
 // printing progress. A version whose evaluation needs no deployment (nothing
-// to replace) succeeds at once.
+// to replace) succeeds at once. Every wait ends: a version replaced before
+// its deployment started has failed (Nomad will not deploy it); a
+// deployment whose canaries are healthy and wait for promotion
+// (auto_promote = false) ends the watch as awaiting-promotion, since Nomad
+// never ends it by itself.
 func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, evalID string) (*WatchResult, error) {
+	return d.watch(ctx, ns, job, version, evalID, nil)
+}
+
+// watch is Watch under a deploy lock that is lost when lost is closed (nil:
+// never). Losing it mid-watch stops nothing: Nomad's deployment keeps the
+// next release off (idle), so the watch goes on, and says so.
+func (d *Deployer) watch(ctx context.Context, ns, job string, version uint64, evalID string, lost <-chan struct{}) (*WatchResult, error) {
 	q := func(idx uint64) *nomad.QueryOptions {
 		return (&nomad.QueryOptions{Namespace: ns, WaitIndex: idx, WaitTime: 5 * time.Second}).WithContext(ctx)
 	}
 	fmt.Fprintf(d.Progress, "==> waiting for the deployment of %s version %d\n", job, version)
+	checkLock := func() {
+		select {
+		case <-lost:
+			fmt.Fprintf(d.Progress, "warning: this deployer lost the deploy lock of %s (its Consul session ended); "+
+				"watching on: while this deployment runs, Nomad's active deployment keeps other releases off\n", job)
+			lost = nil
+		default:
+		}
+	}
 
 	var dep *nomad.Deployment
 	patient := d.patient(ctx)
+	// The scheduler makes the deployment within moments of the register;
+	// an evaluation that waits longer (no scheduler worker, the eval
+	// broker paused) is not waited on for ever.
+	appear := time.Now().Add(d.patience())
 	for dep == nil {
+		checkLock()
 		var deps []*nomad.Deployment
 		err := patient(func() (err error) { deps, _, err = d.Jobs.Deployments(job, false, q(0)); return err })
 		if err != nil {
@@ -64,6 +91,20 @@ func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, ev
 					return &WatchResult{Outcome: Failed, Detail: why}, nil
 				}
 			}
+		}
+		// A newer version registered before the scheduler made this one's
+		// deployment: Nomad schedules the newest, so this one never deploys.
+		var cur *nomad.Job
+		err = patient(func() (err error) { cur, _, err = d.Jobs.Info(job, q(0)); return err })
+		if err != nil {
+			return nil, fmt.Errorf("read job %s: %w", job, err)
+		}
+		if cur.Version != nil && *cur.Version > version {
+			return &WatchResult{Outcome: Failed, Detail: fmt.Sprintf("job version %d replaced version %d before Nomad started its deployment, so Nomad never deploys it (%s)",
+				*cur.Version, version, submitter(cur))}, nil
+		}
+		if time.Now().After(appear) {
+			return nil, fmt.Errorf("Nomad made no deployment of version %d in %s (its evaluation %s has not run)", version, d.patience(), short(evalID))
 		}
 		select {
 		case <-ctx.Done():
@@ -99,9 +140,17 @@ func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, ev
 			return res, fmt.Errorf("read deployment %s: %w", short(dep.ID), err)
 		}
 		idx = meta.LastIndex
+		checkLock()
 		if line := progressLine(cur); line != last {
 			fmt.Fprintf(d.Progress, "    %s\n", line)
 			last = line
+		}
+		if cur.Status == "running" && awaitingPromotion(cur) {
+			res.Outcome = AwaitingPromotion
+			res.Detail = fmt.Sprintf("deployment %s of version %d waits for a verdict: %s, and Nomad neither promotes them (auto_promote = false) nor fails the deployment while they wait",
+				short(cur.ID), version, canaryState(cur))
+			fmt.Fprintf(d.Progress, "==> %s\n", res.Detail)
+			return res, nil
 		}
 		switch cur.Status {
 		case "successful":
@@ -118,6 +167,46 @@ func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, ev
 	}
 }
 
+// awaitingPromotion reports whether a deployment's canaries are all placed
+// and healthy and wait to be promoted by hand: Nomad says a deployment
+// "requires manual promotion" when it creates it with a canary and
+// auto_promote off, and then waits, whatever its progress deadline.
+func awaitingPromotion(dep *nomad.Deployment) bool {
+	if !strings.Contains(dep.StatusDescription, "requires manual promotion") {
+		return false
+	}
+	waits := false
+	for _, tg := range dep.TaskGroups {
+		if tg == nil || tg.DesiredCanaries == 0 || tg.Promoted {
+			continue
+		}
+		if len(tg.PlacedCanaries) < tg.DesiredCanaries || tg.HealthyAllocs < tg.DesiredCanaries {
+			return false // a canary is not healthy yet: Nomad's deadline still runs
+		}
+		waits = true
+	}
+	return waits
+}
+
+// canaryState says which task groups' canaries wait for promotion.
+func canaryState(dep *nomad.Deployment) string {
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(dep.TaskGroups)) {
+		if tg := dep.TaskGroups[name]; tg != nil && tg.DesiredCanaries > 0 && !tg.Promoted {
+			parts = append(parts, fmt.Sprintf("%s: %d/%d canaries healthy", name, tg.HealthyAllocs, tg.DesiredCanaries))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// submitter names who registered a job version, as its meta says.
+func submitter(job *nomad.Job) string {
+	if who := job.Meta[release.MetaSubmittedBy]; who != "" {
+		return "submitted by " + who
+	}
+	return "registered outside the deployer"
+}
+
 // patient returns a func that calls read until it succeeds, fails for a
 // reason that waiting does not mend, or Nomad has not answered for
 // d.Patience in a row, asking every d.Retry. A lost leader makes every server answer 500 "No
@@ -125,10 +214,7 @@ func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, ev
 // that went away refuses connections. Either is said once on Progress, not
 // taken for the deployment's end.
 func (d *Deployer) patient(ctx context.Context) func(read func() error) error {
-	patience := d.Patience
-	if patience == 0 {
-		patience = 90 * time.Second
-	}
+	patience := d.patience()
 	retry := d.Retry
 	if retry == 0 {
 		retry = 500 * time.Millisecond
@@ -157,6 +243,14 @@ func (d *Deployer) patient(ctx context.Context) func(read func() error) error {
 			}
 		}
 	}
+}
+
+// patience is d.Patience, or its default.
+func (d *Deployer) patience() time.Duration {
+	if d.Patience == 0 {
+		return 90 * time.Second
+	}
+	return d.Patience
 }
 
 // transient reports whether a failed read may succeed when asked again:

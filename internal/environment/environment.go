@@ -175,6 +175,25 @@ func Load(dir, name string) (*Environment, error) {
 	return Parse(path, name, src)
 }
 
+// SharedJob refuses e when another readable environment file in dir names
+// the same job in the same namespace: a release to one would replace the
+// other's job, its history and its rollbacks. Files that cannot be read
+// are left to their own commands.
+func SharedJob(dir string, e *Environment) error {
+	for _, name := range List(dir) {
+		if name == e.Name {
+			continue
+		}
+		o, err := Load(dir, name)
+		if err != nil || o.Job != e.Job || o.Namespace != e.Namespace {
+			continue
+		}
+		return fmt.Errorf("%s and %s both name job %q in namespace %q: a release to one would replace the other's; give each environment a job of its own (job = \"...\")",
+			e.File, o.File, e.Job, e.Namespace)
+	}
+	return nil
+}
+
 // List returns the environment names defined in dir.
 func List(dir string) []string {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.hcl"))

@@ -181,7 +181,11 @@ advertise {
 }
 `, a.data, a.ip, p.NomadHTTP, p.NomadRPC, p.NomadSerf, a.ip, a.ip, a.ip)
 	if a.bootstrap > 0 {
-		fmt.Fprintf(&b, "\nserver {\n  enabled          = true\n  bootstrap_expect = %d\n", a.bootstrap)
+		tracked := s.cfg.JobTrackedVersions
+		if tracked == 0 {
+			tracked = DefaultJobTrackedVersions
+		}
+		fmt.Fprintf(&b, "\nserver {\n  enabled              = true\n  bootstrap_expect     = %d\n  job_tracked_versions = %d\n", a.bootstrap, tracked)
 		if len(a.join) > 0 {
 			fmt.Fprintf(&b, "  server_join {\n    retry_join     = [%s]\n    retry_interval = \"1s\"\n  }\n", quoted(a.join))
 		}

@@ -96,7 +96,21 @@ type Config struct {
 	// Environments is the folder of environment files whose url the front
 	// door serves, one frontend each (FrontDoors); "" runs no front door.
 	Environments string
+	// JobTrackedVersions is the Nomad servers' job_tracked_versions: how
+	// many untagged versions of a job, and how many job submissions
+	// (source and variables, tagged or not), Nomad keeps. 0 means
+	// DefaultJobTrackedVersions; a test sets a small one to see the limit.
+	JobTrackedVersions int
 }
+
+// DefaultJobTrackedVersions is the stack's job_tracked_versions, set
+// explicitly rather than left at Nomad's 6: it is as many as the
+// `deployer gc -keep 10` the docs suggest keeps tagged, so every release gc
+// keeps also keeps its submission, from which a rollback restores a config
+// snapshot edited or deleted by hand. Each version and submission is a copy
+// of a job of a few kilobytes in every server's memory and Raft snapshots,
+// so ten is cheap; see docs/stack.md.
+const DefaultJobTrackedVersions = 10
 
 // Stack is a running local stack.
 type Stack struct {
@@ -152,6 +166,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 90 * time.Second
+	}
+	if cfg.JobTrackedVersions < 0 {
+		return nil, fmt.Errorf("job_tracked_versions %d: Nomad wants 1 or more (0 for the stack's %d)", cfg.JobTrackedVersions, DefaultJobTrackedVersions)
 	}
 	dir, err := filepath.Abs(cfg.Dir)
 	if err != nil {

@@ -11,14 +11,25 @@ import (
 	"github.com/kodekloud/counter/internal/testsupport/imagetest"
 )
 
+// Option changes the configuration of a stack StartOwn starts.
+type Option func(*localstack.Config)
+
+// TrackedVersions sets the Nomad server's job_tracked_versions to n, for a
+// test of what happens past Nomad's limits without making the stack's
+// default number of versions first.
+func TrackedVersions(n int) Option {
+	return func(c *localstack.Config) { c.JobTrackedVersions = n }
+}
+
 // StartOwn starts a single-agent stack of the test's own, beside the
 // package's, and stops it when the test ends: for a test that changes what
 // every other test relies on, such as Consul's trust of Nomad's
-// identities. It is the stack `make up` starts (ACLs on, bootstrapped,
-// identities trusted), without the deployer's tokens.
-func StartOwn(tb testing.TB) *localstack.Stack {
+// identities, or that needs a server setting of its own (opts). It is the
+// stack `make up` starts (ACLs on, bootstrapped, identities trusted),
+// without the deployer's tokens.
+func StartOwn(tb testing.TB, opts ...Option) *localstack.Stack {
 	tb.Helper()
-	return startOwn(tb, "", false)
+	return startOwn(tb, false, opts...)
 }
 
 // StartOwnFrontDoor is StartOwn with a front door for each environment
@@ -28,10 +39,10 @@ func StartOwn(tb testing.TB) *localstack.Stack {
 // starts it again.
 func StartOwnFrontDoor(tb testing.TB, envDir string) *localstack.Stack {
 	tb.Helper()
-	return startOwn(tb, envDir, true)
+	return startOwn(tb, true, func(c *localstack.Config) { c.Environments = envDir })
 }
 
-func startOwn(tb testing.TB, envDir string, tokens bool) *localstack.Stack {
+func startOwn(tb testing.TB, tokens bool, opts ...Option) *localstack.Stack {
 	tb.Helper()
 	envtest.NeedsServers(tb, "a stack of its own (Nomad, Consul, Redis, registry, Docker)")
 	bin := Binaries(tb)
@@ -43,7 +54,10 @@ func startOwn(tb testing.TB, envDir string, tokens bool) *localstack.Stack {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cfg := localstack.Config{
-		Dir: dir, Bin: bin, Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi}, Environments: envDir,
+		Dir: dir, Bin: bin, Ports: localstack.Ports{MinDynamic: lo, MaxDynamic: hi},
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	s, err := localstack.Start(ctx, cfg)
 	if err != nil {
