@@ -112,6 +112,21 @@ clean: ## stop the stack and delete its state in .stack (the only way to lose it
 	  rm -rf .stack; \
 	fi
 
+BACKUP ?= backups/$(shell date -u +%Y%m%dT%H%M%SZ)
+.PHONY: backup
+backup: ## save the stack's releases, both halves (Nomad's and Consul's snapshots), and its tokens into a new folder BACKUP (default backups/UTC-TIME)
+	go build -o bin/stack ./cmd/stack
+	@mkdir -p $(dir $(BACKUP))
+	bin/stack backup -dir .stack -out $(BACKUP)
+
+.PHONY: restore
+restore: ## restore the backup in FROM onto the running stack, take its tokens, and start the agents again with them
+	@[ -n "$(FROM)" ] || { echo "make restore: FROM=DIR names the backup (make backup made it)" >&2; exit 2; }
+	go build -o bin/stack ./cmd/stack
+	bin/stack restore -dir .stack -from $(FROM)
+	@$(MAKE) --no-print-directory down
+	@$(MAKE) --no-print-directory up
+
 .PHONY: bench
 bench: setup tools ## benchmarks: the app vs redis-benchmark, the deployer vs the nomad CLI (not part of make test)
 	scripts/dockerd-up

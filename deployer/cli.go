@@ -27,6 +27,8 @@ func commands() []*command {
 		statusCommand(),
 		deploymentCommand(),
 		gcCommand(),
+		backupCommand(),
+		restoreCommand(),
 		validateCommand(),
 	}
 }

@@ -22,7 +22,7 @@ import (
 )
 
 // commandsHelp is the part of the help that the flags do not say.
-const commandsHelp = `Usage: stack <up|down|env> [options]
+const commandsHelp = `Usage: stack <up|down|env|backup|restore> [options]
 
   up     Start Consul, Nomad, a Docker registry and a Redis for each of
          dev, test and prod (redis_db_test and redis_db_prod on 127.0.0.2
@@ -38,11 +38,20 @@ const commandsHelp = `Usage: stack <up|down|env> [options]
          jobs and their versions, the config snapshots and the counter stay
          under -dir, and the next "up" runs the same releases again.
   env    Print the export lines for the running stack.
+  backup Save the running stack's Nomad and Consul snapshots into the new
+         folder -out, with the stack's tokens (DIR/secrets) kept beside
+         them (deployer backup, plus the tokens).
+  restore
+         Restore the backup in -from onto the running stack (deployer
+         restore), check it with the backup's tokens, and put those in
+         DIR/secrets: the restored ACLs are the backup's. The agents take
+         them when they start again (make restore runs make down and up).
 `
 
 // options are the flags of every command; up reads them all.
 type options struct {
 	dir, nomadBin, consulBin, envDir, policyDir string
+	out, from                                   string
 	open, cluster                               bool
 }
 
@@ -61,9 +70,11 @@ func flagSet(cmd string, getenv func(string) string, stderr io.Writer) (*flag.Fl
 		"127.0.1.11-12, instead of one agent of each")
 	fs.StringVar(&o.envDir, "environments", environment.DefaultDir, "up: the environment files in `DIR`: "+
 		"a front door (HAProxy) for each that has a url, listening there; with ACLs, let each environment's job "+
-		"read its own config snapshots")
+		"read its own config snapshots; backup: the jobs its manifest lists")
 	fs.StringVar(&o.policyDir, "policies", filepath.Join("deployer", "policies"), "up, with ACLs: the deployer's "+
 		"policies in `DIR`, nomad.hcl and consul.hcl, for the tokens env hands out")
+	fs.StringVar(&o.out, "out", "", "backup: the new folder `DIR` to write the backup into")
+	fs.StringVar(&o.from, "from", "", "restore: the backup folder `DIR`")
 	fs.Usage = func() { fmt.Fprint(stderr, usage(fs)) }
 	return fs, &o
 }
@@ -140,11 +151,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		printEnv(stdout, s)
 		return nil
+	case "backup":
+		return stackBackup(ctx, o.dir, o.out, o.envDir, stdout, stderr)
+	case "restore":
+		return stackRestore(ctx, o.dir, o.from, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage(fs))
 		return nil
 	}
-	return usageError{fmt.Sprintf("unknown command %q (want up, down or env)", args[1])}
+	return usageError{fmt.Sprintf("unknown command %q (want up, down, env, backup or restore)", args[1])}
 }
 
 type upOptions struct {

@@ -2,6 +2,8 @@ package stacktest
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"time"
 
 	"testing"
@@ -29,7 +31,15 @@ func TrackedVersions(n int) Option {
 // without the deployer's tokens.
 func StartOwn(tb testing.TB, opts ...Option) *localstack.Stack {
 	tb.Helper()
-	return startOwn(tb, false, opts...)
+	return startOwn(tb, "", "", opts...)
+}
+
+// StartOwnWithTokens is StartOwn with the management tokens given, as an
+// operator bootstraps a fresh cluster with the tokens kept beside a backup
+// of the old one, so that they hold before its restore and after.
+func StartOwnWithTokens(tb testing.TB, nomadToken, consulToken string, opts ...Option) *localstack.Stack {
+	tb.Helper()
+	return startOwn(tb, nomadToken, consulToken, opts...)
 }
 
 // StartOwnFrontDoor is StartOwn with a front door for each environment
@@ -39,10 +49,31 @@ func StartOwn(tb testing.TB, opts ...Option) *localstack.Stack {
 // starts it again.
 func StartOwnFrontDoor(tb testing.TB, envDir string) *localstack.Stack {
 	tb.Helper()
-	return startOwn(tb, true, func(c *localstack.Config) { c.Environments = envDir })
+	s := startOwn(tb, "", "", func(c *localstack.Config) { c.Environments = envDir })
+	p := of(tb, s)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	nomadRules, consulRules, err := readPolicies(imagetest.RepoRoot(tb))
+	if err == nil {
+		err = s.DeployerTokens(ctx, nomadRules, consulRules)
+	}
+	if err != nil {
+		tb.Fatalf("the deployer's tokens on the test's own stack: %v", err)
+	}
+	operator, err := operatorToken(ctx, s, imagetest.RepoRoot(tb))
+	if err != nil {
+		tb.Fatalf("the operator's token on the test's own stack: %v", err)
+	}
+	p.addSecret("own stack's deployer Nomad token", s.DeployerNomadToken)
+	p.addSecret("own stack's deployer Consul token", s.DeployerConsulToken)
+	p.addSecret("own stack's operator Nomad token", operator)
+	p.mu.Lock()
+	p.operator = operator
+	p.mu.Unlock()
+	return s
 }
 
-func startOwn(tb testing.TB, tokens bool, opts ...Option) *localstack.Stack {
+func startOwn(tb testing.TB, nomadToken, consulToken string, opts ...Option) *localstack.Stack {
 	tb.Helper()
 	envtest.NeedsServers(tb, "a stack of its own (Nomad, Consul, Redis, registry, Docker)")
 	bin := Binaries(tb)
@@ -51,6 +82,18 @@ func startOwn(tb testing.TB, tokens bool, opts ...Option) *localstack.Stack {
 		envtest.Unavailable(tb, "ports for a stack: %v", err)
 	}
 	dir := tb.TempDir()
+	if nomadToken != "" {
+		// The stack takes the tokens it finds in its folder's secrets.
+		nf, cf := localstack.TokenFiles(dir)
+		if err := os.MkdirAll(filepath.Dir(nf), 0o700); err != nil {
+			tb.Fatal(err)
+		}
+		for file, token := range map[string]string{nf: nomadToken, cf: consulToken} {
+			if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cfg := localstack.Config{
@@ -75,6 +118,7 @@ func startOwn(tb testing.TB, tokens bool, opts ...Option) *localstack.Stack {
 	ownsMu.Unlock()
 	// Registered after TempDir's, so it runs before the folder goes.
 	tb.Cleanup(func() {
+		// RestartOwn may have put another stack in its place.
 		p.mu.Lock()
 		s := p.stack
 		p.mu.Unlock()
@@ -91,25 +135,6 @@ func startOwn(tb testing.TB, tokens bool, opts ...Option) *localstack.Stack {
 		}
 		release()
 	})
-	if tokens {
-		nomadRules, consulRules, err := readPolicies(imagetest.RepoRoot(tb))
-		if err == nil {
-			err = s.DeployerTokens(ctx, nomadRules, consulRules)
-		}
-		if err != nil {
-			tb.Fatalf("the deployer's tokens on the test's own stack: %v", err)
-		}
-		operator, err := operatorToken(ctx, s, imagetest.RepoRoot(tb))
-		if err != nil {
-			tb.Fatalf("the operator's token on the test's own stack: %v", err)
-		}
-		p.addSecret("own stack's deployer Nomad token", s.DeployerNomadToken)
-		p.addSecret("own stack's deployer Consul token", s.DeployerConsulToken)
-		p.addSecret("own stack's operator Nomad token", operator)
-		p.mu.Lock()
-		p.operator = operator
-		p.mu.Unlock()
-	}
 	return s
 }
 
