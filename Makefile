@@ -39,8 +39,9 @@ up: setup tools ## start the local stack, ACLs on (CLUSTER=1: 3 Consul + 3 Nomad
 	cat .stack/status.txt; \
 	$(call_app) .stack/status.txt
 
-# wait_passing ENV FILE runs deployer status -env ENV into FILE until it
-# names a passing instance that answers /healthz, for up to 2 minutes,
+# wait_passing ENV FILE runs deployer status -env ENV into FILE until the
+# address it names (app_url: the URL, through the front door, which answers
+# only once an instance passes) answers /healthz, for up to 2 minutes,
 # saying on stderr what it waits for: after make down, or after a part of
 # the stack died, Nomad runs the allocations again and Consul's check of
 # each (which PINGs Redis) has to pass before there is an instance to call.
@@ -50,7 +51,7 @@ up: setup tools ## start the local stack, ACLs on (CLUSTER=1: 3 Consul + 3 Nomad
 wait_passing = wait_passing() { \
 	  local start=$$SECONDS said=$$((SECONDS - 5)) url; \
 	  while :; do \
-	    url=$$(sed -n 's|^  \(http://[^ ]*\)$$|\1|p' "$$2" | head -n 1); \
+	    url=$$($(app_url) "$$2"); \
 	    if [ -n "$$url" ] && curl -fsS -o /dev/null --max-time 2 "$${url%/}/healthz" 2>/dev/null; then return 0; fi; \
 	    if [ $$((SECONDS - start)) -ge 120 ]; then \
 	      cat "$$2" >&2; \
@@ -65,11 +66,19 @@ wait_passing = wait_passing() { \
 	  done; \
 	}; wait_passing
 
-# call_app FILE calls the first passing instance that the deployer's output
-# in FILE names, then repeats its Nomad UI line.
+# app_url FILE is the address to call from the deployer's output in FILE:
+# the environment's URL (its front door, which stays the same across
+# releases and restarts), or, for an environment without one, the first
+# passing instance's.
+app_url = app_url() { \
+	  awk '/^URL: +http:\/\// && !u { u = $$2 } /^  http:\/\/[^ ]*$$/ && !i { i = $$1 } END { print (u != "" ? u : i) }' "$$1"; \
+	}; app_url
+
+# call_app FILE calls the environment's URL that the deployer's output in
+# FILE names (app_url), then repeats its Nomad UI line.
 call_app = call_app() { \
-	  url=$$(sed -n 's|^  \(http://[^ ]*\)$$|\1|p' "$$1" | head -n 1); \
-	  [ -n "$$url" ] || { echo "make: the deployer named no address of a passing instance to call" >&2; return 1; }; \
+	  url=$$($(app_url) "$$1"); \
+	  [ -n "$$url" ] || { echo "make: the deployer named neither the environment's URL nor a passing instance to call" >&2; return 1; }; \
 	  echo "==> curl $$url"; curl -fsS "$$url"; echo; \
 	  sed -n 's|^Nomad UI: |==> Nomad UI: |p' "$$1"; \
 	}; call_app

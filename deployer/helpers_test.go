@@ -48,6 +48,8 @@ type fixture struct {
 	// nomadAddr is the Nomad server the nomad CLI talks to; "" for the
 	// stack's first.
 	nomadAddr string
+	// url is the environments' url, which writeEnv gives them; "" for none.
+	url string
 	// redis is dev's Redis, for a test that writes dev's file again.
 	redis *redistest.Server
 }
@@ -169,7 +171,11 @@ func (f *fixture) writeEnvJob(name, job string, rdb *redistest.Server, count int
 	if update == "" {
 		update = "min_healthy_time = \"1s\"\nhealthy_deadline = \"30s\""
 	}
-	src := fmt.Sprintf(`job         = %q
+	src := ""
+	if f.url != "" {
+		src = fmt.Sprintf("url = %q\n", f.url)
+	}
+	src += fmt.Sprintf(`job         = %q
 datacenters = ["dc1"]
 count       = %d
 

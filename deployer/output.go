@@ -29,6 +29,9 @@ func printRecord(w io.Writer, r *deploy.Record) {
 			fmt.Fprintf(w, "  %s\n", c)
 		}
 	}
+	if r.URL != "" {
+		fmt.Fprintf(w, "URL: %s%s\n", r.URL, urlNote(r.URLCheck))
+	}
 	for _, u := range r.URLs {
 		fmt.Fprintf(w, "  %s\n", u)
 	}

@@ -83,6 +83,7 @@ release_promoted_from ("test v7"), which history shows.`,
 				// stdout is the record alone.
 				rec, err := d.Promote(ctx, r, deploy.SubmitOptions{Detach: w.detach, Wait: w.wait,
 					OnPlan: func(p *deploy.Plan) { printPlan(sh.stderr, p) }})
+				callURL(ctx, sh, rec, err, e.URL)
 				return finishRecord(sh, rec, err, f.json)
 			}
 		},

@@ -47,6 +47,7 @@ stable version older than the current one that runs a different release
 				defer closeClients()
 				rec, undoes, err := d.Rollback(ctx, e.Namespace, e.Job, target,
 					deploy.RollbackOptions{Detach: w.detach, Wait: w.wait, Who: submitter(ctx, sh.getenv)})
+				callURL(ctx, sh, rec, err, e.URL)
 				if rec == nil || !f.json {
 					return finishRecord(sh, rec, err, f.json)
 				}

@@ -29,8 +29,9 @@ edited in Consul.
 Without -env, shows every environment in the -environments folder, one row
 each, in pipeline order: dev, test and prod (those that exist), then the
 others alphabetically. A row has the release, its image digest (short), git
-commit, config hash, healthy instances of those the job asks for, drift, and
-whether it runs the same build (image digest) as the row before it. An
+commit, config hash, healthy instances of those the job asks for, drift,
+whether it runs the same build (image digest) as the row before it, and the
+environment's URL (its file's url). An
 environment whose job is not registered is a row that says so; one that
 cannot be read shows why, and status exits 1 once every row is shown.`,
 		exits: append([]exitDoc{{exitOK, "no drift"}}, codes(exitError, exitUsage, exitDrift)...),
@@ -50,6 +51,7 @@ cannot be read shows why, and status exits 1 once every row is shown.`,
 				if err != nil {
 					return err
 				}
+				st.URL = e.URL
 				if f.json {
 					if err := writeJSON(sh.stdout, st); err != nil {
 						return err
@@ -92,6 +94,11 @@ func statusAll(ctx context.Context, sh *shell, f *envFlags) error {
 	}
 	defer closeClients()
 	rows := d.StatusAll(ctx, envs)
+	for i, name := range names {
+		if e, err := environment.Load(f.dir, name); err == nil {
+			rows[i].URL = e.URL
+		}
+	}
 	if f.json {
 		if err := writeJSON(sh.stdout, rows); err != nil {
 			return err
@@ -120,9 +127,9 @@ func statusAll(ctx context.Context, sh *shell, f *envFlags) error {
 // and errors in full.
 func printStatusTable(w io.Writer, rows []deploy.Row) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ENVIRONMENT\tJOB\tRELEASE\tIMAGE\tCOMMIT\tCONFIG\tHEALTH\tDRIFT\tSAME BUILD AS PREVIOUS")
+	fmt.Fprintln(tw, "ENVIRONMENT\tJOB\tRELEASE\tIMAGE\tCOMMIT\tCONFIG\tHEALTH\tDRIFT\tSAME BUILD AS PREVIOUS\tURL")
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(statusCells(r), "\t"))
+		fmt.Fprintln(tw, strings.Join(append(statusCells(r), orDash(r.URL)), "\t"))
 	}
 	tw.Flush()
 	for _, r := range rows {
@@ -233,6 +240,9 @@ func printStatus(w io.Writer, st *deploy.Status) {
 		for _, d := range st.Drift {
 			fmt.Fprintf(w, "  - %s\n", d)
 		}
+	}
+	if st.URL != "" {
+		fmt.Fprintf(w, "URL:          %s\n", st.URL)
 	}
 	for _, u := range st.URLs {
 		fmt.Fprintf(w, "  %s\n", u)

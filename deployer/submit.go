@@ -41,6 +41,7 @@ what already runs changes nothing.`,
 				}
 				defer closeClients()
 				rec, err := d.Submit(ctx, rel, opts)
+				callURL(ctx, sh, rec, err, rel.Env.URL)
 				return finishRecord(sh, rec, err, f.json)
 			}
 		},

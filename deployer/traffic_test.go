@@ -48,9 +48,7 @@ const (
 // test if it reaches loadFor or loadMaxRequests first.
 func (f *fixture) startLoad(t *testing.T) *load {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), loadFor)
-	l := &load{t: t, stop: cancel, done: make(chan struct{}), counted: map[int64]bool{}}
-	client := &http.Client{Timeout: 3 * time.Second}
+	l, ctx, client := newLoad(t)
 	go func() {
 		defer close(l.done)
 		var urls []string

@@ -3,6 +3,11 @@
 datacenters = ["dc1"]
 count       = 1
 
+# Where users reach dev: the local stack's front door (HAProxy, fed from
+# Consul) listens here and sends each request to a passing instance, so the
+# URL stays the same across releases, rollbacks and restarts.
+url = "http://127.0.0.1:8081/"
+
 config {
   HOST = "127.0.0.1"
   PORT = 6379

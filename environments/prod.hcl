@@ -3,6 +3,12 @@
 datacenters = ["dc1"]
 count       = 2
 
+# Where users reach prod: the local stack's front door (HAProxy, fed from
+# Consul) listens here and sends each request to a passing instance, so the
+# URL stays the same across releases, rollbacks and restarts. On a real
+# cluster it is the environment's public URL, served by its front door.
+url = "http://127.0.0.1:8083/"
+
 config {
   HOST = "redis_db_prod"
   PORT = 6379

@@ -2,6 +2,12 @@
 datacenters = ["dc1"]
 count       = 1
 
+# Where users reach test: the local stack's front door (HAProxy, fed from
+# Consul) listens here and sends each request to a passing instance, so the
+# URL stays the same across releases, rollbacks and restarts. On a real
+# cluster it is the environment's public URL, served by its front door.
+url = "http://127.0.0.1:8082/"
+
 config {
   HOST = "redis_db_test"
   PORT = 6379

@@ -16,7 +16,7 @@ import (
 var commands = map[string]string{
 	"dockerd": "docker.io", "redis-server": "redis-server", "redis-benchmark": "redis-tools",
 	"docker-registry": "docker-registry", "busybox": "busybox-static", "chromium": "chromium",
-	"wrk": "wrk", "curl": "curl", "git": "git", "make": "make",
+	"haproxy": "haproxy", "wrk": "wrk", "curl": "curl", "git": "git", "make": "make",
 }
 
 // files are the packages setup proves by an absolute path; on this machine

@@ -26,8 +26,9 @@ const commandsHelp = `Usage: stack <up|down|env|backup|restore> [options]
 
   up     Start Consul, Nomad, a Docker registry and a Redis for each of
          dev, test and prod (redis_db_test and redis_db_prod on 127.0.0.2
-         and 127.0.0.3, names that env hands the deployer) on loopback, with
-         state under -dir, and wait until each is healthy. Harmless when the
+         and 127.0.0.3, names that env hands the deployer) on loopback, and
+         a front door (HAProxy) at the url of each environment file that
+         has one, with state under -dir, and wait until each is healthy. Harmless when the
          stack is already up; on a stopped or partly broken one it keeps
          what runs and starts the rest with its data, then waits (up to 2
          minutes) until Nomad's allocations run again and pass their Consul
@@ -67,8 +68,9 @@ func flagSet(cmd string, getenv func(string) string, stderr io.Writer) (*flag.Fl
 	fs.BoolVar(&o.cluster, "cluster", false, "up: three Consul servers, three Nomad servers and two client nodes "+
 		"(each with a Consul agent of its own), every node on its own loopback address, 127.0.1.1-3 and "+
 		"127.0.1.11-12, instead of one agent of each")
-	fs.StringVar(&o.envDir, "environments", environment.DefaultDir, "up, with ACLs: let each environment's job "+
-		"read its own config snapshots, for the environment files in `DIR`; backup: the jobs its manifest lists")
+	fs.StringVar(&o.envDir, "environments", environment.DefaultDir, "up: the environment files in `DIR`: "+
+		"a front door (HAProxy) for each that has a url, listening there; with ACLs, let each environment's job "+
+		"read its own config snapshots; backup: the jobs its manifest lists")
 	fs.StringVar(&o.policyDir, "policies", filepath.Join("deployer", "policies"), "up, with ACLs: the deployer's "+
 		"policies in `DIR`, nomad.hcl and consul.hcl, for the tokens env hands out")
 	fs.StringVar(&o.out, "out", "", "backup: the new folder `DIR` to write the backup into")
@@ -179,7 +181,13 @@ func up(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s holds %s, and %s was asked for: make down first (the data stays in %s)",
 			dir, kinds[len(s.Nodes) > 0], kinds[o.cluster], dir)
 	}
-	if err == nil && s.Healthy(ctx) == nil {
+	// A stack from before the front door, or one whose environments
+	// gained a url, starts its front door: the rest keeps running.
+	doors, err2 := localstack.FrontDoors(o.envDir)
+	if err2 != nil {
+		return err2
+	}
+	if err == nil && s.Healthy(ctx) == nil && (len(s.FrontDoors) > 0 || len(doors) == 0) {
 		fmt.Fprintf(stderr, "stack already up (state in %s)\n", dir)
 		if err := grant(ctx, s, o); err != nil {
 			return err
@@ -206,10 +214,13 @@ func up(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	start := time.Now()
 	s, err = localstack.Start(ctx, localstack.Config{
 		Dir: dir, Bin: bin, Detach: true, Progress: stderr, Resume: true, Open: o.open, EnvRedis: true, Cluster: o.cluster,
+		Environments: o.envDir,
 		Ports: localstack.Ports{
 			NomadHTTP: 4646, NomadRPC: 4647, NomadSerf: 4648,
 			ConsulHTTP: 8500, ConsulServer: 8300, ConsulSerfLAN: 8301, ConsulSerfWAN: 8302,
 			Redis: 6379, Registry: 5000,
+			// Consul's and HAProxy's usual ports.
+			ConsulDNS: 8600, FrontDoorStats: 8404,
 			MinDynamic: 20000, MaxDynamic: 20999,
 		},
 	})
@@ -286,6 +297,12 @@ func printAddrs(w io.Writer, s *localstack.Stack) {
 	fmt.Fprintln(w)
 	if s.RegistryAddr != "" {
 		fmt.Fprintf(w, "Registry:    %s\n", s.RegistryAddr)
+	}
+	for _, d := range s.FrontDoors {
+		fmt.Fprintf(w, "Front door:  %s (%s, Consul service %s)\n", d.URL, d.Env, d.Service)
+	}
+	if s.FrontDoorStats != "" {
+		fmt.Fprintf(w, "  stats:     http://%s/ (Prometheus: /metrics)\n", s.FrontDoorStats)
 	}
 	fmt.Fprintf(w, "Logs:        %s\n", filepath.Join(s.Dir, "*.log"))
 	if s.ACL {

@@ -105,6 +105,10 @@ type Record struct {
 	Repair string `json:"repair,omitempty"`
 	// URLs are the release's instances that pass their health check.
 	URLs []string `json:"urls,omitempty"`
+	// URL is the environment's own, its front door's (environment file),
+	// and URLCheck how it answered right after the release.
+	URL      string `json:"url,omitempty"`
+	URLCheck string `json:"url_check,omitempty"`
 	// UI is the job's page in the Nomad UI.
 	UI string `json:"ui,omitempty"`
 	// Warnings are what Nomad warned of when it registered the release.

@@ -42,7 +42,9 @@ type Status struct {
 	Drift []string     `json:"drift"` // empty when the job runs what was released
 	// URLs are the running release's instances that pass their checks.
 	URLs []string `json:"urls,omitempty"`
-	UI   string   `json:"ui,omitempty"`
+	// URL is the environment's own, its front door's (environment file).
+	URL string `json:"url,omitempty"`
+	UI  string `json:"ui,omitempty"`
 }
 
 // NodeAllocs are the current version's allocations on one client node.

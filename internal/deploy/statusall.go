@@ -43,6 +43,8 @@ type Row struct {
 	Previous  string `json:"previous,omitempty"`
 	SameBuild *bool  `json:"same_build_as_previous"`
 	Error     string `json:"error,omitempty"` // why this environment could not be read
+	// URL is the environment's own, its front door's (environment file).
+	URL string `json:"url,omitempty"`
 }
 
 // statusReaders is how many environments StatusAll reads at once: enough

@@ -5,6 +5,8 @@ package environment
 import (
 	"bytes"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -34,6 +36,10 @@ type Environment struct {
 	Namespace   string   `hcl:"namespace,optional"`
 	Datacenters []string `hcl:"datacenters"`
 	Count       int      `hcl:"count,optional"`
+	// URL is where users reach the environment: its front door (HAProxy
+	// fed from Consul), which stays the same across releases while each
+	// instance's dynamic port does not. "" for an environment without one.
+	URL string `hcl:"url,optional"`
 
 	Config    Config     `hcl:"config,block"`
 	Resources *Resources `hcl:"resources,block"`
@@ -308,6 +314,12 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 			fmt.Sprintf("count = %d: a release runs at least 1 instance.", e.Count))
 	}
 
+	if e.URL != "" {
+		if msg := checkURL(e.URL); msg != "" {
+			bad(attrRange(body, "", "url"), "Invalid url", fmt.Sprintf("url = %q: %s", e.URL, msg))
+		}
+	}
+
 	switch host := e.Config.Host; {
 	case strings.TrimSpace(host) == "":
 		bad(attrRange(body, "config", "HOST"), "Empty HOST", "HOST is the Redis host name or address the app connects to; it cannot be empty.")
@@ -379,6 +391,44 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 			"auto_promote = true with canary = 0: there is no canary to promote (Nomad refuses it); set canary to 1 or more, or drop auto_promote.")
 	}
 	return diags
+}
+
+// checkURL says what is wrong with an environment's url, "" if nothing:
+// the deployer calls the app through it, and a local stack's front door
+// listens at its host and port, so it must name both plainly.
+func checkURL(raw string) string {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return err.Error()
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "want an http:// or https:// URL, such as \"http://127.0.0.1:8081/\"."
+	case u.Host == "" || u.Hostname() == "":
+		return "it names no host."
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		return "want scheme, host, port and path only: no user, query or fragment."
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Sprintf("port %s: a TCP port is between 1 and 65535.", p)
+		}
+	}
+	return ""
+}
+
+// ListenAddr is the host:port a front door for the environment listens at,
+// from its url (the scheme's port when the url names none); "" without a
+// url.
+func (e *Environment) ListenAddr() string {
+	u, err := url.Parse(e.URL)
+	if e.URL == "" || err != nil {
+		return ""
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return net.JoinHostPort(u.Hostname(), port)
 }
 
 // The defaults of the update block live here, and only here: the

@@ -188,6 +188,16 @@ func TestParseRejectsBadFiles(t *testing.T) {
 			[]string{"bad.hcl:8,12", "No instance left serving", "canary = 0 with count = 1"}},
 		{"rejects/no canary with max_parallel replacing every instance at once", "count = 2\n" + good + "update {\n  canary = 0\n  max_parallel = 2\n}\n",
 			[]string{"bad.hcl:8,12", "No instance left serving", "canary = 0 with count = 2 and max_parallel = 2"}},
+		{"rejects/url without a scheme", "url = \"127.0.0.1:8081\"\n" + good,
+			[]string{"bad.hcl:1,7", "Invalid url", `url = "127.0.0.1:8081"`}},
+		{"rejects/url of another scheme", "url = \"ftp://127.0.0.1:8081/\"\n" + good,
+			[]string{"bad.hcl:1,7", "Invalid url", "want an http:// or https:// URL"}},
+		{"rejects/url without a host", "url = \"http:///x\"\n" + good,
+			[]string{"bad.hcl:1,7", "Invalid url", "names no host"}},
+		{"rejects/url with a port out of range", "url = \"http://127.0.0.1:70000/\"\n" + good,
+			[]string{"bad.hcl:1,7", "Invalid url", "port 70000"}},
+		{"rejects/url with a query", "url = \"http://127.0.0.1:8081/?a=b\"\n" + good,
+			[]string{"bad.hcl:1,7", "Invalid url", "no user, query or fragment"}},
 		{"rejects/min healthy time past the healthy deadline", good + "update {\n  healthy_deadline = \"5s\"\n}\n",
 			[]string{"bad.hcl:6", "min_healthy_time too long", "min_healthy_time = 10s must be shorter than healthy_deadline = 5s"}},
 	}
@@ -308,5 +318,30 @@ func TestRefusePointsAtTheValueOrWhereItWouldGo(t *testing.T) {
 		if err := made.env.Refuse("update", "progress_deadline", "Too short", "the detail"); err.Error() != made.want {
 			t.Errorf("an environment made in code: %q, want %q", err, made.want)
 		}
+	}
+}
+
+func TestListenAddrFromURL(t *testing.T) {
+	const good = "datacenters = [\"dc1\"]\nconfig {\n  HOST = \"redis\"\n  PORT = 6379\n}\n"
+	tests := []struct{ name, url, want string }{
+		{"the url's host and port", "http://127.0.0.1:8081/", "127.0.0.1:8081"},
+		{"the scheme's port when the url has none", "http://counter.example.com/", "counter.example.com:80"},
+		{"https's port", "https://counter.example.com", "counter.example.com:443"},
+		{"none without a url", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := good
+			if tt.url != "" {
+				src = fmt.Sprintf("url = %q\n", tt.url) + good
+			}
+			env, err := Parse("ok.hcl", "ok", []byte(src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := env.ListenAddr(); got != tt.want || env.URL != tt.url {
+				t.Errorf("url %q: ListenAddr() = %q, URL %q; want %q", tt.url, got, env.URL, tt.want)
+			}
+		})
 	}
 }

@@ -28,6 +28,9 @@ const (
 	// A person's Nomad token, made from the operator's policy by
 	// OperatorToken.
 	operatorNomadFile = "nomad-operator-token"
+	// The secret Consul's agent answers DNS questions with (the front
+	// door's), made by grantDNS.
+	consulDNSFile = "consul-dns-token"
 )
 
 // TokenFiles are the files that hold the stack's Nomad and Consul
@@ -48,9 +51,15 @@ func (s *Stack) makeTokens() error {
 	var err error
 	if s.NomadToken, s.ConsulToken, err = readTokens(s.Dir); err != nil || s.NomadToken != "" {
 		s.readDeployerTokens()
-		return err
+		if err != nil {
+			return err
+		}
+		return s.makeDNSToken()
 	}
 	if err := os.MkdirAll(filepath.Join(s.Dir, secretsDir), 0o700); err != nil {
+		return err
+	}
+	if err := s.makeDNSToken(); err != nil {
 		return err
 	}
 	nf, cf := TokenFiles(s.Dir)
@@ -67,6 +76,28 @@ func (s *Stack) makeTokens() error {
 	}
 	return nil
 }
+
+// makeDNSToken reads the secret of the agent's DNS token, making it the
+// first time (a stack made before the front door has none yet): Consul's
+// config names it, and grantDNS makes the token once Consul runs.
+func (s *Stack) makeDNSToken() error {
+	file := filepath.Join(s.Dir, secretsDir, consulDNSFile)
+	if b, err := os.ReadFile(file); err == nil {
+		s.dnsToken = strings.TrimSpace(string(b))
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var err error
+	if s.dnsToken, err = newSecret(); err != nil {
+		return err
+	}
+	return os.WriteFile(file, []byte(s.dnsToken+"\n"), 0o600)
+}
+
+// DNSToken returns the secret of the Consul token that answers the front
+// door's DNS questions; "" without ACLs.
+func (s *Stack) DNSToken() string { return s.dnsToken }
 
 // newSecret makes a token secret: a random UUID, the form Nomad accepts
 // for a bootstrap token.
@@ -99,7 +130,7 @@ func readTokens(dir string) (nomadToken, consulToken string, err error) {
 func (s *Stack) consulACL() map[string]any {
 	return map[string]any{
 		"enabled": true, "default_policy": "deny", "enable_token_persistence": true,
-		"tokens": map[string]string{"initial_management": s.ConsulToken, "agent": s.ConsulToken},
+		"tokens": map[string]string{"initial_management": s.ConsulToken, "agent": s.ConsulToken, "dns": s.dnsToken},
 	}
 }
 

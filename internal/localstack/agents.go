@@ -24,9 +24,12 @@ func (s *Stack) startConsul() error {
 		"ports": map[string]int{
 			"http": p.ConsulHTTP, "server": p.ConsulServer,
 			"serf_lan": p.ConsulSerfLAN, "serf_wan": p.ConsulSerfWAN,
-			"dns": -1, "grpc": -1, "grpc_tls": -1,
+			"dns": p.ConsulDNS, "grpc": -1, "grpc_tls": -1,
 		},
-		"log_level": "INFO",
+		// The front door asks for passing instances only: a warning
+		// instance gets no users' requests either.
+		"dns_config": map[string]any{"only_passing": true},
+		"log_level":  "INFO",
 		// A local stack makes no outside calls: no update check, no
 		// anonymous signature sent with it.
 		"disable_update_check":        true,

@@ -121,8 +121,10 @@ func (s *Stack) startClusterConsul(n Node) error {
 		"ports": map[string]int{
 			"http": p.ConsulHTTP, "server": p.ConsulServer,
 			"serf_lan": p.ConsulSerfLAN, "serf_wan": p.ConsulSerfWAN,
-			"dns": -1, "grpc": -1, "grpc_tls": -1,
+			"dns": p.ConsulDNS, "grpc": -1, "grpc_tls": -1,
 		},
+		// The front door asks every agent (consulDNSAddrs).
+		"dns_config":                  map[string]any{"only_passing": true},
 		"retry_join":                  join,
 		"retry_interval":              "1s",
 		"log_level":                   "INFO",

@@ -37,7 +37,9 @@ var startOrder = func() []string {
 	consuls, nomads := clusterAgents()
 	order := append([]string{"dockerd", "consul"}, consuls...)
 	order = append(order, "redis", "redis-test", "redis-prod", "registry", "nomad")
-	return append(order, nomads...)
+	// The front door last, so that it stops first: users' requests stop
+	// coming before the instances go.
+	return append(append(order, nomads...), "haproxy")
 }()
 
 // envRedis are the Redis servers of the test and prod environments, which
@@ -48,9 +50,10 @@ var envRedis = []struct{ name, host, ip string }{
 	{"redis-prod", "redis_db_prod", "127.0.0.3"},
 }
 
-// Binaries are the programs the stack runs. Registry is optional.
+// Binaries are the programs the stack runs. Registry and HAProxy are
+// optional.
 type Binaries struct {
-	Nomad, Consul, Redis, Registry string
+	Nomad, Consul, Redis, Registry, HAProxy string
 }
 
 // Ports are the loopback ports the stack listens on; zero picks a free one.
@@ -58,6 +61,9 @@ type Ports struct {
 	NomadHTTP, NomadRPC, NomadSerf                         int
 	ConsulHTTP, ConsulServer, ConsulSerfLAN, ConsulSerfWAN int
 	Redis, Registry                                        int
+	// ConsulDNS is the Consul agent's DNS port, which the front door asks;
+	// FrontDoorStats is HAProxy's stats page and Prometheus exporter.
+	ConsulDNS, FrontDoorStats int
 	// MinDynamic..MaxDynamic is the range Nomad gives allocations' dynamic
 	// ports from. Stacks running side by side need ranges that differ.
 	MinDynamic, MaxDynamic int
@@ -87,6 +93,9 @@ type Config struct {
 	// nodes, each on a loopback address of its own (Stack.Nodes), instead
 	// of one Consul server and one Nomad agent that is server and client.
 	Cluster bool
+	// Environments is the folder of environment files whose url the front
+	// door serves, one frontend each (FrontDoors); "" runs no front door.
+	Environments string
 	// JobTrackedVersions is the Nomad servers' job_tracked_versions: how
 	// many untagged versions of a job, and how many job submissions
 	// (source and variables, tagged or not), Nomad keeps. 0 means
@@ -110,9 +119,14 @@ type Stack struct {
 	ConsulAddr   string `json:"consul_addr"`   // 127.0.0.1:PORT (CONSUL_HTTP_ADDR)
 	RedisAddr    string `json:"redis_addr"`    // 127.0.0.1:PORT
 	RegistryAddr string `json:"registry_addr"` // 127.0.0.1:PORT, "" without a registry
-	Dir          string `json:"dir"`
-	Ports        Ports  `json:"ports"`
-	NodeID       string `json:"nomad_node_id"` // labels the containers Nomad runs
+	// FrontDoors are the environments HAProxy serves, at the addresses
+	// their files' url names; FrontDoorStats its stats page (/metrics:
+	// Prometheus).
+	FrontDoors     []FrontDoor `json:"front_doors,omitempty"`
+	FrontDoorStats string      `json:"front_door_stats,omitempty"`
+	Dir            string      `json:"dir"`
+	Ports          Ports       `json:"ports"`
+	NodeID         string      `json:"nomad_node_id"` // labels the containers Nomad runs
 	// Nodes are the machines of a cluster stack (Config.Cluster); NomadAddr
 	// and ConsulAddr are then the first server's.
 	Nodes []Node `json:"nodes,omitempty"`
@@ -128,6 +142,9 @@ type Stack struct {
 	// The deployer's own tokens, once DeployerTokens made them.
 	DeployerNomadToken  string `json:"-"`
 	DeployerConsulToken string `json:"-"`
+	// dnsToken is the secret the Consul agent answers DNS questions
+	// with (the front door's); kept in Dir/secrets.
+	dnsToken string
 
 	cfg   Config
 	procs []*proc
@@ -177,6 +194,14 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 	if cfg.Bin.Registry != "" {
 		s.RegistryAddr = "127.0.0.1:" + strconv.Itoa(cfg.Ports.Registry)
+	}
+	if cfg.Environments != "" && cfg.Bin.HAProxy != "" {
+		if s.FrontDoors, err = FrontDoors(cfg.Environments); err != nil {
+			return nil, err
+		}
+		if len(s.FrontDoors) > 0 {
+			s.FrontDoorStats = "127.0.0.1:" + strconv.Itoa(cfg.Ports.FrontDoorStats)
+		}
 	}
 	if cfg.Resume {
 		if err := CheckKind(dir, cfg.Open); err != nil {
@@ -237,6 +262,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 	components = append(components, component{"registry", s.startRegistry})
 	components = append(components, nomads...)
+	components = append(components, component{"haproxy", s.startFrontDoor})
 	for _, c := range components {
 		if p := running[c.name]; p != nil {
 			fmt.Fprintf(cfg.Progress, "keeping %s (pid %d), which still runs\n", c.name, p.pid)
@@ -296,11 +322,13 @@ func (s *Stack) checks() []check {
 		{"registry", "Docker registry at " + s.RegistryAddr, s.registryReady},
 	}...)
 	if s.cfg.Cluster {
-		return append(checks, s.clusterChecks()...)
+		checks = append(checks, s.clusterChecks()...)
+	} else {
+		checks = append(checks,
+			check{"nomad", "Nomad ACLs bootstrapped, and Consul trusting Nomad's workload identities", s.secure},
+			check{"nomad", "Nomad node ready with the docker driver at " + s.NomadAddr, s.nomadReady})
 	}
-	return append(checks,
-		check{"nomad", "Nomad ACLs bootstrapped, and Consul trusting Nomad's workload identities", s.secure},
-		check{"nomad", "Nomad node ready with the docker driver at " + s.NomadAddr, s.nomadReady})
+	return append(checks, check{"haproxy", "the front door (HAProxy) at " + s.frontDoorAddrs() + ", stats at " + s.FrontDoorStats, s.frontDoorReady})
 }
 
 // listeners are the addresses the stack's agents and Redis take, which
@@ -310,6 +338,12 @@ func (s *Stack) listeners() []struct{ name, component, addr string } {
 	p := s.cfg.Ports
 	at := func(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
 	out := []l{{"Redis", "redis", at("127.0.0.1", p.Redis)}}
+	for _, d := range s.FrontDoors {
+		out = append(out, l{"the front door of " + d.Env, "haproxy", d.Addr})
+	}
+	if s.FrontDoorStats != "" {
+		out = append(out, l{"the front door's stats", "haproxy", s.FrontDoorStats})
+	}
 	if !s.cfg.Cluster {
 		return append(out, l{"Consul HTTP", "consul", at("127.0.0.1", p.ConsulHTTP)}, l{"Nomad HTTP", "nomad", at("127.0.0.1", p.NomadHTTP)})
 	}
@@ -595,6 +629,11 @@ func (s *Stack) Healthy(ctx context.Context) error {
 			return fmt.Errorf("registry: %w", err)
 		}
 	}
+	if s.FrontDoorStats != "" {
+		if err := s.frontDoorUp(ctx); err != nil {
+			return fmt.Errorf("front door: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -661,7 +700,7 @@ func FindBinaries(ctx context.Context, root string, stderr io.Writer) (Binaries,
 	return bin, bin.FindServers()
 }
 
-// FindServers fills in redis-server and docker-registry from PATH.
+// FindServers fills in redis-server, docker-registry and haproxy from PATH.
 func (b *Binaries) FindServers() error {
 	var err error
 	if b.Redis, err = exec.LookPath("redis-server"); err != nil {
@@ -669,6 +708,9 @@ func (b *Binaries) FindServers() error {
 	}
 	if b.Registry, err = exec.LookPath("docker-registry"); err != nil {
 		return fmt.Errorf("docker-registry not found: install Debian's docker-registry package")
+	}
+	if b.HAProxy, err = exec.LookPath("haproxy"); err != nil {
+		return fmt.Errorf("haproxy not found: install Debian's haproxy package")
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kodekloud/counter/internal/localstack"
 	"github.com/kodekloud/counter/internal/testsupport/envtest"
+	"github.com/kodekloud/counter/internal/testsupport/imagetest"
 )
 
 // Option changes the configuration of a stack StartOwn starts.
@@ -39,6 +40,37 @@ func StartOwn(tb testing.TB, opts ...Option) *localstack.Stack {
 func StartOwnWithTokens(tb testing.TB, nomadToken, consulToken string, opts ...Option) *localstack.Stack {
 	tb.Helper()
 	return startOwn(tb, nomadToken, consulToken, opts...)
+}
+
+// StartOwnFrontDoor is StartOwn with a front door for each environment
+// file in envDir that has a url (localstack.Config.Environments), and the
+// deployer's and the operator's tokens, as make up makes them: for a test
+// of what users see through an environment's URL. RestartOwn stops and
+// starts it again.
+func StartOwnFrontDoor(tb testing.TB, envDir string) *localstack.Stack {
+	tb.Helper()
+	s := startOwn(tb, "", "", func(c *localstack.Config) { c.Environments = envDir })
+	p := of(tb, s)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	nomadRules, consulRules, err := readPolicies(imagetest.RepoRoot(tb))
+	if err == nil {
+		err = s.DeployerTokens(ctx, nomadRules, consulRules)
+	}
+	if err != nil {
+		tb.Fatalf("the deployer's tokens on the test's own stack: %v", err)
+	}
+	operator, err := operatorToken(ctx, s, imagetest.RepoRoot(tb))
+	if err != nil {
+		tb.Fatalf("the operator's token on the test's own stack: %v", err)
+	}
+	p.addSecret("own stack's deployer Nomad token", s.DeployerNomadToken)
+	p.addSecret("own stack's deployer Consul token", s.DeployerConsulToken)
+	p.addSecret("own stack's operator Nomad token", operator)
+	p.mu.Lock()
+	p.operator = operator
+	p.mu.Unlock()
+	return s
 }
 
 func startOwn(tb testing.TB, nomadToken, consulToken string, opts ...Option) *localstack.Stack {
@@ -77,16 +109,21 @@ func startOwn(tb testing.TB, nomadToken, consulToken string, opts ...Option) *lo
 	}
 	// Its secrets are kept as the package stacks' are: Secret, NoSecret
 	// and Redact know them, and its logs are checked once it stops.
-	p := &pkgStack{stack: s, bin: bin}
+	p := &pkgStack{stack: s, bin: bin, cfg: cfg}
 	p.addSecret("own stack's Nomad management token", s.NomadToken)
 	p.addSecret("own stack's Consul management token", s.ConsulToken)
+	p.addSecret("own stack's Consul DNS token", s.DNSToken())
 	ownsMu.Lock()
 	owns = append(owns, p)
 	ownsMu.Unlock()
 	// Registered after TempDir's, so it runs before the folder goes.
 	tb.Cleanup(func() {
+		// RestartOwn may have put another stack in its place.
+		p.mu.Lock()
+		s := p.stack
+		p.mu.Unlock()
 		if tb.Failed() {
-			for _, name := range []string{"nomad", "consul"} {
+			for _, name := range []string{"nomad", "consul", "haproxy"} {
 				tb.Logf("last lines of its own stack's %s.log:\n%s", name, Redact(s.LogTail(name, 12)))
 			}
 		}
@@ -99,4 +136,32 @@ func startOwn(tb testing.TB, nomadToken, consulToken string, opts ...Option) *lo
 		release()
 	})
 	return s
+}
+
+// RestartOwn is make down and make up on a stack StartOwnFrontDoor
+// started: it stops every process of s, starts them again on the same
+// folder and ports with their data, and waits until Nomad's allocations run
+// again and pass their checks. It returns the stack that runs now, which
+// the stacktest helpers know in s's place.
+func RestartOwn(tb testing.TB, s *localstack.Stack) *localstack.Stack {
+	tb.Helper()
+	p := of(tb, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		tb.Fatalf("stop the test's own stack: %v", err)
+	}
+	cfg := p.cfg
+	cfg.Ports, cfg.Resume = s.Ports, true
+	again, err := localstack.Start(ctx, cfg)
+	if err != nil {
+		tb.Fatalf("start the test's own stack again: %v", err)
+	}
+	p.mu.Lock()
+	p.stack = again
+	p.mu.Unlock()
+	if err := again.WaitWorkloads(ctx, 2*time.Minute); err != nil {
+		tb.Fatal(err)
+	}
+	return again
 }

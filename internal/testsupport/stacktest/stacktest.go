@@ -51,6 +51,8 @@ type pkgStack struct {
 	secrets map[string]string
 	// operator is the secret of the operator's Nomad token.
 	operator string
+	// cfg is how a test's own stack was started, for RestartOwn.
+	cfg localstack.Config
 }
 
 // shared is the package's single-agent stack; cluster its cluster stack.
@@ -252,7 +254,7 @@ func (p *pkgStack) start(tb testing.TB, clustered bool) error {
 	for kind, secret := range map[string]string{
 		"Nomad management token": s.NomadToken, "Consul management token": s.ConsulToken,
 		"deployer's Nomad token": s.DeployerNomadToken, "deployer's Consul token": s.DeployerConsulToken,
-		"operator's Nomad token": operator,
+		"operator's Nomad token": operator, "Consul DNS token": s.DNSToken(),
 	} {
 		p.addSecret(kind, secret)
 	}
