@@ -460,7 +460,34 @@ healthy_deadline = "30s"`)
 			t.Errorf("the watch took %s", took)
 		}
 	}
+	// status, of the environment and of them all, says so and names the
+	// command while the canaries wait, and no more once promoted.
+	statusSays := func(waiting bool) {
+		t.Helper()
+		one, _, _ := f.deployer("status", "-env", "dev")
+		all, _, _ := f.deployer("status")
+		js, _, _ := f.deployer("status", "-env", "dev", "-json")
+		t.Logf("status -env dev:\n%s\nstatus:\n%s", one, all)
+		var st deploy.Status
+		if err := json.Unmarshal([]byte(js), &st); err != nil {
+			t.Fatalf("status -json printed %q: %v", js, err)
+		}
+		for _, c := range []struct{ what, out, want string }{
+			{"status -env dev", one, "waits for a verdict"},
+			{"status -env dev", one, "deployer deployment -env dev promote"},
+			{"status", all, "canaries await promotion"},
+			{"status", all, "deployer deployment -env dev fail"},
+		} {
+			if strings.Contains(c.out, c.want) != waiting {
+				t.Errorf("canaries waiting: %v, but %s saying %q: %v, want %v:\n%s", waiting, c.what, c.want, !waiting, waiting, c.out)
+			}
+		}
+		if said := st.Deployment != nil && st.Deployment.AwaitingPromotion != ""; said != waiting {
+			t.Errorf("canaries waiting: %v, but status -json says awaiting_promotion: %v (%+v)", waiting, said, st.Deployment)
+		}
+	}
 	awaits(one)
+	statusSays(true)
 	if _, stderr, code := f.deployer("submit", "-env", "dev", "-image", two, "-detach"); code != exitConflict || !strings.Contains(stderr, "deployer deployment -env NAME promote") {
 		t.Errorf("a release while canaries wait: exit %d, want %d naming the verdicts:\n%s", code, exitConflict, stderr)
 	}
@@ -472,6 +499,7 @@ healthy_deadline = "30s"`)
 	if v := f.versions()[0]; *v.Version != 1 || !*v.Stable {
 		t.Errorf("after promote the job is at version %d, stable %v; want 1, stable", *v.Version, *v.Stable)
 	}
+	statusSays(false)
 	awaits(two)
 	out, _, code = f.deployer("deployment", "-env", "dev", "-json", "fail")
 	rec = deploy.Record{}
