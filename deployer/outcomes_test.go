@@ -307,6 +307,16 @@ func TestAnUnclearRevertIsReadBack(t *testing.T) {
 			wantStderr: []string{"Nomad does not show it", "deployer history -env dev", "if none came, nothing changed"},
 		},
 		{
+			name: "a definite refusal (400): exit 1, nothing changed",
+			revert: func(func()) func(http.ResponseWriter, *http.Request, http.Handler) {
+				return func(w http.ResponseWriter, r *http.Request, _ http.Handler) {
+					http.Error(w, "job version not found", http.StatusBadRequest)
+				}
+			},
+			wantCode:   exitError,
+			wantStderr: []string{"400", "nothing was changed"},
+		},
+		{
 			name:     "a Ctrl-C while Nomad reverts: unknown, the version named and tagged",
 			revert:   cancelWhileApplied,
 			wantCode: exitUnknown, wantVersion: true, wantTag: true,
