@@ -43,7 +43,7 @@ func exitMeaning(code int) string {
 	case exitDrift:
 		return "drift: the running job is not what the deployer released"
 	case exitUnknown:
-		return "unknown: the release is or may be registered, but how its deployment ends was not seen (contact lost, a register Nomad did not clearly answer, canaries awaiting promotion); the message says what to check"
+		return "unknown: the release is or may be registered, but how its deployment ends was not seen (contact lost, a register or revert Nomad did not clearly answer, canaries awaiting promotion); the message says what to check"
 	}
 	return fmt.Sprintf("exit code %d has no meaning", code)
 }

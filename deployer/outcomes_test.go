@@ -66,20 +66,83 @@ func (f *fixture) submitWith(ctx context.Context, env map[string]string, tweak f
 // only what a gateway, a cut connection or a Ctrl-C does to them is made.
 func nomadProxy(t *testing.T, nomadAddr string, register func(w http.ResponseWriter, r *http.Request, forward http.Handler)) string {
 	t.Helper()
+	return nomadProxyOn(t, nomadAddr, func(r *http.Request) bool {
+		return r.Method == http.MethodPut && r.URL.Path == "/v1/jobs"
+	}, register)
+}
+
+// nomadProxyOn is nomadProxy for the requests that match says, a revert
+// (PUT /v1/job/ID/revert) say.
+func nomadProxyOn(t *testing.T, nomadAddr string, match func(*http.Request) bool, handle func(w http.ResponseWriter, r *http.Request, forward http.Handler)) string {
+	t.Helper()
 	target, err := url.Parse(nomadAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut && r.URL.Path == "/v1/jobs" {
-			register(w, r, proxy)
+		if match(r) {
+			handle(w, r, proxy)
 			return
 		}
 		proxy.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// versionsFailOnce stands in front of addr and answers every read of a
+// job's versions with a 500 once done is set: a leader lost right after a
+// write.
+func versionsFailOnce(t *testing.T, addr string, done *atomic.Bool) string {
+	t.Helper()
+	target, err := url.Parse(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if done.Load() && strings.HasSuffix(r.URL.Path, "/versions") {
+			http.Error(w, "rpc error: No cluster leader", http.StatusInternalServerError)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// The proxy's handlings of a write (a register, a revert) in the tests
+// below; cancel ends the command's context.
+
+// badGatewayAfter forwards the write, drops Nomad's answer and says 502.
+func badGatewayAfter(func()) func(http.ResponseWriter, *http.Request, http.Handler) {
+	return func(w http.ResponseWriter, r *http.Request, forward http.Handler) {
+		forward.ServeHTTP(httptest.NewRecorder(), r)
+		http.Error(w, "Bad Gateway", http.StatusBadGateway)
+	}
+}
+
+// badGatewayBefore says 502 without forwarding the write.
+func badGatewayBefore(func()) func(http.ResponseWriter, *http.Request, http.Handler) {
+	return func(w http.ResponseWriter, r *http.Request, _ http.Handler) {
+		http.Error(w, "Bad Gateway", http.StatusBadGateway)
+	}
+}
+
+// cancelWhileApplied forwards the write, then ends the command (Ctrl-C)
+// before it gets Nomad's answer.
+func cancelWhileApplied(cancel func()) func(http.ResponseWriter, *http.Request, http.Handler) {
+	return func(w http.ResponseWriter, r *http.Request, forward http.Handler) {
+		forward.ServeHTTP(httptest.NewRecorder(), r)
+		cancel()
+		<-r.Context().Done()
+	}
+}
+
+// passThrough forwards the write and its answer.
+func passThrough(func()) func(http.ResponseWriter, *http.Request, http.Handler) {
+	return func(w http.ResponseWriter, r *http.Request, forward http.Handler) { forward.ServeHTTP(w, r) }
 }
 
 // TestAnUnclearRegisterNeverDeletesWhatMayRun: a register that got no
@@ -104,43 +167,26 @@ func TestAnUnclearRegisterNeverDeletesWhatMayRun(t *testing.T) {
 		wantStderr   []string
 	}{
 		{
-			name: "a gateway's 502 after Nomad registered it: read back, watched, success",
-			register: func(func()) func(http.ResponseWriter, *http.Request, http.Handler) {
-				return func(w http.ResponseWriter, r *http.Request, forward http.Handler) {
-					forward.ServeHTTP(httptest.NewRecorder(), r)
-					http.Error(w, "Bad Gateway", http.StatusBadGateway)
-				}
-			},
+			name:     "a gateway's 502 after Nomad registered it: read back, watched, success",
+			register: badGatewayAfter,
 			wantCode: exitOK, wantVersion: true, wantTag: true,
 			wantStderr: []string{"no clear answer to the register", "(read back)"},
 		},
 		{
-			name: "a gateway's 502 before Nomad saw it: unknown, the snapshot kept, what to check said",
-			register: func(func()) func(http.ResponseWriter, *http.Request, http.Handler) {
-				return func(w http.ResponseWriter, r *http.Request, _ http.Handler) {
-					http.Error(w, "Bad Gateway", http.StatusBadGateway)
-				}
-			},
+			name:       "a gateway's 502 before Nomad saw it: unknown, the snapshot kept, what to check said",
+			register:   badGatewayBefore,
 			wantCode:   exitUnknown,
 			wantStderr: []string{"is kept", "deployer history -env dev", "deployer gc -env dev"},
 		},
 		{
-			name: "a Ctrl-C while Nomad registers it: unknown, the version named and tagged",
-			register: func(cancel func()) func(http.ResponseWriter, *http.Request, http.Handler) {
-				return func(w http.ResponseWriter, r *http.Request, forward http.Handler) {
-					forward.ServeHTTP(httptest.NewRecorder(), r)
-					cancel()
-					<-r.Context().Done()
-				}
-			},
+			name:     "a Ctrl-C while Nomad registers it: unknown, the version named and tagged",
+			register: cancelWhileApplied,
 			wantCode: exitUnknown, wantVersion: true, wantTag: true,
 			wantStderr: []string{"the command ended", "registered v0 as job"},
 		},
 		{
-			name: "registered, then its versions unreadable: unknown, not exit 1",
-			register: func(func()) func(http.ResponseWriter, *http.Request, http.Handler) {
-				return func(w http.ResponseWriter, r *http.Request, forward http.Handler) { forward.ServeHTTP(w, r) }
-			},
+			name:         "registered, then its versions unreadable: unknown, not exit 1",
+			register:     passThrough,
 			versionsFail: true,
 			wantCode:     exitUnknown, wantVersion: true,
 			wantStderr: []string{"Nomad registered the release", "deployer history -env dev"},
@@ -161,18 +207,7 @@ func TestAnUnclearRegisterNeverDeletesWhatMayRun(t *testing.T) {
 				registered.Store(true)
 			})
 			if tt.versionsFail {
-				inner := addr
-				target, _ := url.Parse(inner)
-				proxy := httputil.NewSingleHostReverseProxy(target)
-				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-					if registered.Load() && strings.HasSuffix(r.URL.Path, "/versions") {
-						http.Error(w, "rpc error: No cluster leader", http.StatusInternalServerError)
-						return
-					}
-					proxy.ServeHTTP(w, r)
-				}))
-				t.Cleanup(srv.Close)
-				addr = srv.URL
+				addr = versionsFailOnce(t, addr, &registered)
 			}
 			env := map[string]string{}
 			for k, v := range f.env {
@@ -207,6 +242,150 @@ func TestAnUnclearRegisterNeverDeletesWhatMayRun(t *testing.T) {
 				}
 				if p := vs[0].Meta[release.MetaConfigPath]; p+"/" != snaps[0] {
 					t.Errorf("version 0 reads %s, which is not the snapshot kept (%v)", p, snaps)
+				}
+			}
+		})
+	}
+}
+
+// rollbackWith runs rollback -to-version to as the CLI does, through a
+// Deployer that tweak may change first and a context the test controls,
+// and returns the record -json printed, stderr and the exit code.
+func (f *fixture) rollbackWith(ctx context.Context, env map[string]string, tweak func(*deploy.Deployer), envName string, to uint64) (deploy.Record, string, int) {
+	f.t.Helper()
+	var out, errb bytes.Buffer
+	sh := &shell{getenv: func(k string) string { return env[k] }, stdout: &out, stderr: &errb}
+	ef := envFlags{env: envName, dir: filepath.Join(f.dir, "environments"), kvPrefix: configstore.DefaultPrefix, json: true}
+	d, e, closeClients, err := ef.open(sh)
+	if err == nil {
+		defer closeClients()
+		if tweak != nil {
+			tweak(d)
+		}
+		var rec *deploy.Record
+		rec, _, err = d.Rollback(ctx, e.Namespace, e.Job, deploy.Target{Version: &to}, deploy.RollbackOptions{Who: "test"})
+		err = finishRecord(sh, rec, err, true)
+	}
+	code := exitCode(err, &errb)
+	f.t.Logf("rollback -env %s -to-version %d: exit %d\n%s", envName, to, code, stacktest.Redact(errb.String()))
+	var rec deploy.Record
+	if out.Len() > 0 {
+		if jerr := json.Unmarshal(out.Bytes(), &rec); jerr != nil {
+			f.t.Fatalf("rollback printed %q: %v", out.String(), jerr)
+		}
+	}
+	return rec, errb.String(), code
+}
+
+// TestAnUnclearRevertIsReadBack: rollback follows submit's rule
+// (TestAnUnclearRegisterNeverDeletesWhatMayRun). A revert that got no clear
+// answer may have been applied, so the deployer reads back whether the job
+// has the new version: it goes on if it does, and otherwise says the
+// outcome is unknown (exit 7) and what to check. Before, each of these
+// said exit 1, as if nothing had changed.
+func TestAnUnclearRevertIsReadBack(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		revert       func(cancel func()) func(w http.ResponseWriter, r *http.Request, forward http.Handler)
+		versionsFail bool // every read of the versions fails once the revert went through
+		wantCode     int
+		wantVersion  bool // Nomad has version 2, v0's release again
+		wantTag      bool // tagged v2
+		wantStderr   []string
+	}{
+		{
+			name:     "a gateway's 502 after Nomad reverted: read back, watched, success",
+			revert:   badGatewayAfter,
+			wantCode: exitOK, wantVersion: true, wantTag: true,
+			wantStderr: []string{"no clear answer to the revert", "(read back)"},
+		},
+		{
+			name:       "a gateway's 502 before Nomad saw it: unknown, what to check said",
+			revert:     badGatewayBefore,
+			wantCode:   exitUnknown,
+			wantStderr: []string{"Nomad does not show it", "deployer history -env dev", "if none came, nothing changed"},
+		},
+		{
+			name: "a definite refusal (400): exit 1, nothing changed",
+			revert: func(func()) func(http.ResponseWriter, *http.Request, http.Handler) {
+				return func(w http.ResponseWriter, r *http.Request, _ http.Handler) {
+					http.Error(w, "job version not found", http.StatusBadRequest)
+				}
+			},
+			wantCode:   exitError,
+			wantStderr: []string{"400", "nothing was changed"},
+		},
+		{
+			name:     "a Ctrl-C while Nomad reverts: unknown, the version named and tagged",
+			revert:   cancelWhileApplied,
+			wantCode: exitUnknown, wantVersion: true, wantTag: true,
+			wantStderr: []string{"the command ended", "as version 2 (read back)"},
+		},
+		{
+			name:         "reverted, then its versions unreadable: unknown, not exit 1",
+			revert:       passThrough,
+			versionsFail: true,
+			wantCode:     exitUnknown, wantVersion: true,
+			wantStderr: []string{"Nomad reverted", "deployer history -env dev"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			good, _ := releaseImages(t, f.stack)
+			other := imageVariant(t, f.stack, 1)
+			f.writeEnv("dev", redistest.Start(t), 1, "")
+			var first deploy.Record
+			for i, img := range []string{good, other} {
+				rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", img)
+				if code != exitOK {
+					t.Fatalf("release %d: exit %d (%s)", i, code, rec.Outcome)
+				}
+				if i == 0 {
+					first = rec
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			var reverted atomic.Bool
+			handle := tt.revert(cancel)
+			addr := nomadProxyOn(t, f.stack.NomadAddr, func(r *http.Request) bool {
+				return strings.HasSuffix(r.URL.Path, "/revert")
+			}, func(w http.ResponseWriter, r *http.Request, forward http.Handler) {
+				handle(w, r, forward)
+				reverted.Store(true)
+			})
+			if tt.versionsFail {
+				addr = versionsFailOnce(t, addr, &reverted)
+			}
+			env := map[string]string{}
+			for k, v := range f.env {
+				env[k] = v
+			}
+			env["NOMAD_ADDR"] = addr
+			rec, stderr, code := f.rollbackWith(ctx, env, func(d *deploy.Deployer) { d.Patience = 2 * time.Second }, "dev", 0)
+			if code != tt.wantCode {
+				t.Errorf("exit %d (%s), want %d", code, rec.Outcome, tt.wantCode)
+			}
+			for _, want := range tt.wantStderr {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr does not say %q:\n%s", want, stderr)
+				}
+			}
+			// What Nomad shows, read past the proxy.
+			vs := f.versions()
+			if got := *vs[0].Version == 2; got != tt.wantVersion {
+				t.Fatalf("Nomad has version 2: %v (newest %d), want %v", got, *vs[0].Version, tt.wantVersion)
+			}
+			if tt.wantVersion {
+				tagged := vs[0].VersionTag != nil && vs[0].VersionTag.Name == "v2"
+				if tagged != tt.wantTag {
+					t.Errorf("version 2 tagged v2: %v, want %v", tagged, tt.wantTag)
+				}
+				if img := vs[0].Meta[release.MetaImageDigest]; img != first.ImageDigest {
+					t.Errorf("version 2 runs %s, want v0's %s", img, first.ImageDigest)
 				}
 			}
 		})
@@ -291,7 +470,34 @@ healthy_deadline = "30s"`)
 			t.Errorf("the watch took %s", took)
 		}
 	}
+	// status, of the environment and of them all, says so and names the
+	// command while the canaries wait, and no more once promoted.
+	statusSays := func(waiting bool) {
+		t.Helper()
+		one, _, _ := f.deployer("status", "-env", "dev")
+		all, _, _ := f.deployer("status")
+		js, _, _ := f.deployer("status", "-env", "dev", "-json")
+		t.Logf("status -env dev:\n%s\nstatus:\n%s", one, all)
+		var st deploy.Status
+		if err := json.Unmarshal([]byte(js), &st); err != nil {
+			t.Fatalf("status -json printed %q: %v", js, err)
+		}
+		for _, c := range []struct{ what, out, want string }{
+			{"status -env dev", one, "waits for a verdict"},
+			{"status -env dev", one, "deployer deployment -env dev promote"},
+			{"status", all, "canaries await promotion"},
+			{"status", all, "deployer deployment -env dev fail"},
+		} {
+			if strings.Contains(c.out, c.want) != waiting {
+				t.Errorf("canaries waiting: %v, but %s saying %q: %v, want %v:\n%s", waiting, c.what, c.want, !waiting, waiting, c.out)
+			}
+		}
+		if said := st.Deployment != nil && st.Deployment.AwaitingPromotion != ""; said != waiting {
+			t.Errorf("canaries waiting: %v, but status -json says awaiting_promotion: %v (%+v)", waiting, said, st.Deployment)
+		}
+	}
 	awaits(one)
+	statusSays(true)
 	if _, stderr, code := f.deployer("submit", "-env", "dev", "-image", two, "-detach"); code != exitConflict || !strings.Contains(stderr, "deployer deployment -env NAME promote") {
 		t.Errorf("a release while canaries wait: exit %d, want %d naming the verdicts:\n%s", code, exitConflict, stderr)
 	}
@@ -303,6 +509,7 @@ healthy_deadline = "30s"`)
 	if v := f.versions()[0]; *v.Version != 1 || !*v.Stable {
 		t.Errorf("after promote the job is at version %d, stable %v; want 1, stable", *v.Version, *v.Stable)
 	}
+	statusSays(false)
 	awaits(two)
 	out, _, code = f.deployer("deployment", "-env", "dev", "-json", "fail")
 	rec = deploy.Record{}

@@ -24,7 +24,9 @@ from its release's own version (nomad job scale, nomad job run, a UI edit:
 each difference is named, "count 1 -> 3 since v0"), a template that reads
 another snapshot or a task that runs another image than its meta names, a
 version with no release meta at all, or its config snapshot missing or
-edited in Consul.
+edited in Consul. A deployment whose canaries are healthy and wait for
+promotion (auto_promote = false) is said, with the command that decides
+it: deployer deployment -env NAME promote or fail.
 
 Without -env, shows every environment in the -environments folder, one row
 each, in pipeline order: dev, test and prod (those that exist), then the
@@ -57,7 +59,7 @@ cannot be read shows why, and status exits 1 once every row is shown.`,
 						return err
 					}
 				} else {
-					printStatus(sh.stdout, st)
+					printStatus(sh.stdout, st, e.Name)
 				}
 				if len(st.Drift) > 0 {
 					return &exitStatus{code: exitDrift}
@@ -142,7 +144,17 @@ func printStatusTable(w io.Writer, rows []deploy.Row) {
 				fmt.Fprintf(w, "  - %s\n", d)
 			}
 		}
+		if r.Deployment != nil && r.Deployment.AwaitingPromotion != "" {
+			fmt.Fprintf(w, "\n%s: %s\n", r.Environment, awaitsVerdict(r.Environment, r.Deployment))
+		}
 	}
+}
+
+// awaitsVerdict says that dep's canaries wait for promotion, and which
+// command gives the verdict.
+func awaitsVerdict(env string, dep *deploy.DeploymentStatus) string {
+	return fmt.Sprintf("deployment %s of job version %d waits for a verdict (%s): deployer deployment -env %s promote rolls it out, deployer deployment -env %s fail ends it",
+		short(dep.ID, 8), dep.Version, dep.AwaitingPromotion, env, env)
 }
 
 // statusCells are a row's cells, short enough for one line.
@@ -159,7 +171,9 @@ func statusCells(r deploy.Row) []string {
 		cells[4] = orDash(short(r.GitCommit, 7))
 		cells[5] = orDash(r.ConfigHash)
 		cells[6] = fmt.Sprintf("%d/%d healthy", r.Healthy, r.Count)
-		if dep := r.Deployment; dep != nil && dep.Version == r.Version && dep.Status != "successful" {
+		if dep := r.Deployment; dep != nil && dep.AwaitingPromotion != "" {
+			cells[6] += ", canaries await promotion"
+		} else if dep != nil && dep.Version == r.Version && dep.Status != "successful" {
 			cells[6] += ", deployment " + dep.Status
 		} else if !r.Stable {
 			// Its deployment never succeeded, or Nomad has reaped it.
@@ -211,7 +225,7 @@ func allocSummary(allocs map[string]int, healthy int) string {
 	return fmt.Sprintf("%s; %d healthy", strings.Join(parts, ", "), healthy)
 }
 
-func printStatus(w io.Writer, st *deploy.Status) {
+func printStatus(w io.Writer, st *deploy.Status, env string) {
 	fmt.Fprintf(w, "Job:          %s (namespace %s), %s\n", st.Job, st.Namespace, st.Status)
 	stable := map[bool]string{true: "stable", false: "not stable: its deployment never succeeded"}[st.Stable]
 	if st.MadeOutside {
@@ -225,6 +239,9 @@ func printStatus(w io.Writer, st *deploy.Status) {
 	}
 	if dep := st.Deployment; dep != nil {
 		fmt.Fprintf(w, "Deployment:   %s %s (job version %d): %s\n", dep.ID[:8], dep.Status, dep.Version, dep.Description)
+		if dep.AwaitingPromotion != "" {
+			fmt.Fprintf(w, "Promotion:    %s\n", awaitsVerdict(env, dep))
+		}
 	}
 	fmt.Fprintf(w, "Allocations:  %s\n", allocSummary(st.Allocs, st.Healthy))
 	// On one node this would say the line above again.

@@ -520,15 +520,8 @@ func (d *Deployer) unanswered(ctx context.Context, rec *Record, p *Plan, created
 		}
 		return nil, fmt.Errorf("register job %s with Nomad at %s: %w", r.Env.Job, d.NomadAddr, err)
 	}
-	fmt.Fprintf(d.Progress, "==> Nomad at %s gave no clear answer to the register (%v); reading back whether job %s has the new version\n", d.NomadAddr, regErr, r.Env.Job)
-	rctx, cancel := context.WithTimeout(context.Background(), readBack)
-	defer cancel()
-	v, found, err := d.registeredSince(rctx, rec.Namespace, rec.Job, p.ModifyBase, p.Job.Meta)
-	if err != nil || !found {
-		why := "Nomad does not show it"
-		if err != nil {
-			why = fmt.Sprintf("Nomad could not be asked (%v)", err)
-		}
+	found, why := d.readBackVersion(rec, "register", regErr, p.ModifyBase, p.Job.Meta, r.Description())
+	if !found {
 		rec.Outcome = Unknown
 		rec.Detail = fmt.Sprintf("the register of %s got no clear answer from Nomad at %s (%v), and %s: it may still land. "+
 			"The config snapshot %s is kept, as such a version would read it. Check deployer history -env %s: "+
@@ -536,19 +529,43 @@ func (d *Deployer) unanswered(ctx context.Context, rec *Record, p *Plan, created
 			rec.Job, d.NomadAddr, regErr, why, r.ConfigPath(), rec.Environment, r.Image.Pinned(), r.ConfigHash(), rec.Environment)
 		return rec, nil
 	}
-	rec.Version, rec.Release = &v, release.Name(v)
-	if _, err := d.Jobs.TagVersion(rec.Job, v, rec.Release, r.Description(),
-		(&nomad.WriteOptions{Namespace: rec.Namespace}).WithContext(rctx)); err != nil {
-		fmt.Fprintf(d.Progress, "warning: version %d registered but not tagged %s: %v\n", v, rec.Release, err)
-	}
-	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (read back)\n", rec.Release, rec.Job, v)
-	if ctx.Err() != nil {
-		rec.Outcome = Unknown
-		rec.Detail = fmt.Sprintf("the command ended (%v) while Nomad registered %s as job version %d: its deployment is not watched; deployer status tells how it ends",
-			ctx.Err(), rec.Release, v)
+	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (read back)\n", rec.Release, rec.Job, *rec.Version)
+	if unwatched(ctx, rec, "registered "+rec.Release) {
 		return rec, nil
 	}
 	return d.followLocked(ctx, rec, detach, lost)
+}
+
+// readBackVersion asks Nomad, with a context of its own, whether a write
+// that got no clear answer (what: "register", "revert") made its version:
+// the one registered after modify index base whose meta is meta. Found, the
+// version is recorded in rec and tagged vN with desc; not found, why says
+// what Nomad showed.
+func (d *Deployer) readBackVersion(rec *Record, what string, wErr error, base uint64, meta map[string]string, desc string) (found bool, why string) {
+	fmt.Fprintf(d.Progress, "==> Nomad at %s gave no clear answer to the %s (%v); reading back whether job %s has the new version\n", d.NomadAddr, what, wErr, rec.Job)
+	rctx, cancel := context.WithTimeout(context.Background(), readBack)
+	defer cancel()
+	v, found, err := d.registeredSince(rctx, rec.Namespace, rec.Job, base, meta)
+	switch {
+	case err != nil:
+		return false, fmt.Sprintf("Nomad could not be asked (%v)", err)
+	case !found:
+		return false, "Nomad does not show it"
+	}
+	d.tagVersion(rctx, rec, v, desc)
+	return true, ""
+}
+
+// unwatched makes rec unknown when the command ended (ctx) while Nomad
+// made its version (done: what Nomad did), which is then not watched.
+func unwatched(ctx context.Context, rec *Record, done string) bool {
+	if ctx.Err() == nil {
+		return false
+	}
+	rec.Outcome = Unknown
+	rec.Detail = fmt.Sprintf("the command ended (%v) while Nomad %s as job version %d: its deployment is not watched; deployer status -env %s tells how it ends",
+		ctx.Err(), done, *rec.Version, rec.Environment)
+	return true
 }
 
 // registeredSince finds the version registered after modify index base
@@ -825,12 +842,18 @@ func (d *Deployer) nameVersion(ctx context.Context, rec *Record, modifyIndex uin
 	if err != nil {
 		return err
 	}
+	d.tagVersion(ctx, rec, version, desc)
+	return nil
+}
+
+// tagVersion records version in rec and tags it vN with desc; a failed tag
+// is a warning, as in nameVersion.
+func (d *Deployer) tagVersion(ctx context.Context, rec *Record, version uint64, desc string) {
 	rec.Version, rec.Release = &version, release.Name(version)
 	if _, err := d.Jobs.TagVersion(rec.Job, version, rec.Release, desc,
 		(&nomad.WriteOptions{Namespace: rec.Namespace}).WithContext(ctx)); err != nil {
 		fmt.Fprintf(d.Progress, "warning: version %d registered but not tagged %s: %v\n", version, rec.Release, err)
 	}
-	return nil
 }
 
 // follow watches the deployment of rec's version, unless detached, and

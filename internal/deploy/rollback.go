@@ -147,19 +147,52 @@ func (d *Deployer) rollback(ctx context.Context, ns, job string, cur, target *no
 	}
 	defer l.unlock()
 	prior := *cur.Version
+	desc := fmt.Sprintf("rollback to %s by %s", tgtE.Release, opts.Who)
 	resp, _, err := d.Jobs.Revert(job, *target.Version, &prior, (&nomad.WriteOptions{Namespace: ns}).WithContext(ctx), "", "")
 	if err != nil {
 		if isConflict(err) {
 			return nil, &ConflictError{Job: job, Err: fmt.Errorf("it changed since this command read it (%w); look again (history) and retry", err)}
 		}
-		return nil, fmt.Errorf("revert job %s to version %d with Nomad at %s: %w", job, *target.Version, d.NomadAddr, err)
+		if refused(err) {
+			return nil, fmt.Errorf("revert job %s to version %d with Nomad at %s: %w; nothing was changed", job, *target.Version, d.NomadAddr, err)
+		}
+		return d.unclearRevert(ctx, rec, cur, target, tgtE.Release, desc, err, opts.Detach)
 	}
 	rec.EvalID = resp.EvalID
-	if err := d.nameVersion(ctx, rec, resp.JobModifyIndex, fmt.Sprintf("rollback to %s by %s", tgtE.Release, opts.Who)); err != nil {
-		return nil, err
+	if err := d.nameVersion(ctx, rec, resp.JobModifyIndex, desc); err != nil {
+		// Reverted all the same: never "nothing was changed".
+		rec.Outcome = Unknown
+		rec.Detail = fmt.Sprintf("Nomad reverted %s to %s (version %d) at job modify index %d (evaluation %s), but the new version could not be read (%v): "+
+			"it is neither tagged vN nor watched; deployer history -env %s names it, deployer status -env %s tells how it runs",
+			job, tgtE.Release, *target.Version, resp.JobModifyIndex, short(resp.EvalID), err, rec.Environment, rec.Environment)
+		return rec, nil
 	}
 	fmt.Fprintf(d.Progress, "==> reverted %s to %s (version %d) as version %d (eval %s)\n", job, tgtE.Release, *target.Version, *rec.Version, short(resp.EvalID))
 	return d.follow(ctx, rec, opts.Detach)
+}
+
+// unclearRevert handles a revert of the job from cur to target (named
+// name) that got no clear answer, by submit's rule (unanswered): Nomad may
+// have applied it, so it is asked, with a context of its own, whether the
+// job has a version after cur with target's meta. If so, the rollback goes
+// on as if the revert had answered (or, when the command was cancelled,
+// reports that version as unknown); if not, the outcome is unknown, naming
+// what to check, never "nothing was changed".
+func (d *Deployer) unclearRevert(ctx context.Context, rec *Record, cur, target *nomad.Job, name, desc string, revErr error, detach bool) (*Record, error) {
+	found, why := d.readBackVersion(rec, "revert", revErr, *cur.JobModifyIndex, target.Meta, desc)
+	if !found {
+		rec.Outcome = Unknown
+		rec.Detail = fmt.Sprintf("the revert of %s to %s (version %d) got no clear answer from Nomad at %s (%v), and %s: it may still land. "+
+			"Check deployer history -env %s: if a version newer than %d runs %s, the rollback took and deployer status -env %s tells how it runs; "+
+			"if none came, nothing changed",
+			rec.Job, name, *target.Version, d.NomadAddr, revErr, why, rec.Environment, *cur.Version, name, rec.Environment)
+		return rec, nil
+	}
+	fmt.Fprintf(d.Progress, "==> reverted %s to %s (version %d) as version %d (read back)\n", rec.Job, name, *target.Version, *rec.Version)
+	if unwatched(ctx, rec, fmt.Sprintf("reverted %s to %s", rec.Job, name)) {
+		return rec, nil
+	}
+	return d.follow(ctx, rec, detach)
 }
 
 // restore releases again the version v whose config snapshot drifted: the

@@ -60,6 +60,10 @@ type DeploymentStatus struct {
 	Version     uint64 `json:"job_version"`
 	Status      string `json:"status"`
 	Description string `json:"description"`
+	// AwaitingPromotion, when set, says which task groups' canaries are
+	// healthy and wait for a verdict (auto_promote = false): Nomad neither
+	// promotes nor fails them by itself.
+	AwaitingPromotion string `json:"awaiting_promotion,omitempty"`
 }
 
 // Status reads the job's current version, its deployment and allocations,
@@ -130,6 +134,9 @@ func (d *Deployer) readStatus(ctx context.Context, ns, job string) (*Status, *no
 
 	if dep, _, err := d.Jobs.LatestDeployment(job, q); err == nil && dep != nil {
 		st.Deployment = &DeploymentStatus{ID: dep.ID, Version: dep.JobVersion, Status: dep.Status, Description: dep.StatusDescription}
+		if dep.Status == "running" && awaitingPromotion(dep) {
+			st.Deployment.AwaitingPromotion = canaryState(dep)
+		}
 	}
 	allocs, _, err := d.Jobs.Allocations(job, false, q)
 	if err != nil {
