@@ -67,6 +67,30 @@ func fixtureOn(t *testing.T, s *localstack.Stack) *fixture {
 	return f
 }
 
+// checkout is a second working copy of the fixture's repository, as a
+// second operator of the same job has: environments/ and jobs/ of its own,
+// the same job, servers and tokens. The deployer refuses two files of one
+// checkout that name one job, so a test of two operators releasing at once
+// gives the second one a checkout.
+func (f *fixture) checkout() *fixture {
+	f.t.Helper()
+	c := *f
+	c.dir = f.t.TempDir()
+	for _, d := range []string{"environments", "jobs"} {
+		if err := os.MkdirAll(filepath.Join(c.dir, d), 0o755); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	spec, err := os.ReadFile(filepath.Join(f.dir, "jobs", "counter.nomad.hcl"))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(c.dir, "jobs", "counter.nomad.hcl"), spec, 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	return &c
+}
+
 // fixtureOf is fixtureOn for the job named, whose tasks get no policy:
 // the test gives them one, or none.
 func fixtureOf(t *testing.T, s *localstack.Stack, job string) *fixture {

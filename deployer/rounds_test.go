@@ -35,8 +35,8 @@ func TestSimultaneousReleasesMakeOneVersionPerRound(t *testing.T) {
 	// running is the Redis the current release counts in; each round's
 	// releases name the other two, so both are real changes.
 	running := 0
-	f.writeEnv("dev", redis[running], 1, update)
-	if rec, code, _ := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK {
+	f.writeEnv("a", redis[running], 1, update)
+	if rec, code, _ := submitJSON(t, f, "-env", "a", "-image", good); code != exitOK {
 		t.Fatalf("first release: exit %d %+v", code, rec)
 	}
 
@@ -45,7 +45,10 @@ func TestSimultaneousReleasesMakeOneVersionPerRound(t *testing.T) {
 	// later the first has registered and its deployment runs, which the
 	// second must not cancel. It fails the test when the two did not
 	// overlap.
-	race := func(t *testing.T, round int, cmds [2][]string) []int {
+	// The second operator, with a checkout of their own.
+	g := f.checkout()
+	// race runs cmds[i] in ops[i]'s checkout, both at once.
+	race := func(t *testing.T, round int, ops [2]*fixture, cmds [2][]string) []int {
 		t.Helper()
 		codes := make([]int, 2)
 		var start, end [2]time.Time
@@ -56,7 +59,7 @@ func TestSimultaneousReleasesMakeOneVersionPerRound(t *testing.T) {
 					time.Sleep(time.Duration(round%5) * step)
 				}
 				start[i] = time.Now()
-				_, _, codes[i] = f.deployer(args...)
+				_, _, codes[i] = ops[i].deployer(args...)
 				end[i] = time.Now()
 			})
 		}
@@ -99,9 +102,9 @@ func TestSimultaneousReleasesMakeOneVersionPerRound(t *testing.T) {
 		for round := range rounds {
 			a, b := (running+1)%3, (running+2)%3
 			f.writeEnv("a", redis[a], 1, update)
-			f.writeEnv("b", redis[b], 1, update)
+			g.writeEnv("b", redis[b], 1, update)
 			before := len(f.versions())
-			codes := race(t, round, [2][]string{
+			codes := race(t, round, [2]*fixture{f, g}, [2][]string{
 				{"submit", "-env", "a", "-image", good},
 				{"submit", "-env", "b", "-image", good},
 			})
@@ -117,7 +120,7 @@ func TestSimultaneousReleasesMakeOneVersionPerRound(t *testing.T) {
 			other := 3 - running - prev
 			f.writeEnv("a", redis[other], 1, update)
 			before := len(f.versions())
-			codes := race(t, round, [2][]string{
+			codes := race(t, round, [2]*fixture{f, f}, [2][]string{
 				{"submit", "-env", "a", "-image", good},
 				{"rollback", "-env", "a"},
 			})

@@ -136,7 +136,9 @@ func TestASecondReleaseDuringADeploymentIsAConflictAndCancelsNothing(t *testing.
 	a, b := redistest.Start(t), redistest.Start(t)
 	// A deployment that takes a while: 8 s of min_healthy_time.
 	f.writeEnv("a", a, 1, "min_healthy_time = \"8s\"\nhealthy_deadline = \"40s\"\nprogress_deadline = \"60s\"")
-	f.writeEnv("b", b, 1, "")
+	// The second release comes from another operator's checkout.
+	g := f.checkout()
+	g.writeEnv("b", b, 1, "")
 
 	var first deploy.Record
 	var firstCode int
@@ -144,7 +146,7 @@ func TestASecondReleaseDuringADeploymentIsAConflictAndCancelsNothing(t *testing.
 	wg.Go(func() { first, firstCode, _ = submitJSON(t, f, "-env", "a", "-image", good) })
 	f.waitForLock(60 * time.Second)
 
-	_, stderr, code := f.deployer("submit", "-env", "b", "-image", good)
+	_, stderr, code := g.deployer("submit", "-env", "b", "-image", good)
 	if code != exitConflict || !strings.Contains(stderr, "held by tester, submit of") {
 		t.Errorf("second submit: exit %d, stderr:\n%s\nwant %d and who holds the lock", code, stderr, exitConflict)
 	}
@@ -152,7 +154,7 @@ func TestASecondReleaseDuringADeploymentIsAConflictAndCancelsNothing(t *testing.
 		t.Errorf("%d versions, want 1: the conflicting release registered one", n)
 	}
 	// With -wait, it waits for the first to end, then goes through.
-	waited, code, stderr := submitJSON(t, f, "-env", "b", "-image", good, "-wait", "1m")
+	waited, code, stderr := submitJSON(t, g, "-env", "b", "-image", good, "-wait", "1m")
 	if code != exitOK || waited.Outcome != deploy.Succeeded || !strings.Contains(stderr, "==> waiting (up to") {
 		t.Errorf("submit -wait: exit %d %+v; want it to wait, then succeed\n%s", code, waited, stderr)
 	}
@@ -175,7 +177,9 @@ func TestAKilledDeployerLeavesNoLockBehind(t *testing.T) {
 	a, b := redistest.Start(t), redistest.Start(t)
 	// 10 s of min_healthy_time: a deployment long enough to be killed in.
 	f.writeEnv("a", a, 1, "min_healthy_time = \"10s\"\nhealthy_deadline = \"40s\"\nprogress_deadline = \"60s\"")
-	f.writeEnv("b", b, 1, "")
+	// The releases after the kill come from another operator's checkout.
+	g := f.checkout()
+	g.writeEnv("b", b, 1, "")
 
 	// This test binary is the deployer when called by that name
 	// (testscript.Main), so the deployer can run as a process of its own.
@@ -221,7 +225,7 @@ func TestAKilledDeployerLeavesNoLockBehind(t *testing.T) {
 
 	// Right away, it is still a conflict: the dead holder's session lives
 	// until its TTL runs out.
-	if _, stderr, code := f.deployer("submit", "-env", "b", "-image", good); code != exitConflict {
+	if _, stderr, code := g.deployer("submit", "-env", "b", "-image", good); code != exitConflict {
 		t.Errorf("submit right after the kill: exit %d, want %d:\n%s", code, exitConflict, stderr)
 	}
 	// Then Consul removes the lock: within twice the TTL, as it promises.
@@ -236,7 +240,7 @@ func TestAKilledDeployerLeavesNoLockBehind(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("the lock went %s after the kill (TTL %s)", time.Since(killed).Round(100*time.Millisecond), configstore.LockTTL)
-	if rec, code, _ := submitJSON(t, f, "-env", "b", "-image", good, "-wait", "60s"); code != exitOK || rec.Outcome != deploy.Succeeded {
+	if rec, code, _ := submitJSON(t, g, "-env", "b", "-image", good, "-wait", "60s"); code != exitOK || rec.Outcome != deploy.Succeeded {
 		t.Errorf("submit after the lock went: exit %d %+v", code, rec)
 	}
 }

@@ -154,8 +154,10 @@ func TestConcurrentSubmitsMakeOneVersionAndOneConflict(t *testing.T) {
 	f := newFixture(t)
 	good, _ := releaseImages(t, f.stack)
 	a, b := redistest.Start(t), redistest.Start(t)
+	// Two operators, each with a checkout of their own.
+	g := f.checkout()
 	f.writeEnv("a", a, 1, "")
-	f.writeEnv("b", b, 1, "")
+	g.writeEnv("b", b, 1, "")
 	if _, code, _ := submitJSON(t, f, "-env", "a", "-image", good); code != exitOK {
 		t.Fatalf("first submit: exit %d", code)
 	}
@@ -176,9 +178,12 @@ func TestConcurrentSubmitsMakeOneVersionAndOneConflict(t *testing.T) {
 	index := strconv.FormatUint(plan.CheckIndex, 10)
 	codes := make([]int, 2)
 	var wg sync.WaitGroup
-	for i, env := range []string{"a", "b"} {
+	for i, op := range []struct {
+		f   *fixture
+		env string
+	}{{f, "a"}, {g, "b"}} {
 		wg.Go(func() {
-			_, _, codes[i] = f.deployer("submit", "-env", env, "-image", good, "-detach", "-check-index", index)
+			_, _, codes[i] = op.f.deployer("submit", "-env", op.env, "-image", good, "-detach", "-check-index", index)
 		})
 	}
 	wg.Wait()

@@ -287,6 +287,11 @@ func (s *Store) List(ctx context.Context, namespace, job string) ([]string, erro
 // promises.
 const LockTTL = 10 * time.Second
 
+// lockMonitorRetries is how many failed reads, a second apart, the lock's
+// watch rides out before it calls the lock lost: as long as a write waits
+// for a Consul that does not answer (PutPatience's 30 s).
+const lockMonitorRetries = 30
+
 // Lock takes the job's deploy lock without waiting, so two deployers never
 // change one job at once: the second gets ErrLocked, with what holder wrote.
 // The lock lives in a Consul session renewed while it is held, and deleted
@@ -312,6 +317,14 @@ func (s *Store) Lock(ctx context.Context, namespace, job, holder string) (unlock
 		SessionTTL:   LockTTL.String(),
 		LockTryOnce:  true,
 		LockWaitTime: 200 * time.Millisecond,
+		// Without retries the lock's monitor calls it lost on the first
+		// error of its watch, and a Consul leader election answers 500s
+		// for seconds while the session lives on: a submit then stopped
+		// with "lost the lock" (TestReleasesSurviveClusterFaults). A
+		// session that did end is still seen, as the key going, which is
+		// no error.
+		MonitorRetries:   lockMonitorRetries,
+		MonitorRetryTime: time.Second,
 	})
 	if err != nil {
 		return nil, nil, err
