@@ -27,7 +27,8 @@ import (
 // It works in log space on ratios of consecutive probabilities, never on
 // binomial coefficients, so it neither overflows nor loses precision at
 // n = 10^6; its cost is linear in the distance from the distribution's
-// mode to k1 plus a few of its standard deviations.
+// mode to k1, at most about 40 of its standard deviations, since past
+// that the p-value underflows.
 func FisherGreater(k1, n1, k2, n2 int64) (float64, error) {
 	if n1 < 0 || n2 < 0 || k1 < 0 || k2 < 0 || k1 > n1 || k2 > n2 {
 		return 0, fmt.Errorf("counts %d of %d and %d of %d: want 0 <= errors <= requests", k1, n1, k2, n2)
@@ -45,8 +46,10 @@ func FisherGreater(k1, n1, k2, n2 int64) (float64, error) {
 		return 1, nil
 	}
 	N := n1 + n2
-	// The mode of the hypergeometric distribution.
-	mode := min(max((K+1)*(n1+1)/(N+2), lo), hi)
+	// The mode of the hypergeometric distribution, in float64: (K+1)(n1+1)
+	// overflows an int64 at 2^32 requests a side. A mode off by one from
+	// rounding costs a step, not accuracy: the sums walk both ways.
+	mode := min(max(int64(float64(K+1)*float64(n1+1)/float64(N+2)), lo), hi)
 
 	// total is the sum of every probability divided by that of the mode,
 	// walking out from the mode until the terms stop counting.
@@ -61,21 +64,33 @@ func FisherGreater(k1, n1, k2, n2 int64) (float64, error) {
 		w0 := 0.0 // log P(X = k1) / P(X = mode)
 		for x := mode; x < k1; x++ {
 			w0 += h.logRatio(x)
+			if w0 < underflow {
+				return 0, nil
+			}
 		}
 		p = math.Exp(w0 + math.Log(h.sumUp(k1, hi)) - math.Log(total))
 	} else {
 		w0 := 0.0 // log P(X = k1-1) / P(X = mode)
 		for x := mode; x > k1-1; x-- {
 			w0 -= h.logRatio(x - 1)
+			if w0 < underflow {
+				return 1, nil
+			}
 		}
 		p = 1 - math.Exp(w0+math.Log(h.sumDown(k1-1, lo))-math.Log(total))
 	}
 	return min(max(p, 0), 1), nil
 }
 
-// maxRequests bounds each side's count: past 2^40 the float64 products in
-// logRatio would lose integers' exactness.
-const maxRequests = 1 << 40
+// maxRequests bounds each side's count, and with it the cost: a walk from
+// the mode stops where its terms underflow, about 40 standard deviations
+// out, so it takes at most a few million steps at 2^32 requests a side.
+const maxRequests = 1 << 32
+
+// underflow is the log of a probability ratio past which the p-value is 0
+// (or 1) in float64: below e^-745 is no float64 above 0, and the sums it
+// multiplies are at most a few hundred thousand.
+const underflow = -800
 
 // negligible is the log of a term's share below which it no longer changes
 // a sum of float64s (e^-40 is about 4e-18).

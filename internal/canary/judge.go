@@ -101,8 +101,10 @@ type Judge struct {
 	looks    int
 	fraction float64 // information fraction of the last look, n1/MinSample capped at 1
 	spent    float64
-	last     Counts
-	done     *Verdict
+	last     Counts // the canary's at the last look
+	// lastStable is stable's at the last look.
+	lastStable Counts
+	done       *Verdict
 }
 
 // NewJudge checks the plan and returns a judge with no look made.
@@ -130,16 +132,21 @@ func (j *Judge) Look(w Window, final bool) (Verdict, error) {
 		return *j.done, nil
 	}
 	c, s := w.Canary, w.Stable
-	if c.Requests < j.last.Requests || c.Errors < j.last.Errors {
-		return Verdict{}, fmt.Errorf("canary counts went down, from %d errors of %d to %d of %d: the window must be cumulative (a restarted canary starts its counters again)",
-			j.last.Errors, j.last.Requests, c.Errors, c.Requests)
+	for _, side := range []struct {
+		name     string
+		was, now Counts
+	}{{"canary", j.last, c}, {"stable", j.lastStable, s}} {
+		if side.now.Requests < side.was.Requests || side.now.Errors < side.was.Errors {
+			return Verdict{}, fmt.Errorf("%s counts went down, from %d errors of %d to %d of %d: the window must be cumulative (a restarted instance starts its counters again)",
+				side.name, side.was.Errors, side.was.Requests, side.now.Errors, side.now.Requests)
+		}
 	}
 	p, err := FisherGreater(c.Errors, c.Requests, s.Errors, s.Requests)
 	if err != nil {
 		return Verdict{}, err
 	}
 	j.looks++
-	j.last = c
+	j.last, j.lastStable = c, s
 	t := min(float64(c.Requests)/float64(j.plan.MinSample), 1)
 	var level float64
 	if t >= 1 {

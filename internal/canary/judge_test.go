@@ -82,8 +82,11 @@ func TestJudgeRefuses(t *testing.T) {
 	if _, err := j.Look(Window{Canary: Counts{50, 2}, Stable: Counts{100, 0}}, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := j.Look(Window{Canary: Counts{40, 2}, Stable: Counts{100, 0}}, false); err == nil || !strings.Contains(err.Error(), "went down") {
-		t.Errorf("counts that went down: %v, want an error", err)
+	if _, err := j.Look(Window{Canary: Counts{40, 2}, Stable: Counts{100, 0}}, false); err == nil || !strings.Contains(err.Error(), "canary counts went down") {
+		t.Errorf("canary counts that went down: %v, want an error", err)
+	}
+	if _, err := j.Look(Window{Canary: Counts{60, 2}, Stable: Counts{90, 0}}, false); err == nil || !strings.Contains(err.Error(), "stable counts went down, from 0 errors of 100 to 0 of 90") {
+		t.Errorf("stable counts that went down: %v, want an error", err)
 	}
 }
 
