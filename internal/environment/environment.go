@@ -44,6 +44,10 @@ type Environment struct {
 	Config    Config     `hcl:"config,block"`
 	Resources *Resources `hcl:"resources,block"`
 	Update    *Update    `hcl:"update,block"`
+	// Analysis is how a canary is to be judged by what it serves (issue
+	// 26); nil without an analysis block. Parsed and validated only: the
+	// deployer does not act on it yet.
+	Analysis *Analysis `hcl:"analysis,block"`
 
 	// file is the parsed source, kept for Refuse; nil for an Environment
 	// made in code.
@@ -389,6 +393,9 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 	if *u.AutoPromote && *u.Canary == 0 {
 		bad(attrRange(body, "update", "auto_promote"), "Invalid auto_promote",
 			"auto_promote = true with canary = 0: there is no canary to promote (Nomad refuses it); set canary to 1 or more, or drop auto_promote.")
+	}
+	if e.Analysis != nil {
+		diags = append(diags, e.Analysis.validate(body, *u.Canary)...)
 	}
 	return diags
 }

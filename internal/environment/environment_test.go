@@ -202,18 +202,23 @@ func TestParseRejectsBadFiles(t *testing.T) {
 			[]string{"bad.hcl:6", "min_healthy_time too long", "min_healthy_time = 10s must be shorter than healthy_deadline = 5s"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse("bad.hcl", "bad", []byte(tt.src))
-			var envErr *Error
-			if !errors.As(err, &envErr) {
-				t.Fatalf("Parse = %v, want *environment.Error", err)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error lacks %q:\n%s", w, err)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantRefused(t, tt.src, tt.want) })
+	}
+}
+
+// wantRefused checks that Parse refuses src with an *Error whose text
+// holds every string of want.
+func wantRefused(t *testing.T, src string, want []string) {
+	t.Helper()
+	_, err := Parse("bad.hcl", "bad", []byte(src))
+	var envErr *Error
+	if !errors.As(err, &envErr) {
+		t.Fatalf("Parse = %v, want *environment.Error", err)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q:\n%s", w, err)
+		}
 	}
 }
 
@@ -343,5 +348,102 @@ func TestListenAddrFromURL(t *testing.T) {
 				t.Errorf("url %q: ListenAddr() = %q, URL %q; want %q", tt.url, got, env.URL, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseAnalysis(t *testing.T) {
+	const good = "datacenters = [\"dc1\"]\nconfig {\n  HOST = \"redis\"\n  PORT = 6379\n}\n"
+	tests := []struct {
+		name, block string
+		want        string // fmt of the filled-in block
+	}{
+		{"defaults/an empty block judges errors", "analysis {}",
+			"errors true alpha 0.01 min_sample 300 every 10s longest 5m0s inconclusive fail latency <nil>"},
+		{"keeps/what the file sets", "analysis {\n  alpha = 0.001\n  min_sample = 600\n  interval = \"30s\"\n  max_duration = \"20m\"\n  inconclusive = \"promote\"\n}",
+			"errors true alpha 0.001 min_sample 600 every 30s longest 20m0s inconclusive promote latency <nil>"},
+		{"defaults/latency's quantile", "analysis {\n  latency {\n    threshold = \"25ms\"\n  }\n}",
+			"errors true alpha 0.01 min_sample 300 every 10s longest 5m0s inconclusive fail latency 0.9 25ms"},
+		{"keeps/latency alone", "analysis {\n  errors = false\n  latency {\n    quantile = 0.99\n    threshold = \"50ms\"\n  }\n}",
+			"errors false alpha 0.01 min_sample 300 every 10s longest 5m0s inconclusive fail latency 0.99 50ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env, err := Parse("x.hcl", "x", []byte(good+tt.block+"\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := env.Analysis
+			latency := "<nil>"
+			if a.Latency != nil {
+				latency = fmt.Sprint(*a.Latency.Quantile, " ", a.Latency.ThresholdDuration)
+			}
+			got := fmt.Sprintf("errors %t alpha %g min_sample %d every %s longest %s inconclusive %s latency %s",
+				*a.Errors, *a.Alpha, *a.MinSample, a.Every, a.Longest, *a.Inconclusive, latency)
+			if got != tt.want {
+				t.Errorf("analysis = %s\nwant       %s", got, tt.want)
+			}
+			if p := a.Plan(); p.Alpha != *a.Alpha || p.MinSample != int64(*a.MinSample) || (p.Latency == nil) != (a.Latency == nil) {
+				t.Errorf("Plan() = %+v does not follow the block", p)
+			}
+		})
+	}
+	env, err := Parse("x.hcl", "x", []byte(good))
+	if err != nil || env.Analysis != nil {
+		t.Errorf("a file without an analysis block: %+v, %v; want no analysis", env.Analysis, err)
+	}
+}
+
+func TestParseRejectsBadAnalysis(t *testing.T) {
+	const good = "datacenters = [\"dc1\"]\nconfig {\n  HOST = \"redis\"\n  PORT = 6379\n}\n"
+	// Each block starts on line 6.
+	tests := []struct {
+		name, block string
+		want        []string // all must appear in the error text
+	}{
+		{"rejects/unknown attribute", "analysis {\n  metric = \"5xx\"\n}",
+			[]string{"bad.hcl:7,3", "Unsupported argument", `"metric"`}},
+		{"rejects/alpha of 0", "analysis {\n  alpha = 0\n}",
+			[]string{"bad.hcl:7,11", "Invalid alpha", "alpha = 0:", "alpha = 0\n", "^"}},
+		{"rejects/alpha as a percentage", "analysis {\n  alpha = 5\n}",
+			[]string{"bad.hcl:7,11", "Invalid alpha", "below 0.5"}},
+		{"rejects/alpha as a string", "analysis {\n  alpha = \"low\"\n}",
+			[]string{"bad.hcl:7,12", "Unsuitable value type", "^^^"}},
+		{"rejects/min_sample of 0", "analysis {\n  min_sample = 0\n}",
+			[]string{"bad.hcl:7,16", "Invalid min_sample", "at least 1"}},
+		// 3 errors of 3 against 0 of 6 is p = 1/84 = 0.012, above the
+		// 0.008 left for the last look.
+		{"rejects/min_sample too small to ever fail", "analysis {\n  min_sample = 3\n}",
+			[]string{"bad.hcl:7,16", "min_sample too small to fail a canary", "p = 0.012", "could never fail"}},
+		{"rejects/bad interval", "analysis {\n  interval = \"often\"\n}",
+			[]string{"bad.hcl:7,14", "Invalid duration", `interval = "often"`}},
+		{"rejects/interval of 0", "analysis {\n  interval = \"0s\"\n}",
+			[]string{"bad.hcl:7,14", "Invalid duration"}},
+		{"rejects/interval under a second", "analysis {\n  interval = \"100ms\"\n}",
+			[]string{"bad.hcl:7,14", "interval too short", "at least 1s"}},
+		{"rejects/max_duration before the first look", "analysis {\n  interval = \"1m\"\n  max_duration = \"30s\"\n}",
+			[]string{"bad.hcl:8,18", "max_duration shorter than interval", "end before its first look"}},
+		{"rejects/max_duration below the default interval", "analysis {\n  max_duration = \"5s\"\n}",
+			[]string{"bad.hcl:7,18", "max_duration = 5s with interval = 10s"}},
+		{"rejects/unknown inconclusive action", "analysis {\n  inconclusive = \"wait\"\n}",
+			[]string{"bad.hcl:7,18", "Invalid inconclusive", `"wait"`, `"fail"`}},
+		{"rejects/latency without a threshold", "analysis {\n  latency {\n  }\n}",
+			[]string{"bad.hcl:7", "Missing required argument", `"threshold"`}},
+		{"rejects/latency quantile of 1", "analysis {\n  latency {\n    quantile = 1\n    threshold = \"25ms\"\n  }\n}",
+			[]string{"bad.hcl:8,16", "Invalid quantile", "quantile = 1:"}},
+		{"rejects/latency quantile as a percentile", "analysis {\n  latency {\n    quantile = 99\n    threshold = \"25ms\"\n  }\n}",
+			[]string{"bad.hcl:8,16", "Invalid quantile", "0.9 for p90"}},
+		{"rejects/latency threshold that is no duration", "analysis {\n  latency {\n    threshold = \"25\"\n  }\n}",
+			[]string{"bad.hcl:8,17", "Invalid threshold", `threshold = "25"`}},
+		{"rejects/negative latency threshold", "analysis {\n  latency {\n    threshold = \"-5ms\"\n  }\n}",
+			[]string{"bad.hcl:8,17", "Invalid threshold"}},
+		{"rejects/an analysis that judges nothing", "analysis {\n  errors = false\n}",
+			[]string{"bad.hcl:7,12", "Analysis that judges nothing", "pass every canary"}},
+		{"rejects/an analysis without a canary", "count = 2\nupdate {\n  canary = 0\n}\nanalysis {}",
+			[]string{"bad.hcl:8,12", "Analysis without a canary", "canary = 0"}},
+		{"rejects/two mistakes, both named", "analysis {\n  alpha = 1\n  inconclusive = \"maybe\"\n}",
+			[]string{"bad.hcl:7,11", "Invalid alpha", "bad.hcl:8,18", "Invalid inconclusive"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { wantRefused(t, good+tt.block+"\n", tt.want) })
 	}
 }
