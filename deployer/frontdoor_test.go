@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kodekloud/counter/internal/deploy"
+	"github.com/kodekloud/counter/internal/localstack"
 	"github.com/kodekloud/counter/internal/testsupport/envtest"
 	"github.com/kodekloud/counter/internal/testsupport/imagetest"
 	"github.com/kodekloud/counter/internal/testsupport/redistest"
@@ -56,18 +57,12 @@ func newLoad(t *testing.T) (*load, context.Context, *http.Client) {
 	return l, ctx, &http.Client{Timeout: 3 * time.Second}
 }
 
-// TestFrontDoorKeepsTheURL is what users of an environment see through its
-// front door, the URL its file names: the same URL answers across five
-// releases, a failed one, deployer rollback, nomad job revert and an
-// instance killed (SIGKILL) under load, with no failed request and the
-// counter equal to the answers (HAProxy resends only a request whose
-// connection was refused, which no instance saw); each command names the
-// URL and saw it answer; and after the stack is stopped and started again
-// (make down, make up) the same URL answers again.
-func TestFrontDoorKeepsTheURL(t *testing.T) {
-	t.Parallel()
+// frontDoorFixture is a fixture on a stack of the test's own whose front
+// door serves dev, a job named after prefix, at a free port's URL.
+func frontDoorFixture(t *testing.T, prefix string) (*fixture, *localstack.Stack, string) {
+	t.Helper()
 	envtest.NeedsServers(t, "a stack of its own with a front door")
-	job := stacktest.Name(t, "door")
+	job := stacktest.Name(t, prefix)
 	url := "http://" + closedAddr(t) + "/"
 	// The stack's front door is made from an environment file that names
 	// the job and the URL, as make up makes dev's.
@@ -80,6 +75,20 @@ func TestFrontDoorKeepsTheURL(t *testing.T) {
 	f := fixtureOf(t, s, job)
 	stacktest.GrantJob(t, s, job)
 	f.url = url
+	return f, s, url
+}
+
+// TestFrontDoorKeepsTheURL is what users of an environment see through its
+// front door, the URL its file names: the same URL answers across five
+// releases, a failed one, deployer rollback, nomad job revert and an
+// instance killed (SIGKILL) under load, with no failed request and the
+// counter equal to the answers (HAProxy resends only a request whose
+// connection was refused, which no instance saw); each command names the
+// URL and saw it answer; and after the stack is stopped and started again
+// (make down, make up) the same URL answers again.
+func TestFrontDoorKeepsTheURL(t *testing.T) {
+	t.Parallel()
+	f, s, url := frontDoorFixture(t, "door")
 	good, bad := releaseImages(t, s)
 	rdb := redistest.Start(t)
 	// Two instances: one serves while the other is replaced or killed.

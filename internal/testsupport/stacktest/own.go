@@ -151,6 +151,28 @@ func RestartOwn(tb testing.TB, s *localstack.Stack) *localstack.Stack {
 	if err := s.Stop(ctx); err != nil {
 		tb.Fatalf("stop the test's own stack: %v", err)
 	}
+	again := p.resume(ctx, tb, s)
+	if err := again.WaitWorkloads(ctx, 2*time.Minute); err != nil {
+		tb.Fatal(err)
+	}
+	return again
+}
+
+// ResumeOwn is make up on a stack StartOwnFrontDoor started, some of whose
+// processes died: localstack's resume path starts the dead ones again and
+// keeps the others. It returns the stack that runs now, which the
+// stacktest helpers know in s's place.
+func ResumeOwn(tb testing.TB, s *localstack.Stack) *localstack.Stack {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	return of(tb, s).resume(ctx, tb, s)
+}
+
+// resume starts p's stack again on s's folder and ports, as make up does,
+// and puts the stack that runs now in s's place.
+func (p *pkgStack) resume(ctx context.Context, tb testing.TB, s *localstack.Stack) *localstack.Stack {
+	tb.Helper()
 	cfg := p.cfg
 	cfg.Ports, cfg.Resume = s.Ports, true
 	again, err := localstack.Start(ctx, cfg)
@@ -160,8 +182,5 @@ func RestartOwn(tb testing.TB, s *localstack.Stack) *localstack.Stack {
 	p.mu.Lock()
 	p.stack = again
 	p.mu.Unlock()
-	if err := again.WaitWorkloads(ctx, 2*time.Minute); err != nil {
-		tb.Fatal(err)
-	}
 	return again
 }
