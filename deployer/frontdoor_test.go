@@ -58,8 +58,9 @@ func newLoad(t *testing.T) (*load, context.Context, *http.Client) {
 }
 
 // frontDoorFixture is a fixture on a stack of the test's own whose front
-// door serves dev, a job named after prefix, at a free port's URL.
-func frontDoorFixture(t *testing.T, prefix string) (*fixture, *localstack.Stack, string) {
+// door serves dev, a job named after prefix, at a free port's URL; opts
+// change the stack (stacktest.Cluster).
+func frontDoorFixture(t *testing.T, prefix string, opts ...stacktest.Option) (*fixture, *localstack.Stack, string) {
 	t.Helper()
 	envtest.NeedsServers(t, "a stack of its own with a front door")
 	job := stacktest.Name(t, prefix)
@@ -71,7 +72,7 @@ func frontDoorFixture(t *testing.T, prefix string) (*fixture, *localstack.Stack,
 	if err := os.WriteFile(filepath.Join(doors, "dev.hcl"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := stacktest.StartOwnFrontDoor(t, doors)
+	s := stacktest.StartOwnFrontDoor(t, doors, opts...)
 	f := fixtureOf(t, s, job)
 	stacktest.GrantJob(t, s, job)
 	f.url = url

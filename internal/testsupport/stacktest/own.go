@@ -23,6 +23,12 @@ func TrackedVersions(n int) Option {
 	return func(c *localstack.Config) { c.JobTrackedVersions = n }
 }
 
+// Cluster makes the stack a cluster (localstack.Config.Cluster): three
+// servers and two client nodes, each on a loopback address of its own.
+func Cluster() Option {
+	return func(c *localstack.Config) { c.Cluster = true }
+}
+
 // StartOwn starts a single-agent stack of the test's own, beside the
 // package's, and stops it when the test ends: for a test that changes what
 // every other test relies on, such as Consul's trust of Nomad's
@@ -46,10 +52,10 @@ func StartOwnWithTokens(tb testing.TB, nomadToken, consulToken string, opts ...O
 // file in envDir that has a url (localstack.Config.Environments), and the
 // deployer's and the operator's tokens, as make up makes them: for a test
 // of what users see through an environment's URL. RestartOwn stops and
-// starts it again.
-func StartOwnFrontDoor(tb testing.TB, envDir string) *localstack.Stack {
+// starts it again; opts change its configuration (Cluster).
+func StartOwnFrontDoor(tb testing.TB, envDir string, opts ...Option) *localstack.Stack {
 	tb.Helper()
-	s := startOwn(tb, "", "", func(c *localstack.Config) { c.Environments = envDir })
+	s := startOwn(tb, "", "", append(opts, func(c *localstack.Config) { c.Environments = envDir })...)
 	p := of(tb, s)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
