@@ -1,9 +1,9 @@
 package main
 
 import (
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -28,32 +28,49 @@ type move struct {
 	closed                  time.Time
 }
 
-// inHAProxy lists the instances HAProxy may send to now (addr of each
-// server not in maintenance), read from its stats page's CSV.
-func inHAProxy(t *testing.T, stats string) (map[string]bool, error) {
-	res, err := http.Get("http://" + stats + "/;csv")
+// inHAProxy lists the instances HAProxy may send backend's requests to
+// now, as IP:PORT: its servers neither in maintenance or drain (a record
+// Consul no longer gives is put in maintenance at once) nor down by its
+// own check, read from its admin
+// socket in the stack's folder (the stats page's CSV leaves addresses out).
+func inHAProxy(dir, backend string) (map[string]bool, error) {
+	c, err := net.DialTimeout("unix", filepath.Join(dir, "haproxy.sock"), time.Second)
 	if err != nil {
 		return nil, err
 	}
-	defer res.Body.Close()
-	r := csv.NewReader(res.Body)
-	r.FieldsPerRecord = -1
-	rows, err := r.ReadAll()
-	if err != nil || len(rows) == 0 {
-		return nil, fmt.Errorf("stats CSV: %v", err)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("show servers state " + backend + "\n")); err != nil {
+		return nil, err
 	}
-	col := map[string]int{}
-	for i, name := range rows[0] {
-		col[strings.TrimPrefix(name, "# ")] = i
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return nil, err
 	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var header []string
 	out := map[string]bool{}
-	for _, row := range rows[1:] {
-		if len(row) <= col["addr"] || row[col["svname"]] == "BACKEND" || row[col["svname"]] == "FRONTEND" {
-			continue
+	for _, line := range lines {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 1 && f[0] == "#":
+			header = f[1:]
+		case header != nil && len(f) == len(header):
+			row := map[string]string{}
+			for i, h := range header {
+				row[h] = f[i]
+			}
+			// Admin state bits 0x01-0x20 are maintenance or drain
+			// (0x20: resolution, a record Consul no longer gives);
+			// 0x40 says only that the name came from an SRV record.
+			admin, err := strconv.Atoi(row["srv_admin_state"])
+			if err == nil && admin&0x3f == 0 && row["srv_op_state"] != "0" {
+				out[net.JoinHostPort(row["srv_addr"], row["srv_port"])] = true
+			}
 		}
-		if addr := row[col["addr"]]; addr != "" && !strings.HasPrefix(row[col["status"]], "MAINT") {
-			out[addr] = true
-		}
+	}
+	if header == nil {
+		return nil, fmt.Errorf("HAProxy's show servers state: %q", b)
 	}
 	return out, nil
 }
@@ -99,6 +116,11 @@ func TestFrontDoorMovesGracefully(t *testing.T) {
 		t.Fatalf("passing instances while the canary waits: canaries %v, others %d, want 1 tagged canary and 2 not", canaries, len(old))
 	}
 
+	// HAProxy sends to all three before the promotion: the watch below
+	// sees them leave.
+	if lb, err := inHAProxy(s.Dir, "dev"); err != nil || len(lb) != 3 {
+		t.Fatalf("HAProxy sends to %v (%v) while the canary waits, want the 3 passing instances", lb, err)
+	}
 	// Promote, and watch each replaced instance every 50 ms.
 	done := make(chan struct{})
 	watched := make(chan struct{})
@@ -119,7 +141,7 @@ func TestFrontDoorMovesGracefully(t *testing.T) {
 			} else {
 				continue
 			}
-			inLB, err := inHAProxy(t, s.FrontDoorStats)
+			inLB, err := inHAProxy(s.Dir, "dev")
 			if err != nil {
 				continue
 			}
