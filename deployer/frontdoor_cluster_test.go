@@ -83,6 +83,6 @@ func TestFrontDoorOutlivesTheConsulAgentItAsksFirst(t *testing.T) {
 	t.Logf("load through %s: %d answers, %d failed, over %s with %s dead and a release", url, ok, len(failed),
 		time.Since(killed).Round(100*time.Millisecond), first.ConsulAgent())
 	if len(failed) > 0 {
-		t.Errorf("%d failed requests through the front door: %q", len(failed), failed)
+		t.Errorf("%d failed requests through the front door, the first: %q", len(failed), failed[:min(len(failed), 5)])
 	}
 }

@@ -116,11 +116,13 @@ func TestFrontDoorMovesGracefully(t *testing.T) {
 		t.Fatalf("passing instances while the canary waits: canaries %v, others %d, want 1 tagged canary and 2 not", canaries, len(old))
 	}
 
-	// HAProxy sends to all three before the promotion: the watch below
-	// sees them leave.
-	if lb, err := inHAProxy(s.Dir, "dev"); err != nil || len(lb) != 3 {
-		t.Fatalf("HAProxy sends to %v (%v) while the canary waits, want the 3 passing instances", lb, err)
-	}
+	// HAProxy sends to all three before the promotion (the canary once
+	// its check passed twice, a second apart): the watch below sees the
+	// old ones leave.
+	waitFor(t, 10*time.Second, "HAProxy sending to the 3 passing instances", func() bool {
+		lb, err := inHAProxy(s.Dir, "dev")
+		return err == nil && len(lb) == 3
+	})
 	// Promote, and watch each replaced instance every 50 ms.
 	done := make(chan struct{})
 	watched := make(chan struct{})
