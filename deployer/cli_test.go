@@ -73,7 +73,7 @@ func TestDocsExitCodesMatch(t *testing.T) {
 		n, _ := strconv.Atoi(r[1])
 		got[n] = r[2]
 	}
-	for _, code := range []int{exitOK, exitError, exitUsage, exitFailed, exitAutoReverted, exitConflict, exitDrift, exitUnknown} {
+	for _, code := range []int{exitOK, exitError, exitUsage, exitFailed, exitAutoReverted, exitConflict, exitDrift, exitUnknown, exitFrontDoor} {
 		if general, _, _ := strings.Cut(got[code], "; plan: "); general != exitMeaning(code) {
 			t.Errorf("docs/deployer.md exit code %d: %q, want %q", code, got[code], exitMeaning(code))
 		}

@@ -19,6 +19,7 @@ const (
 	exitConflict     = 5
 	exitDrift        = 6
 	exitUnknown      = 7
+	exitFrontDoor    = 8
 
 	exitPlanChanged = 1
 	exitPlanError   = 255
@@ -42,6 +43,8 @@ func exitMeaning(code int) string {
 		return "conflict: the job changed since it was read, or another deploy holds its lock; nothing was changed"
 	case exitDrift:
 		return "drift: the running job is not what the deployer released"
+	case exitFrontDoor:
+		return "the front door is down: the environment's url does not answer (status; an answer of any HTTP status is up)"
 	case exitUnknown:
 		return "unknown: the release is or may be registered, but how its deployment ends was not seen (contact lost, a register or revert Nomad did not clearly answer, canaries awaiting promotion); the message says what to check"
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kodekloud/counter/internal/deploy"
@@ -82,3 +83,40 @@ func urlNote(check string) string {
 	}
 	return " (" + check + ")"
 }
+
+// frontDoorPatience bounds how long status waits for a front door's
+// answer: HAProxy answers at once, even with no instance behind it (503).
+const frontDoorPatience = 2 * time.Second
+
+// frontDoorState calls url's /readyz once, which counts no visit: "up" for
+// an answer of any HTTP status (a 503 means no instance passes, which the
+// health column says, not that the front door is down), "down: WHY" for no
+// answer, "" when there is no url.
+func frontDoorState(ctx context.Context, url string) string {
+	if url == "" {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, frontDoorPatience)
+	defer cancel()
+	if _, err := getStatus(ctx, &http.Client{}, strings.TrimSuffix(url, "/")+"/readyz"); err != nil {
+		return "down: " + err.Error()
+	}
+	return "up"
+}
+
+// callFrontDoors fills in each row's FrontDoor, all at once, so that
+// status waits frontDoorPatience at most however many are down.
+func callFrontDoors(ctx context.Context, rows []deploy.Row) {
+	var wg sync.WaitGroup
+	for i := range rows {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rows[i].FrontDoor = frontDoorState(ctx, rows[i].URL)
+		}()
+	}
+	wg.Wait()
+}
+
+// down says whether a front door state is down.
+func down(state string) bool { return strings.HasPrefix(state, "down") }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kodekloud/counter/internal/deploy"
+	"github.com/kodekloud/counter/internal/localstack"
 	"github.com/kodekloud/counter/internal/testsupport/envtest"
 	"github.com/kodekloud/counter/internal/testsupport/imagetest"
 	"github.com/kodekloud/counter/internal/testsupport/redistest"
@@ -56,6 +57,28 @@ func newLoad(t *testing.T) (*load, context.Context, *http.Client) {
 	return l, ctx, &http.Client{Timeout: 3 * time.Second}
 }
 
+// frontDoorFixture is a fixture on a stack of the test's own whose front
+// door serves dev, a job named after prefix, at a free port's URL; opts
+// change the stack (stacktest.Cluster).
+func frontDoorFixture(t *testing.T, prefix string, opts ...stacktest.Option) (*fixture, *localstack.Stack, string) {
+	t.Helper()
+	envtest.NeedsServers(t, "a stack of its own with a front door")
+	job := stacktest.Name(t, prefix)
+	url := "http://" + closedAddr(t) + "/"
+	// The stack's front door is made from an environment file that names
+	// the job and the URL, as make up makes dev's.
+	doors := t.TempDir()
+	src := fmt.Sprintf("job = %q\nurl = %q\ndatacenters = [\"dc1\"]\nconfig {\n  HOST = \"127.0.0.1\"\n  PORT = 6379\n}\n", job, url)
+	if err := os.WriteFile(filepath.Join(doors, "dev.hcl"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := stacktest.StartOwnFrontDoor(t, doors, opts...)
+	f := fixtureOf(t, s, job)
+	stacktest.GrantJob(t, s, job)
+	f.url = url
+	return f, s, url
+}
+
 // TestFrontDoorKeepsTheURL is what users of an environment see through its
 // front door, the URL its file names: the same URL answers across five
 // releases, a failed one, deployer rollback, nomad job revert and an
@@ -66,20 +89,7 @@ func newLoad(t *testing.T) (*load, context.Context, *http.Client) {
 // (make down, make up) the same URL answers again.
 func TestFrontDoorKeepsTheURL(t *testing.T) {
 	t.Parallel()
-	envtest.NeedsServers(t, "a stack of its own with a front door")
-	job := stacktest.Name(t, "door")
-	url := "http://" + closedAddr(t) + "/"
-	// The stack's front door is made from an environment file that names
-	// the job and the URL, as make up makes dev's.
-	doors := t.TempDir()
-	src := fmt.Sprintf("job = %q\nurl = %q\ndatacenters = [\"dc1\"]\nconfig {\n  HOST = \"127.0.0.1\"\n  PORT = 6379\n}\n", job, url)
-	if err := os.WriteFile(filepath.Join(doors, "dev.hcl"), []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s := stacktest.StartOwnFrontDoor(t, doors)
-	f := fixtureOf(t, s, job)
-	stacktest.GrantJob(t, s, job)
-	f.url = url
+	f, s, url := frontDoorFixture(t, "door")
 	good, bad := releaseImages(t, s)
 	rdb := redistest.Start(t)
 	// Two instances: one serves while the other is replaced or killed.

@@ -35,8 +35,15 @@ commit, config hash, healthy instances of those the job asks for, drift,
 whether it runs the same build (image digest) as the row before it, and the
 environment's URL (its file's url). An
 environment whose job is not registered is a row that says so; one that
-cannot be read shows why, and status exits 1 once every row is shown.`,
-		exits: append([]exitDoc{{exitOK, "no drift"}}, codes(exitError, exitUsage, exitDrift)...),
+cannot be read shows why, and status exits 1 once every row is shown.
+
+Each environment's URL is called (GET /readyz, which counts no visit): an
+answer of any HTTP status means its front door is up (a 503 says only that
+no instance passes, which HEALTH shows); no answer within 2 s means the
+front door is down, said with why, and status exits 8 (before drift's 6; an
+environment that cannot be read, 1, comes first). make up starts a local
+front door again.`,
+		exits: append([]exitDoc{{exitOK, "no drift, every front door up"}}, codes(exitError, exitUsage, exitDrift, exitFrontDoor)...),
 		flags: func(fs *flag.FlagSet, sh *shell) func(context.Context, []string) error {
 			var f envFlags
 			f.register(fs)
@@ -54,12 +61,16 @@ cannot be read shows why, and status exits 1 once every row is shown.`,
 					return err
 				}
 				st.URL = e.URL
+				st.FrontDoor = frontDoorState(ctx, e.URL)
 				if f.json {
 					if err := writeJSON(sh.stdout, st); err != nil {
 						return err
 					}
 				} else {
 					printStatus(sh.stdout, st, e.Name)
+				}
+				if down(st.FrontDoor) {
+					return &exitStatus{code: exitFrontDoor, err: fmt.Errorf("status: the front door of %s is %s", e.Name, st.FrontDoor)}
 				}
 				if len(st.Drift) > 0 {
 					return &exitStatus{code: exitDrift}
@@ -101,6 +112,7 @@ func statusAll(ctx context.Context, sh *shell, f *envFlags) error {
 			rows[i].URL = e.URL
 		}
 	}
+	callFrontDoors(ctx, rows)
 	if f.json {
 		if err := writeJSON(sh.stdout, rows); err != nil {
 			return err
@@ -108,33 +120,45 @@ func statusAll(ctx context.Context, sh *shell, f *envFlags) error {
 	} else {
 		printStatusTable(sh.stdout, rows)
 	}
-	var failed []string
+	var failed, closed []string
 	drift := false
 	for _, r := range rows {
 		if r.Error != "" {
 			failed = append(failed, r.Environment)
+		}
+		if down(r.FrontDoor) {
+			closed = append(closed, r.Environment)
 		}
 		drift = drift || len(r.Drift) > 0
 	}
 	switch {
 	case len(failed) > 0:
 		return fmt.Errorf("status: %d of %d environments could not be read: %s", len(failed), len(rows), strings.Join(failed, ", "))
+	case len(closed) > 0:
+		return &exitStatus{code: exitFrontDoor, err: fmt.Errorf("status: the front door is down of %s", strings.Join(closed, ", "))}
 	case drift:
 		return &exitStatus{code: exitDrift}
 	}
 	return nil
 }
 
-// printStatusTable writes one line per environment, then each one's drift
-// and errors in full.
+// printStatusTable writes one line per environment, then each one's front
+// door when down, its drift and errors in full.
 func printStatusTable(w io.Writer, rows []deploy.Row) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ENVIRONMENT\tJOB\tRELEASE\tIMAGE\tCOMMIT\tCONFIG\tHEALTH\tDRIFT\tSAME BUILD AS PREVIOUS\tURL")
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(append(statusCells(r), orDash(r.URL)), "\t"))
+		url := orDash(r.URL)
+		if down(r.FrontDoor) {
+			url += " (front door down)"
+		}
+		fmt.Fprintln(tw, strings.Join(append(statusCells(r), url), "\t"))
 	}
 	tw.Flush()
 	for _, r := range rows {
+		if down(r.FrontDoor) {
+			fmt.Fprintf(w, "\n%s: the front door at %s is %s\n", r.Environment, r.URL, r.FrontDoor)
+		}
 		switch {
 		case r.Error != "":
 			fmt.Fprintf(w, "\n%s: could not be read:\n  %s\n", r.Environment, strings.ReplaceAll(r.Error, "\n", "\n  "))
@@ -259,7 +283,7 @@ func printStatus(w io.Writer, st *deploy.Status, env string) {
 		}
 	}
 	if st.URL != "" {
-		fmt.Fprintf(w, "URL:          %s\n", st.URL)
+		fmt.Fprintf(w, "URL:          %s (front door %s)\n", st.URL, st.FrontDoor)
 	}
 	for _, u := range st.URLs {
 		fmt.Fprintf(w, "  %s\n", u)

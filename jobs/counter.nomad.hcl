@@ -113,9 +113,13 @@ job "counter" {
       attribute = "${node.unique.id}"
     }
 
-    # An instance being replaced leaves Consul's passing list first, and
-    # stops 2 s later, so that clients that found it there finish with it.
-    shutdown_delay = "2s"
+    # An instance being replaced or stopped leaves Consul first, and stops
+    # 3 s later, once every front door has stopped sending to it: HAProxy
+    # asks Consul's DNS every second (timeout resolve 1s), asks again 1 s
+    # after an answer it did not get (timeout retry 1s), and lets the
+    # requests it already sent finish; 3 s covers both and leaves 1 s for
+    # those (docs/stack.md, "Graceful moves", has the measured figures).
+    shutdown_delay = "3s"
 
     network {
       port "http" {}
@@ -126,6 +130,10 @@ job "counter" {
       port     = "http"
       provider = "consul"
       tags     = ["counter", "release-${var.release.release_config_hash}"]
+      # A canary carries "canary" until it is promoted (Nomad then gives it
+      # tags), so a front door can tell it apart from the instances it
+      # replaces: canary.JOB.service.consul names the canaries alone.
+      canary_tags = ["counter", "release-${var.release.release_config_hash}", "canary"]
 
       check {
         name     = "ready"

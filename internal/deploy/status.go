@@ -44,7 +44,9 @@ type Status struct {
 	URLs []string `json:"urls,omitempty"`
 	// URL is the environment's own, its front door's (environment file).
 	URL string `json:"url,omitempty"`
-	UI  string `json:"ui,omitempty"`
+	// FrontDoor is "up" or "down: WHY" once the URL was called; "" without one.
+	FrontDoor string `json:"front_door,omitempty"`
+	UI        string `json:"ui,omitempty"`
 }
 
 // NodeAllocs are the current version's allocations on one client node.

@@ -45,6 +45,8 @@ type Row struct {
 	Error     string `json:"error,omitempty"` // why this environment could not be read
 	// URL is the environment's own, its front door's (environment file).
 	URL string `json:"url,omitempty"`
+	// FrontDoor is "up" or "down: WHY" once the URL was called; "" without one.
+	FrontDoor string `json:"front_door,omitempty"`
 }
 
 // statusReaders is how many environments StatusAll reads at once: enough

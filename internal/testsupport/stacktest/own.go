@@ -23,6 +23,12 @@ func TrackedVersions(n int) Option {
 	return func(c *localstack.Config) { c.JobTrackedVersions = n }
 }
 
+// Cluster makes the stack a cluster (localstack.Config.Cluster): three
+// servers and two client nodes, each on a loopback address of its own.
+func Cluster() Option {
+	return func(c *localstack.Config) { c.Cluster = true }
+}
+
 // StartOwn starts a single-agent stack of the test's own, beside the
 // package's, and stops it when the test ends: for a test that changes what
 // every other test relies on, such as Consul's trust of Nomad's
@@ -46,10 +52,10 @@ func StartOwnWithTokens(tb testing.TB, nomadToken, consulToken string, opts ...O
 // file in envDir that has a url (localstack.Config.Environments), and the
 // deployer's and the operator's tokens, as make up makes them: for a test
 // of what users see through an environment's URL. RestartOwn stops and
-// starts it again.
-func StartOwnFrontDoor(tb testing.TB, envDir string) *localstack.Stack {
+// starts it again; opts change its configuration (Cluster).
+func StartOwnFrontDoor(tb testing.TB, envDir string, opts ...Option) *localstack.Stack {
 	tb.Helper()
-	s := startOwn(tb, "", "", func(c *localstack.Config) { c.Environments = envDir })
+	s := startOwn(tb, "", "", append(opts, func(c *localstack.Config) { c.Environments = envDir })...)
 	p := of(tb, s)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -151,6 +157,28 @@ func RestartOwn(tb testing.TB, s *localstack.Stack) *localstack.Stack {
 	if err := s.Stop(ctx); err != nil {
 		tb.Fatalf("stop the test's own stack: %v", err)
 	}
+	again := p.resume(ctx, tb, s)
+	if err := again.WaitWorkloads(ctx, 2*time.Minute); err != nil {
+		tb.Fatal(err)
+	}
+	return again
+}
+
+// ResumeOwn is make up on a stack StartOwnFrontDoor started, some of whose
+// processes died: localstack's resume path starts the dead ones again and
+// keeps the others. It returns the stack that runs now, which the
+// stacktest helpers know in s's place.
+func ResumeOwn(tb testing.TB, s *localstack.Stack) *localstack.Stack {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	return of(tb, s).resume(ctx, tb, s)
+}
+
+// resume starts p's stack again on s's folder and ports, as make up does,
+// and puts the stack that runs now in s's place.
+func (p *pkgStack) resume(ctx context.Context, tb testing.TB, s *localstack.Stack) *localstack.Stack {
+	tb.Helper()
 	cfg := p.cfg
 	cfg.Ports, cfg.Resume = s.Ports, true
 	again, err := localstack.Start(ctx, cfg)
@@ -160,8 +188,5 @@ func RestartOwn(tb testing.TB, s *localstack.Stack) *localstack.Stack {
 	p.mu.Lock()
 	p.stack = again
 	p.mu.Unlock()
-	if err := again.WaitWorkloads(ctx, 2*time.Minute); err != nil {
-		tb.Fatal(err)
-	}
 	return again
 }
