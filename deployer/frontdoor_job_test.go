@@ -27,8 +27,9 @@ import (
 // byte for byte, and the page's commands, run as written on a stack with
 // ACLs on whose Consul agent has no DNS token, make that token, mark the
 // node and run the job. Then a release through the deployer answers at
-// the front door's URL, a second release under a load through the URL
-// loses no request (and Redis counts every answer once), and the job's
+// the front door's URL, a second release and an instance killed under a
+// load through the URL lose no request (and Redis counts every answer
+// once), and the job's
 // Prometheus exporter counts the frontend's requests.
 func TestFrontDoorJobRunsAsWritten(t *testing.T) {
 	t.Parallel()
@@ -118,11 +119,21 @@ func TestFrontDoorJobRunsAsWritten(t *testing.T) {
 	}
 	before, _, _ := l.snapshot()
 	waitFor(t, 30*time.Second, "100 answers more after the second release", func() bool { ok, _, _ := l.snapshot(); return ok > before+100 })
+	// An instance dies at once (SIGKILL): the job's HAProxy takes it out
+	// by its own check, and resends what it refuses meanwhile.
+	killed, err := imagetest.Docker("ps", "-q", "--filter", "label=com.hashicorp.nomad.job_name="+f.job)
+	if ids := strings.Fields(killed); err != nil || len(ids) == 0 {
+		t.Fatalf("the job's containers: %q %v", killed, err)
+	} else if _, err := imagetest.Docker("kill", ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	before, _, _ = l.snapshot()
+	waitFor(t, 30*time.Second, "200 answers more after the kill", func() bool { ok, _, _ := l.snapshot(); return ok > before+200 })
 	l.halt()
 	ok, _, failed := l.snapshot()
 	v, _ := rdb.Get("visitorCount")
 	counted, _ := strconv.Atoi(v)
-	t.Logf("load through the job's front door %s across the second release: %d answers, %d failed; Redis counted %d", f.url, ok, len(failed), counted)
+	t.Logf("load through the job's front door %s across the second release and a kill: %d answers, %d failed; Redis counted %d", f.url, ok, len(failed), counted)
 	if len(failed) > 0 {
 		t.Errorf("%d failed requests through the job's front door: %v", len(failed), failed)
 	}
