@@ -249,11 +249,13 @@ func TestReleasesSurviveClusterFaults(t *testing.T) {
 			}
 		}
 		okAtOut, _, _ := l.snapshot()
-		t.Logf("%s's instances out of HAProxy's rotation %s after the kill (Consul then listed %d of them passing: %v), out of Consul's passing list after %s",
-			gone.Name, outOfHAProxy.Round(10*time.Millisecond), len(passingWhenOut), passingWhenOut, outOfConsul.Round(10*time.Millisecond))
+		t.Logf("%s's instances out of HAProxy's rotation %s after the kill, %s after it began (Consul then listed %d of them passing: %v), out of Consul's passing list after %s",
+			gone.Name, outOfHAProxy.Round(10*time.Millisecond), (outOfHAProxy + killed.Sub(killing)).Round(10*time.Millisecond),
+			len(passingWhenOut), passingWhenOut, outOfConsul.Round(10*time.Millisecond))
 		// Two failed checks a second apart take at most 2 s once the
-		// instances are dead; a second more for two busy cores and the
-		// watch's own reads (the same margin as TestFrontDoorFollowsConsul).
+		// instances are dead (the kill ends with their containers
+		// removed); a second more for two busy cores and the watch's own
+		// reads (the same margin as TestFrontDoorFollowsConsul).
 		if outOfHAProxy > 3*time.Second {
 			t.Errorf("%s's instances stayed in HAProxy's rotation %s after the kill, want within 2 s (3 s with the margin)",
 				gone.Name, outOfHAProxy.Round(10*time.Millisecond))

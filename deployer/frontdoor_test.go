@@ -83,10 +83,10 @@ func frontDoorFixture(t *testing.T, prefix string, opts ...stacktest.Option) (*f
 // front door, the URL its file names: the same URL answers across five
 // releases, a failed one, deployer rollback, nomad job revert and an
 // instance killed (SIGKILL) under load, with no failed request and the
-// counter equal to the answers, or one more (HAProxy resends a request the
-// killed instance was answering, which it may have counted); each command names the
-// URL and saw it answer; and after the stack is stopped and started again
-// (make down, make up) the same URL answers again.
+// counter equal to the answers, or one more (HAProxy resends a request
+// the killed instance was answering, which it may have counted); each
+// command names the URL and saw it answer; and after the stack is stopped
+// and started again (make down, make up) the same URL answers again.
 func TestFrontDoorKeepsTheURL(t *testing.T) {
 	t.Parallel()
 	f, s, url := frontDoorFixture(t, "door")
