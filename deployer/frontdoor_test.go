@@ -83,10 +83,10 @@ func frontDoorFixture(t *testing.T, prefix string, opts ...stacktest.Option) (*f
 // front door, the URL its file names: the same URL answers across five
 // releases, a failed one, deployer rollback, nomad job revert and an
 // instance killed (SIGKILL) under load, with no failed request and the
-// counter equal to the answers (HAProxy resends only a request whose
-// connection was refused, which no instance saw); each command names the
-// URL and saw it answer; and after the stack is stopped and started again
-// (make down, make up) the same URL answers again.
+// counter equal to the answers, or one more (HAProxy resends a request
+// the killed instance was answering, which it may have counted); each
+// command names the URL and saw it answer; and after the stack is stopped
+// and started again (make down, make up) the same URL answers again.
 func TestFrontDoorKeepsTheURL(t *testing.T) {
 	t.Parallel()
 	f, s, url := frontDoorFixture(t, "door")
@@ -160,8 +160,11 @@ func TestFrontDoorKeepsTheURL(t *testing.T) {
 	if len(failed) > 0 {
 		t.Errorf("%d failed requests through the front door: %q", len(failed), failed)
 	}
-	if counted != ok {
-		t.Errorf("Redis counted %d, the client got %d answers", counted, ok)
+	// HAProxy resends a request the killed instance was answering
+	// (retry-on empty-response), which it may have counted: one at most,
+	// since the load sends one request at a time.
+	if extra := counted - ok; extra < 0 || extra > 1 {
+		t.Errorf("Redis counted %d, the client got %d answers: want the answers, or one more for a request cut by the kill", counted, ok)
 	}
 
 	out, _, code := f.deployer("status", "-env", "dev", "-json")

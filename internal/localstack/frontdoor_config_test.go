@@ -40,7 +40,7 @@ func TestHAProxyTakesTheRenderedConfig(t *testing.T) {
 			for _, want := range append([]string{
 				"server-template app 10 _counter-dev._tcp.service.consul",
 				"server-template app 12 _counter-prod._tcp.service.consul",
-				"option httpchk GET /readyz", "inter 1s fall 2", "option redispatch 1", "retries 3", "retry-on conn-failure",
+				"option httpchk GET /readyz", "inter 1s fall 2", "option redispatch 1", "retries 3", "retry-on conn-failure empty-response",
 				"resolve-opts allow-dup-ip", "hold nx 1s", "prometheus-exporter",
 			}, tt.dns...) {
 				if !strings.Contains(conf, want) {

@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -161,8 +162,9 @@ func Start(tb testing.TB) *localstack.Stack {
 }
 
 // StartCluster returns the package's cluster stack (three Consul servers,
-// three Nomad servers, two client nodes), starting it on first use, as Start
-// does the single-agent one.
+// three Nomad servers, two client nodes, and a front door for dev:
+// ClusterFrontDoor), starting it on first use, as Start does the
+// single-agent one.
 func StartCluster(tb testing.TB) *localstack.Stack {
 	tb.Helper()
 	return cluster.get(tb, true, []string{"nomad-server-1", "nomad-server-2", "nomad-server-3", "nomad-client-1", "nomad-client-2"})
@@ -224,14 +226,20 @@ func (p *pkgStack) start(tb testing.TB, clustered bool) error {
 		return err
 	}
 	p.dir, p.release, p.bin = dir, release, bin
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Config{
+	cfg := localstack.Config{
 		Dir:     dir,
 		Bin:     bin,
 		Ports:   localstack.Ports{MinDynamic: lo, MaxDynamic: hi},
 		Cluster: clustered,
-	})
+	}
+	if clustered {
+		if cfg.Environments, err = clusterDoor(tb, dir); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s, err := localstack.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -262,6 +270,43 @@ func (p *pkgStack) start(tb testing.TB, clustered bool) error {
 	p.stack, p.operator = s, operator
 	p.mu.Unlock()
 	return nil
+}
+
+// clusterDoor writes, in the cluster stack's folder dir, the environment
+// file its front door is made from, as make up CLUSTER=1 makes dev's: dev
+// of a job named for the package's run, at a free port of 127.0.0.1 (the
+// edge address: no node's, so killing a node leaves it). It returns the
+// file's folder.
+func clusterDoor(tb testing.TB, dir string) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("a free port for the cluster's front door: %w", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	envs := filepath.Join(dir, "environments")
+	src := fmt.Sprintf("job = %q\nurl = %q\ndatacenters = [\"dc1\"]\nconfig {\n  HOST = \"127.0.0.1\"\n  PORT = 6379\n}\n",
+		Name(tb, "door"), "http://"+addr+"/")
+	if err := os.MkdirAll(envs, 0o755); err != nil {
+		return "", err
+	}
+	return envs, os.WriteFile(filepath.Join(envs, "dev.hcl"), []byte(src), 0o644)
+}
+
+// ClusterFrontDoor returns the front door of the package's cluster stack
+// s (StartCluster): HAProxy serves environment dev, the Consul service of
+// the job it names, at its URL, asking every Consul agent of the cluster.
+// The job is one for the whole package: the tests that release it run one
+// at a time, as the cluster's tests do.
+func ClusterFrontDoor(tb testing.TB, s *localstack.Stack) localstack.FrontDoor {
+	tb.Helper()
+	for _, d := range s.FrontDoors {
+		if d.Env == "dev" {
+			return d
+		}
+	}
+	tb.Fatalf("stacktest: the stack in %s has no front door for dev (front doors %+v)", s.Dir, s.FrontDoors)
+	return localstack.FrontDoor{}
 }
 
 // owns are the stacks tests started with StartOwn; ownsMu guards it.
