@@ -138,9 +138,12 @@ func TestFrontDoorJobRunsAsWritten(t *testing.T) {
 		t.Errorf("%d failed requests through the job's front door: %v", len(failed), failed)
 	}
 	// The page read above counted one; the deployer's and HAProxy's
-	// checks call /readyz, which counts nothing.
-	if counted != ok+1 {
-		t.Errorf("Redis counted %d, the load got %d answers (and one GET / before it)", counted, ok)
+	// checks call /readyz, which counts nothing. A request inside the
+	// killed instance is resent by HAProxy (retry-on empty-response) and
+	// may have been counted there too: the load sends one at a time, so
+	// at most one more.
+	if counted < ok+1 || counted > ok+2 {
+		t.Errorf("Redis counted %d, the load got %d answers (and one GET / before it): want %d, or %d if the killed instance counted the request HAProxy resent", counted, ok, ok+1, ok+2)
 	}
 
 	res, err := http.Get(metrics)

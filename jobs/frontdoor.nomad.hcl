@@ -126,7 +126,7 @@ job "frontdoor" {
             http-check expect status 200
             option redispatch 1
             retries 3
-            retry-on conn-failure
+            retry-on conn-failure empty-response
             default-server check inter 1s fall 2 rise 2 init-addr none resolvers consul resolve-prefer ipv4 resolve-opts allow-dup-ip
             server-template app ${var.slots} _${var.service}._tcp.service.consul
         EOT
