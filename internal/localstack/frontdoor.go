@@ -72,7 +72,7 @@ func FrontDoors(dir string) ([]FrontDoor, error) {
 //     that just died), or that an instance dying under it closed without
 //     an answer, is sent again, to another instance. The second may have
 //     been counted by the dead instance: a user sees no error when a node
-//     dies, at the price of a visit counted twice for each request cut
+//     dies, at the price of a visit counted twice for each request cut.
 //     With conn-failure alone, the cluster's node-loss test saw a request
 //     cut by the kill answered 502 in one run, and in another Redis
 //     counted one visit more than the answers; a probe with 10 requests
