@@ -889,10 +889,12 @@ func (d *Deployer) followLocked(ctx context.Context, rec *Record, detach bool, l
 		rec.Analysis = w.Analysis
 		if a := w.Analysis; a != nil && a.Reason != "" {
 			what := "canary judged by analysis"
-			switch a.Verdict {
-			case Promote:
+			switch {
+			case a.Verdict == Promote && a.Outcome == "":
+				what = "canary promoted without analysis"
+			case a.Verdict == Promote:
 				what = "canary promoted by analysis"
-			case Fail:
+			case a.Verdict == Fail:
 				what = "canary failed by analysis"
 			}
 			if a.Outcome == "inconclusive" {
