@@ -227,21 +227,18 @@ func TestAnalysisFailsABadCanaryAndPromotesAGoodOne(t *testing.T) {
 	l.enter("faulty")
 	rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", faulty)
 	a := rec.Analysis
-	if a != nil && len(a.Canaries) == 1 {
-		// The failed canary leaves Consul at once and stops 3 s later
-		// (shutdown_delay), once the front door no longer sends to it:
-		// until then it still answers, and its 500s count as the faulty
-		// release's.
-		waitFor(t, 30*time.Second, "the failed canary to stop", func() bool {
-			al, _, err := f.nomad.Allocations().Info(a.Canaries[0], nil)
-			return err == nil && al.ClientStatus != "running"
-		})
-	}
-	l.enter("after faulty")
 	if code != exitAutoReverted || a == nil || a.Verdict != deploy.Fail || a.Outcome != "fail" ||
 		!strings.Contains(rec.Detail, "canary failed by analysis: errors: canary ") || !strings.Contains(stderr, "    look ") {
 		t.Fatalf("the faulty release: exit %d (want %d), analysis %+v, detail %q\n%s", code, exitAutoReverted, a, rec.Detail, stderr)
 	}
+	// The failed canary leaves Consul at once and stops 3 s later
+	// (shutdown_delay), once the front door no longer sends to it: until
+	// then it still answers, and its 500s count as the faulty release's.
+	waitFor(t, 30*time.Second, "the failed canary to stop", func() bool {
+		al, _, err := f.nomad.Allocations().Info(a.Canaries[0], nil)
+		return err == nil && al.ClientStatus != "running"
+	})
+	l.enter("after faulty")
 	last := a.Looks[len(a.Looks)-1]
 	took := last.At.Sub(a.Since)
 	t.Logf("faulty: failed at look %d, %s after its canary turned healthy: %s", last.N, took.Round(100*time.Millisecond), last.Reason)
@@ -288,5 +285,37 @@ func TestAnalysisFailsABadCanaryAndPromotesAGoodOne(t *testing.T) {
 	}
 	if n, bad := l.counts("after clean"); bad > 0 {
 		t.Errorf("users saw %d errors of %d answers after the clean release; want none", bad, n)
+	}
+
+	// A promotion by hand while the deployer judges: with a minimum sample
+	// the canary cannot reach in the minute the analysis may take, only
+	// the hand decides. The deployer notices, says so, and follows the
+	// deployment to its end.
+	if err := os.WriteFile(file, append(env, strings.Replace(analysis, "min_sample = 300", "min_sample = 1000000", 1)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		rec    deploy.Record
+		code   int
+		stderr string
+	}
+	done := make(chan result, 1)
+	byHand := imageVariant(t, s, 3)
+	go func() {
+		rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", byHand)
+		done <- result{rec, code, stderr}
+	}()
+	var st deploy.Status
+	waitFor(t, 60*time.Second, "the canary to wait for its analysis", func() bool {
+		out, _, _ := f.deployer("status", "-env", "dev", "-json")
+		return json.Unmarshal([]byte(out), &st) == nil && st.Deployment != nil && st.Deployment.AwaitingPromotion != "" && resumed.Version != nil && st.Deployment.Version > *resumed.Version
+	})
+	if _, code := f.nomadCLI("deployment", "promote", st.Deployment.ID); code != 0 {
+		t.Fatalf("nomad deployment promote: exit %d", code)
+	}
+	res := <-done
+	if a := res.rec.Analysis; res.code != exitOK || a == nil || a.Verdict != "" || !strings.Contains(res.rec.Detail, "promoted outside the deployer") {
+		t.Errorf("a release promoted by hand while judged: exit %d, analysis %+v, detail %q; want exit 0, no verdict of the deployer's, the hand's promotion said\n%s",
+			res.code, a, res.rec.Detail, res.stderr)
 	}
 }
