@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -264,12 +266,11 @@ func TestAnalysisFailsABadCanaryAndPromotesAGoodOne(t *testing.T) {
 		t.Errorf("users saw %d errors of %d answers after the faulty release was reverted; want none", bad, n)
 	}
 
-	// A release whose watch is gone (-detach here; a SIGKILLed deployer
-	// leaves the same): its canary waits, and status says so.
+	// A deployer SIGKILLed while it judges: the real binary, killed once it
+	// says it judges (its first look comes an interval later, so before
+	// any verdict). Its canary waits, and status says so.
 	waiting := imageVariant(t, s, 2)
-	if _, stderr, code := f.deployer("submit", "-env", "dev", "-image", waiting, "-detach"); code != exitOK {
-		t.Fatalf("the detached release: exit %d\n%s", code, stderr)
-	}
+	killMidAnalysis(t, f, "-env", "dev", "-image", waiting)
 	var out string
 	waitFor(t, 60*time.Second, "status to say the canary awaits its analysis", func() bool {
 		out, _, _ = f.deployer("status", "-env", "dev")
@@ -278,7 +279,15 @@ func TestAnalysisFailsABadCanaryAndPromotesAGoodOne(t *testing.T) {
 	if !strings.Contains(out, "deployer analyze -env dev") {
 		t.Errorf("status does not name deployer analyze:\n%s", out)
 	}
-	out, stderr, code = f.deployer("analyze", "-env", "dev", "-json")
+	// The killed deployer's lock lasts until Consul ends its session (twice
+	// its 10 s TTL): until then analyze is a conflict naming it.
+	waitFor(t, 60*time.Second, "deployer analyze to take the lock", func() bool {
+		out, stderr, code = f.deployer("analyze", "-env", "dev", "-json")
+		if code == exitConflict {
+			time.Sleep(2 * time.Second)
+		}
+		return code != exitConflict
+	})
 	var resumed deploy.Record
 	if err := json.Unmarshal([]byte(out), &resumed); err != nil || code != exitOK || resumed.Analysis == nil || resumed.Analysis.Verdict != deploy.Promote {
 		t.Fatalf("deployer analyze: exit %d, %v, analysis %+v\n%s", code, err, resumed.Analysis, stderr)
@@ -318,4 +327,60 @@ func TestAnalysisFailsABadCanaryAndPromotesAGoodOne(t *testing.T) {
 		t.Errorf("a release promoted by hand while judged: exit %d, analysis %+v, detail %q; want exit 0, no verdict of the deployer's, the hand's promotion said\n%s",
 			res.code, a, res.rec.Detail, res.stderr)
 	}
+}
+
+// killMidAnalysis runs deployer submit args as its own process, built from
+// this checkout, and SIGKILLs it once it says it judges the canary.
+func killMidAnalysis(t *testing.T, f *fixture, args ...string) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "deployer")
+	build := exec.Command("go", "build", "-o", bin, "./deployer")
+	build.Dir = imagetest.RepoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./deployer: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, append([]string{"submit", "-environments", filepath.Join(f.dir, "environments"),
+		"-job", filepath.Join(f.dir, "jobs", "counter.nomad.hcl")}, args...)...)
+	cmd.Env = os.Environ()
+	for k, v := range f.env {
+		cmd.Env = append(cmd.Env, k+"="+v) // the last of a name wins
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	judging := make(chan bool, 1)
+	var said strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		found := false
+		for sc.Scan() {
+			said.WriteString(sc.Text() + "\n")
+			if !found && strings.HasPrefix(sc.Text(), "==> judging canary") {
+				found = true
+				judging <- true
+			}
+		}
+		if !found {
+			judging <- false
+		}
+	}()
+	select {
+	case ok := <-judging:
+		if !ok {
+			_ = cmd.Wait()
+			t.Fatalf("deployer submit ended without judging:\n%s", stacktest.Redact(said.String()))
+		}
+	case <-time.After(3 * time.Minute):
+		_ = cmd.Process.Kill()
+		t.Fatal("deployer submit did not start judging in 3 minutes")
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	t.Logf("deployer submit %s, SIGKILLed while it judged:\n%s", strings.Join(args, " "), stacktest.Redact(said.String()))
 }
