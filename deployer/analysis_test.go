@@ -280,14 +280,8 @@ func TestAnalysisFailsABadCanaryAndPromotesAGoodOne(t *testing.T) {
 		t.Errorf("status does not name deployer analyze:\n%s", out)
 	}
 	// The killed deployer's lock lasts until Consul ends its session (twice
-	// its 10 s TTL): until then analyze is a conflict naming it.
-	waitFor(t, 60*time.Second, "deployer analyze to take the lock", func() bool {
-		out, stderr, code = f.deployer("analyze", "-env", "dev", "-json")
-		if code == exitConflict {
-			time.Sleep(2 * time.Second)
-		}
-		return code != exitConflict
-	})
+	// its 10 s TTL), which -wait waits out.
+	out, stderr, code = f.deployer("analyze", "-env", "dev", "-json", "-wait", "60s")
 	var resumed deploy.Record
 	if err := json.Unmarshal([]byte(out), &resumed); err != nil || code != exitOK || resumed.Analysis == nil || resumed.Analysis.Verdict != deploy.Promote {
 		t.Fatalf("deployer analyze: exit %d, %v, analysis %+v\n%s", code, err, resumed.Analysis, stderr)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 )
 
 func analyzeCommand() *command {
@@ -17,8 +18,9 @@ healthy, against the stable instances, as submit's watch does
 to its end. A deployer killed while it judged leaves the deployment
 waiting (Nomad never fails it by its progress deadline; status says
 "canary awaiting analysis since ..."): this resumes the judging over the
-same window. Holds the job's deploy lock meanwhile. Reads Prometheus at
--prometheus-addr or PROMETHEUS_ADDR.`,
+same window. Holds the job's deploy lock meanwhile; the killed deployer's
+lock lasts until Consul ends its session (at most 20 s), which -wait waits
+out. Reads Prometheus at -prometheus-addr or PROMETHEUS_ADDR.`,
 		required: []string{"env"},
 		exits: append([]exitDoc{{exitOK, "the canary passed and the deployment succeeded"}},
 			codes(exitError, exitUsage, exitFailed, exitAutoReverted, exitConflict, exitUnknown)...),
@@ -27,6 +29,7 @@ same window. Holds the job's deploy lock meanwhile. Reads Prometheus at
 			f.register(fs)
 			var p prometheusFlag
 			p.register(fs)
+			wait := fs.Duration("wait", 0, fmt.Sprintf("wait up to `DURATION` for the deploy lock that another deployer holds (one killed mid-analysis, until Consul ends its session), instead of a conflict (exit %d)", exitConflict))
 			return func(ctx context.Context, _ []string) error {
 				d, e, closeClients, err := f.open(sh)
 				if err != nil {
@@ -36,7 +39,7 @@ same window. Holds the job's deploy lock meanwhile. Reads Prometheus at
 				if err := p.judgeWith(sh, d, e); err != nil {
 					return err
 				}
-				rec, err := d.Analyze(ctx, e, submitter(ctx, sh.getenv))
+				rec, err := d.Analyze(ctx, e, submitter(ctx, sh.getenv), *wait)
 				return finishRecord(sh, rec, err, f.json)
 			}
 		},

@@ -211,15 +211,36 @@ func waitingCanaries(dep *nomad.Deployment) []string {
 // deployer killed mid-analysis leaves the deployment waiting (Nomad never
 // fails it by its progress deadline), and this resumes the judging, over
 // the window from the canaries' healthy time. It holds the job's deploy
-// lock, as submit does, and watches the deployment to its end.
-func (d *Deployer) Analyze(ctx context.Context, env *environment.Environment, who string) (*Record, error) {
+// lock, as submit does, and watches the deployment to its end; wait is
+// how long to wait for the lock that another deployer holds (one killed
+// mid-analysis holds it until Consul ends its session).
+func (d *Deployer) Analyze(ctx context.Context, env *environment.Environment, who string, wait time.Duration) (*Record, error) {
 	if env.Analysis == nil {
 		return nil, fmt.Errorf("environment %s has no analysis block, so there is nothing to judge its canary by: deployer deployment -env %s promote or fail decides it; nothing was changed", env.Name, env.Name)
 	}
 	ns, job := env.Namespace, env.Job
-	l, err := d.lock(ctx, ns, job, who+", analyze")
-	if err != nil {
-		return nil, err
+	deadline := time.Now().Add(wait)
+	said := ""
+	var l *lease
+	for {
+		var err error
+		l, err = d.lock(ctx, ns, job, who+", analyze")
+		var conflict *ConflictError
+		if err == nil {
+			break
+		}
+		if !errors.As(err, &conflict) || time.Now().After(deadline) {
+			return nil, err
+		}
+		if msg := conflict.Err.Error(); msg != said {
+			fmt.Fprintf(d.Progress, "==> waiting (up to %s) for the deploy lock of %s: %s\n", time.Until(deadline).Round(time.Second), job, msg)
+			said = msg
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
 	defer l.unlock()
 	dep, _, err := d.Jobs.LatestDeployment(job, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
