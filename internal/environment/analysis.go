@@ -60,7 +60,7 @@ const (
 
 // Plan is the block as internal/canary judges it.
 func (a *Analysis) Plan() canary.Plan {
-	p := canary.Plan{Alpha: *a.Alpha, MinSample: int64(*a.MinSample)}
+	p := canary.Plan{Alpha: *a.Alpha, MinSample: int64(*a.MinSample), IgnoreErrors: !*a.Errors}
 	if a.Latency != nil {
 		p.Latency = &canary.LatencyRule{Quantile: *a.Latency.Quantile, Threshold: a.Latency.ThresholdDuration}
 	}

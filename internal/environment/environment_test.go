@@ -386,7 +386,7 @@ func TestParseAnalysis(t *testing.T) {
 			if got != tt.want {
 				t.Errorf("analysis = %s\nwant       %s", got, tt.want)
 			}
-			if p := a.Plan(); p.Alpha != *a.Alpha || p.MinSample != int64(*a.MinSample) || (p.Latency == nil) != (a.Latency == nil) {
+			if p := a.Plan(); p.Alpha != *a.Alpha || p.MinSample != int64(*a.MinSample) || (p.Latency == nil) != (a.Latency == nil) || p.IgnoreErrors == *a.Errors {
 				t.Errorf("Plan() = %+v does not follow the block", p)
 			}
 		})
