@@ -26,6 +26,7 @@ func commands() []*command {
 		promoteCommand(),
 		statusCommand(),
 		deploymentCommand(),
+		analyzeCommand(),
 		gcCommand(),
 		backupCommand(),
 		restoreCommand(),

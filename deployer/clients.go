@@ -21,6 +21,7 @@ import (
 	"github.com/kodekloud/counter/internal/deploy"
 	"github.com/kodekloud/counter/internal/environment"
 	"github.com/kodekloud/counter/internal/imageref"
+	"github.com/kodekloud/counter/internal/promquery"
 	"github.com/kodekloud/counter/internal/release"
 )
 
@@ -46,13 +47,46 @@ func (f *envFlags) register(fs *flag.FlagSet) {
 type watchFlags struct {
 	detach bool
 	wait   time.Duration
+	prometheusFlag
 }
 
 // register adds -detach and -wait; made says what returns before the
-// deployment is watched ("registering", "reverting").
+// deployment is watched ("registering", "reverting"). Submit and promote,
+// which make releases of an environment file, add -prometheus-addr.
 func (w *watchFlags) register(fs *flag.FlagSet, made string) {
 	fs.BoolVar(&w.detach, "detach", false, "return after "+made+", without watching the deployment")
 	fs.DurationVar(&w.wait, "wait", 0, fmt.Sprintf("wait up to `DURATION` for another deploy of the job to end, instead of a conflict (exit %d)", exitConflict))
+}
+
+// prometheusFlag is -prometheus-addr, for the commands that judge a
+// canary.
+type prometheusFlag struct{ addr string }
+
+func (p *prometheusFlag) register(fs *flag.FlagSet) {
+	fs.StringVar(&p.addr, "prometheus-addr", "", "`URL` of the Prometheus that judges canaries of an environment with an analysis block (default: $PROMETHEUS_ADDR)")
+}
+
+// judgeWith gives d the Prometheus that judges e's canaries, when e has an
+// analysis block: the flag's, else PROMETHEUS_ADDR. Without either, a
+// release to such an environment is refused before anything is written:
+// its canary would wait for a judge that never comes.
+func (p *prometheusFlag) judgeWith(sh *shell, d *deploy.Deployer, e *environment.Environment) error {
+	if e.Analysis == nil {
+		return nil
+	}
+	addr := p.addr
+	if addr == "" {
+		addr = sh.getenv("PROMETHEUS_ADDR")
+	}
+	if addr == "" {
+		return usageError("environment %s has an analysis block, and no Prometheus is given to judge its canary: set PROMETHEUS_ADDR (bin/stack env prints it) or -prometheus-addr; nothing was changed", e.Name)
+	}
+	src, err := promquery.New(addr)
+	if err != nil {
+		return usageError("-prometheus-addr: %v", err)
+	}
+	d.Metrics = src
+	return nil
 }
 
 // load reads the environment file.

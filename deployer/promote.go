@@ -36,6 +36,7 @@ release_promoted_from ("test v7"), which history shows.`,
 			jobFile := fs.String("job", defaultJobFile, "Nomad job spec `FILE`")
 			var w watchFlags
 			w.register(fs, "registering")
+			w.prometheusFlag.register(fs)
 			return func(ctx context.Context, _ []string) error {
 				srcName, at, err := promotionSource(*from)
 				if err != nil {
@@ -61,6 +62,9 @@ release_promoted_from ("test v7"), which history shows.`,
 					return err
 				}
 				defer closeClients()
+				if err := w.judgeWith(sh, d, e); err != nil {
+					return err
+				}
 				b, err := d.PromotableBuild(ctx, srcName, src.Namespace, src.Job, at)
 				if err != nil {
 					return err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/kodekloud/counter/internal/deploy"
 	"github.com/kodekloud/counter/internal/environment"
@@ -26,7 +27,9 @@ another snapshot or a task that runs another image than its meta names, a
 version with no release meta at all, or its config snapshot missing or
 edited in Consul. A deployment whose canaries are healthy and wait for
 promotion (auto_promote = false) is said, with the command that decides
-it: deployer deployment -env NAME promote or fail.
+it: deployer deployment -env NAME promote or fail; for an environment with
+an analysis block, "canary awaiting analysis since TIME" and deployer
+analyze -env NAME, which resumes the judging.
 
 Without -env, shows every environment in the -environments folder, one row
 each, in pipeline order: dev, test and prod (those that exist), then the
@@ -67,7 +70,7 @@ front door again.`,
 						return err
 					}
 				} else {
-					printStatus(sh.stdout, st, e.Name)
+					printStatus(sh.stdout, st, e.Name, e.Analysis != nil)
 				}
 				if down(st.FrontDoor) {
 					return &exitStatus{code: exitFrontDoor, err: fmt.Errorf("status: the front door of %s is %s", e.Name, st.FrontDoor)}
@@ -107,9 +110,11 @@ func statusAll(ctx context.Context, sh *shell, f *envFlags) error {
 	}
 	defer closeClients()
 	rows := d.StatusAll(ctx, envs)
+	judged := map[string]bool{}
 	for i, name := range names {
 		if e, err := environment.Load(f.dir, name); err == nil {
 			rows[i].URL = e.URL
+			judged[name] = e.Analysis != nil
 		}
 	}
 	callFrontDoors(ctx, rows)
@@ -118,7 +123,7 @@ func statusAll(ctx context.Context, sh *shell, f *envFlags) error {
 			return err
 		}
 	} else {
-		printStatusTable(sh.stdout, rows)
+		printStatusTable(sh.stdout, rows, judged)
 	}
 	var failed, closed []string
 	drift := false
@@ -144,7 +149,7 @@ func statusAll(ctx context.Context, sh *shell, f *envFlags) error {
 
 // printStatusTable writes one line per environment, then each one's front
 // door when down, its drift and errors in full.
-func printStatusTable(w io.Writer, rows []deploy.Row) {
+func printStatusTable(w io.Writer, rows []deploy.Row, judged map[string]bool) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ENVIRONMENT\tJOB\tRELEASE\tIMAGE\tCOMMIT\tCONFIG\tHEALTH\tDRIFT\tSAME BUILD AS PREVIOUS\tURL")
 	for _, r := range rows {
@@ -152,7 +157,7 @@ func printStatusTable(w io.Writer, rows []deploy.Row) {
 		if down(r.FrontDoor) {
 			url += " (front door down)"
 		}
-		fmt.Fprintln(tw, strings.Join(append(statusCells(r), url), "\t"))
+		fmt.Fprintln(tw, strings.Join(append(statusCells(r, judged[r.Environment]), url), "\t"))
 	}
 	tw.Flush()
 	for _, r := range rows {
@@ -169,20 +174,30 @@ func printStatusTable(w io.Writer, rows []deploy.Row) {
 			}
 		}
 		if r.Deployment != nil && r.Deployment.AwaitingPromotion != "" {
-			fmt.Fprintf(w, "\n%s: %s\n", r.Environment, awaitsVerdict(r.Environment, r.Deployment))
+			fmt.Fprintf(w, "\n%s: %s\n", r.Environment, awaitsVerdict(r.Environment, r.Deployment, judged[r.Environment]))
 		}
 	}
 }
 
 // awaitsVerdict says that dep's canaries wait for promotion, and which
-// command gives the verdict.
-func awaitsVerdict(env string, dep *deploy.DeploymentStatus) string {
+// command gives the verdict: for an environment with an analysis block
+// (judged), the judge's.
+func awaitsVerdict(env string, dep *deploy.DeploymentStatus, judged bool) string {
+	if judged {
+		since := "their healthy time is unknown"
+		if dep.CanariesHealthySince != nil {
+			since = dep.CanariesHealthySince.UTC().Format(time.RFC3339)
+		}
+		return fmt.Sprintf("canary awaiting analysis since %s (deployment %s of job version %d; %s): the deployer that judges it holds the deploy lock; "+
+			"if none does (it was killed), deployer analyze -env %s resumes the judging, and deployer deployment -env %s promote|fail decides by hand",
+			since, short(dep.ID, 8), dep.Version, dep.AwaitingPromotion, env, env)
+	}
 	return fmt.Sprintf("deployment %s of job version %d waits for a verdict (%s): deployer deployment -env %s promote rolls it out, deployer deployment -env %s fail ends it",
 		short(dep.ID, 8), dep.Version, dep.AwaitingPromotion, env, env)
 }
 
 // statusCells are a row's cells, short enough for one line.
-func statusCells(r deploy.Row) []string {
+func statusCells(r deploy.Row, judged bool) []string {
 	cells := []string{r.Environment, orDash(r.Job), "", "-", "-", "-", "-", "-", "-"}
 	switch {
 	case r.Error != "":
@@ -195,7 +210,9 @@ func statusCells(r deploy.Row) []string {
 		cells[4] = orDash(short(r.GitCommit, 7))
 		cells[5] = orDash(r.ConfigHash)
 		cells[6] = fmt.Sprintf("%d/%d healthy", r.Healthy, r.Count)
-		if dep := r.Deployment; dep != nil && dep.AwaitingPromotion != "" {
+		if dep := r.Deployment; dep != nil && dep.AwaitingPromotion != "" && judged {
+			cells[6] += ", canary awaiting analysis"
+		} else if dep != nil && dep.AwaitingPromotion != "" {
 			cells[6] += ", canaries await promotion"
 		} else if dep != nil && dep.Version == r.Version && dep.Status != "successful" {
 			cells[6] += ", deployment " + dep.Status
@@ -249,7 +266,7 @@ func allocSummary(allocs map[string]int, healthy int) string {
 	return fmt.Sprintf("%s; %d healthy", strings.Join(parts, ", "), healthy)
 }
 
-func printStatus(w io.Writer, st *deploy.Status, env string) {
+func printStatus(w io.Writer, st *deploy.Status, env string, judged bool) {
 	fmt.Fprintf(w, "Job:          %s (namespace %s), %s\n", st.Job, st.Namespace, st.Status)
 	stable := map[bool]string{true: "stable", false: "not stable: its deployment never succeeded"}[st.Stable]
 	if st.MadeOutside {
@@ -264,7 +281,7 @@ func printStatus(w io.Writer, st *deploy.Status, env string) {
 	if dep := st.Deployment; dep != nil {
 		fmt.Fprintf(w, "Deployment:   %s %s (job version %d): %s\n", dep.ID[:8], dep.Status, dep.Version, dep.Description)
 		if dep.AwaitingPromotion != "" {
-			fmt.Fprintf(w, "Promotion:    %s\n", awaitsVerdict(env, dep))
+			fmt.Fprintf(w, "Promotion:    %s\n", awaitsVerdict(env, dep, judged))
 		}
 	}
 	fmt.Fprintf(w, "Allocations:  %s\n", allocSummary(st.Allocs, st.Healthy))

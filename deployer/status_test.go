@@ -44,6 +44,16 @@ func TestStatusTableCells(t *testing.T) {
 				r.Healthy, r.Deployment = 1, &deploy.DeploymentStatus{Version: 7, Status: "running"}
 			}),
 			"test counter-test v7 3f2a9c1b7d4e a1b2c3d 9c8b7a6f5e4d3c2b 1/3 healthy, deployment running none yes (dev)"},
+		{"canaries that wait for a verdict",
+			with(func(r *deploy.Row) {
+				r.Deployment = &deploy.DeploymentStatus{Version: 8, Status: "running", AwaitingPromotion: "web: 1/1 canaries healthy"}
+			}),
+			"test counter-test v7 3f2a9c1b7d4e a1b2c3d 9c8b7a6f5e4d3c2b 3/3 healthy, canaries await promotion none yes (dev)"},
+		{"a canary that waits for its analysis",
+			with(func(r *deploy.Row) {
+				r.Environment, r.Deployment = "judged", &deploy.DeploymentStatus{Version: 8, Status: "running", AwaitingPromotion: "web: 1/1 canaries healthy"}
+			}),
+			"judged counter-test v7 3f2a9c1b7d4e a1b2c3d 9c8b7a6f5e4d3c2b 3/3 healthy, canary awaiting analysis none yes (dev)"},
 		{"a tag pinned without digest shows the reference",
 			with(func(r *deploy.Row) { r.Image, r.ImageDigest, r.GitCommit = "reg:5000/counter:abc", "", "" }),
 			"test counter-test v7 reg:5000/counter:abc - 9c8b7a6f5e4d3c2b 3/3 healthy none yes (dev)"},
@@ -59,7 +69,7 @@ func TestStatusTableCells(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := strings.Join(statusCells(tt.row), " "); got != tt.want {
+			if got := strings.Join(statusCells(tt.row, tt.row.Environment == "judged"), " "); got != tt.want {
 				t.Errorf("cells\n got %s\nwant %s", got, tt.want)
 			}
 		})
@@ -72,7 +82,7 @@ func TestStatusTableShowsDriftAndErrorsInFull(t *testing.T) {
 		{Environment: "dev", Job: "counter-dev", Registered: true, Release: "v2", Drift: []string{"config snapshot x was edited by hand"}},
 		{Environment: "test", Error: "test.hcl:1,1: Invalid job name\n  1 | job = \"!\""},
 		{Environment: "prod", Job: "counter-prod", Drift: []string{}},
-	})
+	}, nil)
 	out := b.String()
 	lines := strings.Split(out, "\n")
 	if !strings.HasPrefix(lines[0], "ENVIRONMENT") || !strings.HasPrefix(lines[1], "dev ") ||

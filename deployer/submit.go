@@ -24,6 +24,7 @@ what already runs changes nothing.`,
 			f.register(fs)
 			var w watchFlags
 			w.register(fs, "registering")
+			w.prometheusFlag.register(fs)
 			unplaceable := fs.Bool("allow-unplaceable", false, "register even when Nomad cannot place the release now (it waits for capacity)")
 			checkIndex := fs.String("check-index", "", "register only if the job's modify `INDEX` is still this one (0: only if the job does not exist), as plan prints it")
 			return func(ctx context.Context, _ []string) error {
@@ -40,6 +41,9 @@ what already runs changes nothing.`,
 					return err
 				}
 				defer closeClients()
+				if err := w.judgeWith(sh, d, rel.Env); err != nil {
+					return err
+				}
 				rec, err := d.Submit(ctx, rel, opts)
 				callURL(ctx, sh, rec, err, rel.Env.URL)
 				return finishRecord(sh, rec, err, f.json)

@@ -39,6 +39,9 @@ type Plan struct {
 	// Latency, when not nil, also fails a canary whose latency quantile
 	// exceeds stable's by more than a threshold.
 	Latency *LatencyRule
+	// IgnoreErrors leaves the canary's errors unjudged (errors = false):
+	// only the latency rule can fail it.
+	IgnoreErrors bool
 }
 
 // EarlyShare is the part of Alpha that the looks before the minimum sample
@@ -159,8 +162,11 @@ func (j *Judge) Look(w Window, final bool) (Verdict, error) {
 	j.spent += level
 	v := Verdict{Look: j.looks, Window: w, P: p, Level: level, Spent: j.spent}
 	errs := fmt.Sprintf("canary %s vs stable %s, p=%s (fails at p <= %s)", share(c), share(s), num(p), num(level))
+	if j.plan.IgnoreErrors {
+		errs = fmt.Sprintf("canary %s vs stable %s, not judged (errors = false)", share(c), share(s))
+	}
 	switch {
-	case p <= level && level > 0:
+	case p <= level && level > 0 && !j.plan.IgnoreErrors:
 		v.Outcome, v.Reason = Fail, "errors: "+errs
 	case t >= 1 && s.Requests == 0:
 		v.Outcome, v.Reason = Inconclusive, "no stable request to compare with: "+errs

@@ -40,6 +40,9 @@ func TestJudgeLooks(t *testing.T) {
 			{Counts{}, Counts{}, false, Continue, []string{"canary no requests vs stable no requests, p=1"}},
 			{Counts{20, 0}, Counts{40, 0}, true, Inconclusive, []string{"deadline before the minimum sample of 300 canary requests"}},
 		}},
+		{"leaves errors unjudged where told to", Plan{Alpha: 0.01, MinSample: 300, IgnoreErrors: true}, []look{
+			{Counts{312, 16}, Counts{640, 0}, false, Pass, []string{"errors: canary 5.1 % 5xx of 312 vs stable 0.0 % 5xx of 640, not judged (errors = false)"}},
+		}},
 		{"no stable request to compare with is inconclusive", Plan{Alpha: 0.01, MinSample: 100}, []look{
 			{Counts{100, 0}, Counts{}, false, Inconclusive, []string{"no stable request to compare with"}},
 		}},

@@ -66,8 +66,11 @@ type Deployer struct {
 	NomadAddr string    // for messages: which Nomad answered
 	Instances Instances // the service's passing instances, for their addresses; may be nil
 	Store     *configstore.Store
-	JobSpec   string    // source of jobs/counter.nomad.hcl
-	Progress  io.Writer // stderr: what the deployer waits for
+	// Metrics reads what canaries serve, for an environment with an
+	// analysis block; nil where none is judged.
+	Metrics  Metrics
+	JobSpec  string    // source of jobs/counter.nomad.hcl
+	Progress io.Writer // stderr: what the deployer waits for
 	// Patience is how long Watch keeps asking a Nomad that does not answer
 	// (no leader while the servers elect one, a server restarting) before
 	// it gives up and says the outcome is unknown; 0 means 90 s.
@@ -113,10 +116,20 @@ type Record struct {
 	UI string `json:"ui,omitempty"`
 	// Warnings are what Nomad warned of when it registered the release.
 	Warnings []string `json:"warnings,omitempty"`
+	// Analysis is the judging of the canary, every look with its numbers,
+	// for an environment with an analysis block.
+	Analysis *AnalysisReport `json:"analysis,omitempty"`
+
+	// judging, when set, is how the watch judges the canary.
+	judging *judging
 }
 
 func (d *Deployer) newRecord(r *release.Release) *Record {
-	return &Record{UI: d.uiURL(r.Env.Namespace, r.Env.Job),
+	var j *judging
+	if r.Env.Analysis != nil {
+		j = &judging{env: r.Env.Name, analysis: r.Env.Analysis}
+	}
+	return &Record{UI: d.uiURL(r.Env.Namespace, r.Env.Job), judging: j,
 		Job: r.Env.Job, Namespace: r.Env.Namespace, Environment: r.Env.Name,
 		Image: r.Image.Pinned(), ImageDigest: r.Image.Digest,
 		ConfigHash: r.ConfigHash(), ConfigPath: r.ConfigPath(), Config: r.Config(),
@@ -787,7 +800,8 @@ func (d *Deployer) idle(ctx context.Context, ns, job string) error {
 		}
 		if awaitingPromotion(dep) {
 			return &ConflictError{Job: job, Err: fmt.Errorf("deployment %s of job version %d waits for a verdict: %s, and a new version would cancel it: "+
-				"promote it (deployer deployment -env NAME promote) or fail it (deployer deployment -env NAME fail)", short(dep.ID), dep.JobVersion, canaryState(dep))}
+				"promote it (deployer deployment -env NAME promote) or fail it (deployer deployment -env NAME fail); where the environment has an analysis block, "+
+				"deployer analyze -env NAME judges it (unless the deployer that judges it holds the lock)", short(dep.ID), dep.JobVersion, canaryState(dep))}
 		}
 		return &ConflictError{Job: job, Err: fmt.Errorf("deployment %s of job version %d is %s (%s), and a new version would cancel it: "+
 			"retry once it ends (deployer status), or with -wait", short(dep.ID), dep.JobVersion, dep.Status, dep.StatusDescription)}
@@ -869,9 +883,25 @@ func (d *Deployer) followLocked(ctx context.Context, rec *Record, detach bool, l
 		rec.Outcome = Detached
 		return rec, nil
 	}
-	w, err := d.watch(ctx, rec.Namespace, rec.Job, *rec.Version, rec.EvalID, lost)
+	w, err := d.watch(ctx, rec.Namespace, rec.Job, *rec.Version, rec.EvalID, lost, rec.judging)
 	if w != nil {
 		rec.DeploymentID, rec.Outcome, rec.RevertedTo, rec.Detail = w.DeploymentID, w.Outcome, w.RevertedTo, w.Detail
+		rec.Analysis = w.Analysis
+		if a := w.Analysis; a != nil && a.Reason != "" {
+			what := "canary judged by analysis"
+			switch {
+			case a.Verdict == Promote && a.Outcome == "":
+				what = "canary promoted without analysis"
+			case a.Verdict == Promote:
+				what = "canary promoted by analysis"
+			case a.Verdict == Fail:
+				what = "canary failed by analysis"
+			}
+			if a.Outcome == "inconclusive" {
+				what += " (inconclusive)"
+			}
+			rec.Detail = fmt.Sprintf("%s: %s; %s", what, a.Reason, rec.Detail)
+		}
 		if w.Outcome == AwaitingPromotion {
 			rec.Detail = fmt.Sprintf("%s; deployer deployment -env %s promote rolls it out, deployer deployment -env %s fail ends it (Nomad reverts it where auto_revert is set)",
 				w.Detail, rec.Environment, rec.Environment)

@@ -168,6 +168,7 @@ func (d *Deployer) rollback(ctx context.Context, ns, job string, cur, target *no
 		return rec, nil
 	}
 	fmt.Fprintf(d.Progress, "==> reverted %s to %s (version %d) as version %d (eval %s)\n", job, tgtE.Release, *target.Version, *rec.Version, short(resp.EvalID))
+	rec.judging = judgedBefore(target, tgtE.Release, rec.Environment)
 	return d.follow(ctx, rec, opts.Detach)
 }
 
@@ -189,6 +190,7 @@ func (d *Deployer) unclearRevert(ctx context.Context, rec *Record, cur, target *
 		return rec, nil
 	}
 	fmt.Fprintf(d.Progress, "==> reverted %s to %s (version %d) as version %d (read back)\n", rec.Job, name, *target.Version, *rec.Version)
+	rec.judging = judgedBefore(target, name, rec.Environment)
 	if unwatched(ctx, rec, fmt.Sprintf("reverted %s to %s", rec.Job, name)) {
 		return rec, nil
 	}
@@ -314,4 +316,16 @@ func checkImage(ctx context.Context, res imageref.Resolver, image string) error 
 		return fmt.Errorf("image %s is no longer pullable: %w", image, err)
 	}
 	return nil
+}
+
+// judgedBefore is how a rollback's watch treats canaries that wait for
+// promotion (a release of an environment with an analysis block has
+// auto_promote off): a target that is stable had its canary judged and
+// promoted when it was released, so its canary is promoted once healthy,
+// not judged again. An unstable target's canary waits for a verdict.
+func judgedBefore(target *nomad.Job, name, env string) *judging {
+	if target.Stable == nil || !*target.Stable {
+		return nil
+	}
+	return &judging{env: env, judged: fmt.Sprintf("the rollback goes back to %s, which passed as a release before (stable); its canary is promoted once healthy, not judged again", name)}
 }

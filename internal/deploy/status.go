@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 
@@ -66,6 +67,9 @@ type DeploymentStatus struct {
 	// healthy and wait for a verdict (auto_promote = false): Nomad neither
 	// promotes nor fails them by itself.
 	AwaitingPromotion string `json:"awaiting_promotion,omitempty"`
+	// CanariesHealthySince is when the last waiting canary turned healthy:
+	// where an analysis of it starts (deployer analyze).
+	CanariesHealthySince *time.Time `json:"canaries_healthy_since,omitempty"`
 }
 
 // Status reads the job's current version, its deployment and allocations,
@@ -138,6 +142,11 @@ func (d *Deployer) readStatus(ctx context.Context, ns, job string) (*Status, *no
 		st.Deployment = &DeploymentStatus{ID: dep.ID, Version: dep.JobVersion, Status: dep.Status, Description: dep.StatusDescription}
 		if dep.Status == "running" && awaitingPromotion(dep) {
 			st.Deployment.AwaitingPromotion = canaryState(dep)
+			if d.Deploys != nil {
+				if since, err := d.healthySince(ctx, ns, dep, waitingCanaries(dep)); err == nil {
+					st.Deployment.CanariesHealthySince = &since
+				}
+			}
 		}
 	}
 	allocs, _, err := d.Jobs.Allocations(job, false, q)

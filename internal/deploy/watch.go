@@ -23,6 +23,8 @@ type WatchResult struct {
 	Outcome      Outcome
 	RevertedTo   *uint64
 	Detail       string
+	// Analysis is the judging of the canaries, when the watch judged them.
+	Analysis *AnalysisReport
 }
 
 var rollbackRE = regexp.MustCompile(`rolling back to job version (\d+)`)
@@ -35,13 +37,15 @@ var rollbackRE = regexp.MustCompile(`rolling back to job version (\d+)`)
 // (auto_promote = false) ends the watch as awaiting-promotion, since Nomad
 // never ends it by itself.
 func (d *Deployer) Watch(ctx context.Context, ns, job string, version uint64, evalID string) (*WatchResult, error) {
-	return d.watch(ctx, ns, job, version, evalID, nil)
+	return d.watch(ctx, ns, job, version, evalID, nil, nil)
 }
 
 // watch is Watch under a deploy lock that is lost when lost is closed (nil:
 // never). Losing it mid-watch stops nothing: Nomad's deployment keeps the
-// next release off (idle), so the watch goes on, and says so.
-func (d *Deployer) watch(ctx context.Context, ns, job string, version uint64, evalID string, lost <-chan struct{}) (*WatchResult, error) {
+// next release off (idle), so the watch goes on, and says so. With j, a
+// deployment whose canaries wait for promotion is judged (judge), and
+// watched on to its end once it has its verdict.
+func (d *Deployer) watch(ctx context.Context, ns, job string, version uint64, evalID string, lost <-chan struct{}, j *judging) (*WatchResult, error) {
 	q := func(idx uint64) *nomad.QueryOptions {
 		return (&nomad.QueryOptions{Namespace: ns, WaitIndex: idx, WaitTime: 5 * time.Second}).WithContext(ctx)
 	}
@@ -144,6 +148,20 @@ func (d *Deployer) watch(ctx context.Context, ns, job string, version uint64, ev
 		if line := progressLine(cur); line != last {
 			fmt.Fprintf(d.Progress, "    %s\n", line)
 			last = line
+		}
+		if cur.Status == "running" && awaitingPromotion(cur) && j != nil && res.Analysis == nil {
+			res.Analysis = &AnalysisReport{}
+			if err := d.judge(ctx, ns, cur, j, res.Analysis, checkLock); err != nil {
+				res.Outcome = AwaitingPromotion
+				res.Detail = fmt.Sprintf("deployment %s of version %d waits for the analysis of its canary, which stopped: %v; "+
+					"deployer analyze -env %s judges it again", short(cur.ID), version, err, j.env)
+				return res, err
+			}
+			idx = 0
+			continue
+		}
+		if cur.Status == "running" && awaitingPromotion(cur) && res.Analysis != nil && res.Analysis.Verdict != "" {
+			continue // Nomad has not yet applied the verdict just given
 		}
 		if cur.Status == "running" && awaitingPromotion(cur) {
 			res.Outcome = AwaitingPromotion

@@ -10,10 +10,9 @@ import (
 	"github.com/kodekloud/counter/internal/canary"
 )
 
-// Analysis is the analysis block: how a canary is to be judged by what it
-// serves (internal/canary, docs/analysis.md). It is parsed and validated;
-// the deployer does not act on it yet (issue 26), so a file with one
-// releases as a file without one does.
+// Analysis is the analysis block: how a canary is judged by what it
+// serves (internal/canary, docs/analysis.md) before the deployer promotes
+// or fails it. A file with one renders auto_promote = false.
 type Analysis struct {
 	// Errors judges the canary's share of 5xx answers to GET / against
 	// stable's; default true.
@@ -61,7 +60,7 @@ const (
 
 // Plan is the block as internal/canary judges it.
 func (a *Analysis) Plan() canary.Plan {
-	p := canary.Plan{Alpha: *a.Alpha, MinSample: int64(*a.MinSample)}
+	p := canary.Plan{Alpha: *a.Alpha, MinSample: int64(*a.MinSample), IgnoreErrors: !*a.Errors}
 	if a.Latency != nil {
 		p.Latency = &canary.LatencyRule{Quantile: *a.Latency.Quantile, Threshold: a.Latency.ThresholdDuration}
 	}

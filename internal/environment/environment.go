@@ -44,9 +44,9 @@ type Environment struct {
 	Config    Config     `hcl:"config,block"`
 	Resources *Resources `hcl:"resources,block"`
 	Update    *Update    `hcl:"update,block"`
-	// Analysis is how a canary is to be judged by what it serves (issue
-	// 26); nil without an analysis block. Parsed and validated only: the
-	// deployer does not act on it yet.
+	// Analysis is how a canary is judged by what it serves before the
+	// deployer promotes or fails it (docs/analysis.md); nil without an
+	// analysis block. With one, Update.AutoPromote is false.
 	Analysis *Analysis `hcl:"analysis,block"`
 
 	// file is the parsed source, kept for Refuse; nil for an Environment
@@ -396,6 +396,13 @@ func (e *Environment) validate(body *hclsyntax.Body) hcl.Diagnostics {
 	}
 	if e.Analysis != nil {
 		diags = append(diags, e.Analysis.validate(body, *u.Canary)...)
+		// The deployer promotes a judged canary itself: Nomad must not
+		// promote it first, the moment it turns healthy.
+		if _, set := blockBody(body, "update").Attributes["auto_promote"]; set && *u.AutoPromote {
+			bad(attrRange(body, "update", "auto_promote"), "auto_promote with an analysis block",
+				"auto_promote = true with an analysis block: Nomad would promote the canary as soon as it is healthy, before the deployer judges it; drop auto_promote (an analysis block turns it off) or the analysis block.")
+		}
+		*u.AutoPromote = false
 	}
 	return diags
 }

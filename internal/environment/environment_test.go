@@ -85,6 +85,10 @@ func TestParseFillsEveryUpdateSetting(t *testing.T) {
 		// instance serving through the update.
 		{"keeps/false and zero", "count = 4\nupdate {\n auto_revert = false\n canary = 0\n max_parallel = 3\n}",
 			update(3, 0, false, false, "10s", "5m", "5m30s")},
+		// The deployer promotes a judged canary: Nomad must not.
+		{"analysis/turns auto_promote off", "analysis {}", update(1, 1, true, false, "10s", "5m", "5m30s")},
+		{"analysis/keeps auto_promote = false", "update {\n canary = 2\n auto_promote = false\n}\nanalysis {}",
+			update(1, 2, true, false, "10s", "5m", "5m30s")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -382,7 +386,7 @@ func TestParseAnalysis(t *testing.T) {
 			if got != tt.want {
 				t.Errorf("analysis = %s\nwant       %s", got, tt.want)
 			}
-			if p := a.Plan(); p.Alpha != *a.Alpha || p.MinSample != int64(*a.MinSample) || (p.Latency == nil) != (a.Latency == nil) {
+			if p := a.Plan(); p.Alpha != *a.Alpha || p.MinSample != int64(*a.MinSample) || (p.Latency == nil) != (a.Latency == nil) || p.IgnoreErrors == *a.Errors {
 				t.Errorf("Plan() = %+v does not follow the block", p)
 			}
 		})
@@ -440,6 +444,8 @@ func TestParseRejectsBadAnalysis(t *testing.T) {
 			[]string{"bad.hcl:7,12", "Analysis that judges nothing", "pass every canary"}},
 		{"rejects/an analysis without a canary", "count = 2\nupdate {\n  canary = 0\n}\nanalysis {}",
 			[]string{"bad.hcl:8,12", "Analysis without a canary", "canary = 0"}},
+		{"rejects/auto_promote = true beside it", "update {\n  auto_promote = true\n}\nanalysis {}",
+			[]string{"bad.hcl:7,18", "auto_promote with an analysis block", "before the deployer judges it"}},
 		{"rejects/two mistakes, both named", "analysis {\n  alpha = 1\n  inconclusive = \"maybe\"\n}",
 			[]string{"bad.hcl:7,11", "Invalid alpha", "bad.hcl:8,18", "Invalid inconclusive"}},
 	}

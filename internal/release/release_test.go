@@ -119,3 +119,39 @@ func TestDescriptionIsPlainText(t *testing.T) {
 		t.Errorf("description = %q", d)
 	}
 }
+
+// TestVariablesFollowTheAnalysisBlock checks what render, plan and submit
+// register: the job's auto_promote is the environment's, off whenever the
+// deployer judges the canary, and a rollback's recorded variables read it
+// back as it ran.
+func TestVariablesFollowTheAnalysisBlock(t *testing.T) {
+	tests := []struct {
+		name, block string
+		want        string
+	}{
+		{"promotes/without an analysis block", "", "auto_promote = true"},
+		{"holds the canary/with an analysis block", "analysis {}", "auto_promote = false"},
+		{"holds the canary/with a latency rule only", "analysis {\n  errors = false\n  latency {\n    threshold = \"25ms\"\n  }\n}", "auto_promote = false"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env, err := environment.Parse("prod.hcl", "prod", []byte("datacenters = [\"dc1\"]\nconfig {\n  HOST = \"redis\"\n  PORT = 6379\n}\n"+tt.block+"\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, _ := imageref.Parse("127.0.0.1:5000/counter:abc@sha256:" + strings.Repeat("a", 64))
+			r := New(env, imageref.Image{Ref: ref}, "", "me", configstore.New(nil, ""))
+			vars := r.Variables()
+			if !strings.Contains(vars, tt.want) {
+				t.Fatalf("variables lack %q:\n%s", tt.want, vars)
+			}
+			back, err := FromVariables(vars, configstore.New(nil, ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := *back.Env.Update.AutoPromote, *env.Update.AutoPromote; got != want {
+				t.Errorf("read back auto_promote = %t, want %t", got, want)
+			}
+		})
+	}
+}
