@@ -174,3 +174,38 @@ func TestFrontDoorBesideTheApp(t *testing.T) {
 		}
 	}
 }
+
+// TestFrontDoorReport checks the front door's block of the report: its
+// figures beside GET / direct, and a warning when the half-peak rate was
+// more than the front door carried, so that a queue's latency is not read
+// as the cost of the hop.
+func TestFrontDoorReport(t *testing.T) {
+	tests := []struct {
+		name     string
+		doorRPS  float64
+		halfRate float64
+		queued   bool
+	}{
+		{"says nothing of a queue/when the front door carried more than the rate", 900, 500, false},
+		{"says its requests queued/when the rate was above its peak", 400, 500, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := pointOf(64, []appRun{{appLoads: appLoads{AppRPS: 1000, HealthzRPS: 1000, RedisRPS: 1000, FrontDoorRPS: tt.doorRPS, FrontDoorP99MS: 2}}})
+			r := &appResult{Revision: "abc1234", From: "working tree", Points: []appPoint{p}, HalfRate: tt.halfRate,
+				HalfP50MS: 1, HalfP99MS: 3, FrontDoor: "HAProxy", FrontDoorHalfP50MS: 1.5, FrontDoorHalfP99MS: 3.5,
+				FrontDoorAddedP50: 0.5, FrontDoorAddedP99: 0.5, HalfRuns: []halfRun{{P99MS: 3, FrontDoorP99MS: 3.5}}}
+			var b strings.Builder
+			writeFrontDoor(&b, r)
+			out := b.String()
+			for _, want := range []string{"front door: GET / through HAProxy", "front door added (median of the rounds' differences): p50 0.50 ms, p99 0.50 ms; per round p99: +0.50"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("the report lacks %q:\n%s", want, out)
+				}
+			}
+			if got := strings.Contains(out, "its requests queued"); got != tt.queued {
+				t.Errorf("says the requests queued: %v, want %v:\n%s", got, tt.queued, out)
+			}
+		})
+	}
+}
