@@ -72,6 +72,12 @@ type halfRun struct {
 	HealthzP99MS   float64  `json:"healthz_p99_ms"`
 	FrontDoorP50MS float64  `json:"front_door_p50_ms,omitempty"`
 	FrontDoorP99MS float64  `json:"front_door_p99_ms,omitempty"`
+	// GET / direct and through the front door at half of the front
+	// door's own peak, a rate it can carry.
+	DirectAtDoorHalfP50MS float64 `json:"direct_at_front_door_half_peak_p50_ms,omitempty"`
+	DirectAtDoorHalfP99MS float64 `json:"direct_at_front_door_half_peak_p99_ms,omitempty"`
+	DoorAtDoorHalfP50MS   float64 `json:"front_door_at_its_half_peak_p50_ms,omitempty"`
+	DoorAtDoorHalfP99MS   float64 `json:"front_door_at_its_half_peak_p99_ms,omitempty"`
 }
 
 // appResult is what the bench measured of one app binary.
@@ -100,6 +106,13 @@ type appResult struct {
 	FrontDoorHalfP99MS float64 `json:"front_door_half_peak_p99_ms,omitempty"`
 	FrontDoorAddedP50  float64 `json:"front_door_added_p50_ms,omitempty"`
 	FrontDoorAddedP99  float64 `json:"front_door_added_p99_ms,omitempty"`
+	// At half of the front door's own peak (below the direct one when
+	// the hop costs CPU), the same comparison: what the hop adds when the
+	// front door is not the bottleneck.
+	FrontDoorOwnHalfRate  float64 `json:"front_door_own_half_peak_rate,omitempty"`
+	FrontDoorOwnHalfP99MS float64 `json:"front_door_own_half_peak_p99_ms,omitempty"`
+	FrontDoorOwnAddedP50  float64 `json:"front_door_own_half_peak_added_p50_ms,omitempty"`
+	FrontDoorOwnAddedP99  float64 `json:"front_door_own_half_peak_added_p99_ms,omitempty"`
 	// FrontDoorFailed counts the requests through the front door that did
 	// not get a 200, under wrk and at half of the peak: any fails the run.
 	FrontDoorFailed int `json:"front_door_failed"`
@@ -332,26 +345,34 @@ func halfPeak(t *appTarget, o appOptions, progress io.Writer) error {
 	r.HalfRate = peak / 2
 	type halfLoad struct {
 		addr, path string
+		rate       float64
 		p50, p99   func(*halfRun) *float64
 	}
 	loads := map[string]halfLoad{
-		"GET /": {t.addr, "/", func(h *halfRun) *float64 { return &h.P50MS }, func(h *halfRun) *float64 { return &h.P99MS }},
-		"GET /healthz": {t.addr, "/healthz",
+		"GET /": {t.addr, "/", r.HalfRate, func(h *halfRun) *float64 { return &h.P50MS }, func(h *halfRun) *float64 { return &h.P99MS }},
+		"GET /healthz": {t.addr, "/healthz", r.HalfRate,
 			func(h *halfRun) *float64 { return &h.HealthzP50MS }, func(h *halfRun) *float64 { return &h.HealthzP99MS }},
 	}
 	cycle := []string{"GET /", "GET /healthz"}
 	if t.door != "" {
-		loads["GET / front door"] = halfLoad{t.door, "/",
+		for _, p := range r.Points {
+			r.FrontDoorOwnHalfRate = max(r.FrontDoorOwnHalfRate, p.FrontDoorRPS/2)
+		}
+		loads["GET / front door"] = halfLoad{t.door, "/", r.HalfRate,
 			func(h *halfRun) *float64 { return &h.FrontDoorP50MS }, func(h *halfRun) *float64 { return &h.FrontDoorP99MS }}
-		cycle = []string{"GET /", "GET / front door", "GET /healthz"}
+		loads["GET / at the front door's half peak"] = halfLoad{t.addr, "/", r.FrontDoorOwnHalfRate,
+			func(h *halfRun) *float64 { return &h.DirectAtDoorHalfP50MS }, func(h *halfRun) *float64 { return &h.DirectAtDoorHalfP99MS }}
+		loads["GET / front door at its half peak"] = halfLoad{t.door, "/", r.FrontDoorOwnHalfRate,
+			func(h *halfRun) *float64 { return &h.DoorAtDoorHalfP50MS }, func(h *halfRun) *float64 { return &h.DoorAtDoorHalfP99MS }}
+		cycle = []string{"GET /", "GET / front door", "GET /healthz", "GET / at the front door's half peak", "GET / front door at its half peak"}
 	}
 	for round := range o.rounds {
 		h := halfRun{Order: turn(cycle, round)}
-		fmt.Fprintf(progress, "app: %s: half of its peak, %.0f req/s, round %d/%d: %s, %s each\n",
-			t.name, r.HalfRate, round+1, o.rounds, strings.Join(h.Order, ", "), o.d)
+		fmt.Fprintf(progress, "app: %s: half of its peak, %.0f req/s (the front door's: %.0f), round %d/%d: %s, %s each\n",
+			t.name, r.HalfRate, r.FrontDoorOwnHalfRate, round+1, o.rounds, strings.Join(h.Order, ", "), o.d)
 		for _, what := range h.Order {
 			l := loads[what]
-			res, err := load(l.addr, l.path, 64, r.HalfRate, o.d)
+			res, err := load(l.addr, l.path, 64, l.rate, o.d)
 			if err != nil {
 				return fmt.Errorf("%s: %s at half of its peak: %w", t.name, what, err)
 			}
@@ -374,6 +395,9 @@ func halfPeak(t *appTarget, o appOptions, progress io.Writer) error {
 		// does not pass for the front door's cost.
 		r.FrontDoorAddedP50 = median(hs, func(h halfRun) float64 { return h.FrontDoorP50MS - h.P50MS })
 		r.FrontDoorAddedP99 = median(hs, func(h halfRun) float64 { return h.FrontDoorP99MS - h.P99MS })
+		r.FrontDoorOwnHalfP99MS = median(hs, func(h halfRun) float64 { return h.DoorAtDoorHalfP99MS })
+		r.FrontDoorOwnAddedP50 = median(hs, func(h halfRun) float64 { return h.DoorAtDoorHalfP50MS - h.DirectAtDoorHalfP50MS })
+		r.FrontDoorOwnAddedP99 = median(hs, func(h halfRun) float64 { return h.DoorAtDoorHalfP99MS - h.DirectAtDoorHalfP99MS })
 	}
 	return nil
 }

@@ -153,9 +153,13 @@ func TestFrontDoorBesideTheApp(t *testing.T) {
 		t.Errorf("%d rounds at half of the peak, want %d", len(r.HalfRuns), o.rounds)
 	}
 	for i, h := range r.HalfRuns {
-		if h.FrontDoorP50MS <= 0 || h.FrontDoorP99MS <= 0 || h.P99MS <= 0 || h.HealthzP99MS <= 0 {
+		if h.FrontDoorP50MS <= 0 || h.FrontDoorP99MS <= 0 || h.P99MS <= 0 || h.HealthzP99MS <= 0 ||
+			h.DirectAtDoorHalfP99MS <= 0 || h.DoorAtDoorHalfP99MS <= 0 {
 			t.Errorf("round %d at half of the peak lacks a figure: %+v", i+1, h)
 		}
+	}
+	if r.FrontDoorOwnHalfRate <= 0 || r.FrontDoorOwnHalfP99MS <= 0 {
+		t.Errorf("no front door latency at half of its own peak: %v req/s, p99 %v", r.FrontDoorOwnHalfRate, r.FrontDoorOwnHalfP99MS)
 	}
 	if r.FrontDoorHalfP99MS <= 0 || r.FrontDoorHalfP50MS <= 0 {
 		t.Errorf("no front door latency at half of the peak: p50 %v, p99 %v", r.FrontDoorHalfP50MS, r.FrontDoorHalfP99MS)
@@ -168,7 +172,7 @@ func TestFrontDoorBesideTheApp(t *testing.T) {
 	}
 	var table strings.Builder
 	writeTable(&table, &report{Date: "2026-12-03T00:00:00Z", Cores: 2, App: rep})
-	for _, want := range []string{"front door: GET / through HAProxy", "front door added", "requests through the front door that failed: 0"} {
+	for _, want := range []string{"front door: GET / through HAProxy", "front door added", "at half of the front door's own peak", "requests through the front door that failed: 0"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("the report lacks %q:\n%s", want, table.String())
 		}
@@ -194,11 +198,14 @@ func TestFrontDoorReport(t *testing.T) {
 			p := pointOf(64, []appRun{{appLoads: appLoads{AppRPS: 1000, HealthzRPS: 1000, RedisRPS: 1000, FrontDoorRPS: tt.doorRPS, FrontDoorP99MS: 2}}})
 			r := &appResult{Revision: "abc1234", From: "working tree", Points: []appPoint{p}, HalfRate: tt.halfRate,
 				HalfP50MS: 1, HalfP99MS: 3, FrontDoor: "HAProxy", FrontDoorHalfP50MS: 1.5, FrontDoorHalfP99MS: 3.5,
-				FrontDoorAddedP50: 0.5, FrontDoorAddedP99: 0.5, HalfRuns: []halfRun{{P99MS: 3, FrontDoorP99MS: 3.5}}}
+				FrontDoorAddedP50: 0.5, FrontDoorAddedP99: 0.5, FrontDoorOwnHalfRate: tt.doorRPS / 2, FrontDoorOwnHalfP99MS: 2.25,
+				FrontDoorOwnAddedP50: 0.2, FrontDoorOwnAddedP99: 0.25,
+				HalfRuns: []halfRun{{P99MS: 3, FrontDoorP99MS: 3.5, DirectAtDoorHalfP99MS: 2, DoorAtDoorHalfP99MS: 2.25}}}
 			var b strings.Builder
 			writeFrontDoor(&b, r)
 			out := b.String()
-			for _, want := range []string{"front door: GET / through HAProxy", "front door added (median of the rounds' differences): p50 0.50 ms, p99 0.50 ms; per round p99: +0.50"} {
+			for _, want := range []string{"front door: GET / through HAProxy", "front door added (median of the rounds' differences): p50 0.50 ms, p99 0.50 ms; per round p99: +0.50",
+				"front door p99 2.25 ms, added p50 0.20 ms, p99 0.25 ms (medians of the rounds' differences); per round p99: +0.25"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("the report lacks %q:\n%s", want, out)
 				}

@@ -96,6 +96,11 @@ func writeFrontDoor(w io.Writer, r *appResult) {
 	tw.Flush()
 	fmt.Fprintf(w, "at half of the direct peak (%.0f req/s, open loop): direct p50 %.2f ms, p99 %.2f ms; front door p50 %.2f ms, p99 %.2f ms\n",
 		r.HalfRate, r.HalfP50MS, r.HalfP99MS, r.FrontDoorHalfP50MS, r.FrontDoorHalfP99MS)
+	fmt.Fprintf(w, "front door added (median of the rounds' differences): p50 %.2f ms, p99 %.2f ms; per round p99:", r.FrontDoorAddedP50, r.FrontDoorAddedP99)
+	for _, h := range r.HalfRuns {
+		fmt.Fprintf(w, " %+.2f", h.FrontDoorP99MS-h.P99MS)
+	}
+	fmt.Fprintln(w)
 	doorPeak := 0.0
 	for _, p := range r.Points {
 		doorPeak = max(doorPeak, p.FrontDoorRPS)
@@ -104,11 +109,13 @@ func writeFrontDoor(w io.Writer, r *appResult) {
 		// Then its latency is a queue's, not the cost of a hop.
 		fmt.Fprintf(w, "  that rate is above the front door's own peak in this run (%.0f req/s): its requests queued\n", doorPeak)
 	}
-	fmt.Fprintf(w, "front door added (median of the rounds' differences): p50 %.2f ms, p99 %.2f ms; per round p99:", r.FrontDoorAddedP50, r.FrontDoorAddedP99)
+	fmt.Fprintf(w, "at half of the front door's own peak (%.0f req/s): front door p99 %.2f ms, added p50 %.2f ms, p99 %.2f ms (medians of the rounds' differences); per round p99:",
+		r.FrontDoorOwnHalfRate, r.FrontDoorOwnHalfP99MS, r.FrontDoorOwnAddedP50, r.FrontDoorOwnAddedP99)
 	for _, h := range r.HalfRuns {
-		fmt.Fprintf(w, " %+.2f", h.FrontDoorP99MS-h.P99MS)
+		fmt.Fprintf(w, " %+.2f", h.DoorAtDoorHalfP99MS-h.DirectAtDoorHalfP99MS)
 	}
-	fmt.Fprintf(w, "\nrequests through the front door that failed: %d\n", r.FrontDoorFailed)
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "requests through the front door that failed: %d\n", r.FrontDoorFailed)
 }
 
 // writeSideBySide puts the app's figures beside the baseline's, both from
