@@ -191,6 +191,9 @@ func throughputChart(rep *report, path string) error {
 			b := a.Baseline.Points[i]
 			label = fmt.Sprintf("%d\nGET / ÷ healthz %.2f | %.2f\nGET / ÷ redis %.2f | %.2f", pt.Conns, pt.RatioHealthz, b.RatioHealthz, pt.Ratio, b.Ratio)
 		}
+		if a.App.FrontDoor != "" {
+			label += fmt.Sprintf("\nfront door ÷ direct %.2f", pt.RatioFrontDoor)
+		}
 		ticks = append(ticks, plot.Tick{Value: x, Label: label})
 	}
 	lines = append(lines, redis)
