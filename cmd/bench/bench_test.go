@@ -213,6 +213,10 @@ func TestFrontDoorReport(t *testing.T) {
 			if got := strings.Contains(out, "its requests queued"); got != tt.queued {
 				t.Errorf("says the requests queued: %v, want %v:\n%s", got, tt.queued, out)
 			}
+			rep := &report{Date: "2026-12-03T00:00:00Z", Cores: 2, App: &appReport{Rounds: 1, Duration: "1s", App: r}}
+			if err := throughputChart(rep, t.TempDir()+"/chart.png"); err != nil {
+				t.Errorf("chart with a front door: %v", err)
+			}
 		})
 	}
 }
