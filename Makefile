@@ -128,7 +128,7 @@ restore: ## restore the backup in FROM onto the running stack, take its tokens, 
 	@$(MAKE) --no-print-directory up
 
 .PHONY: bench
-bench: setup tools ## benchmarks: the app vs redis-benchmark, the deployer vs the nomad CLI (not part of make test)
+bench: setup tools ## benchmarks: the app vs redis-benchmark and through its front door, the deployer vs the nomad CLI (not part of make test)
 	scripts/dockerd-up
 	go run ./cmd/bench
 

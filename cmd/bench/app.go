@@ -27,6 +27,11 @@ type appLoads struct {
 	RedisRPS     float64 `json:"redis_benchmark_incr_rps"`
 	RedisP50MS   float64 `json:"redis_benchmark_p50_ms"`
 	RedisP99MS   float64 `json:"redis_benchmark_p99_ms"`
+	// The same GET / under wrk through the front door, when the app has
+	// one.
+	FrontDoorRPS   float64 `json:"front_door_rps,omitempty"`
+	FrontDoorP50MS float64 `json:"front_door_p50_ms,omitempty"`
+	FrontDoorP99MS float64 `json:"front_door_p99_ms,omitempty"`
 }
 
 // appPoint is one concurrency level: each figure the median of Runs, which
@@ -37,9 +42,11 @@ type appPoint struct {
 	appLoads
 	// RatioHealthz is GET / over the app's own HTTP ceiling, a route that
 	// does nothing: what counting costs.
-	RatioHealthz float64  `json:"ratio_app_over_healthz"`
-	Ratio        float64  `json:"ratio_app_over_redis"`
-	Runs         []appRun `json:"runs"`
+	RatioHealthz float64 `json:"ratio_app_over_healthz"`
+	Ratio        float64 `json:"ratio_app_over_redis"`
+	// RatioFrontDoor is GET / through the front door over GET / direct.
+	RatioFrontDoor float64  `json:"ratio_front_door_over_direct,omitempty"`
+	Runs           []appRun `json:"runs"`
 }
 
 // appRun is one round of a point, every load of the round in Order (both
@@ -49,6 +56,28 @@ type appRun struct {
 	Order []string `json:"order"`
 	appLoads
 	CounterChecks string `json:"counter_check"`
+	// FrontDoorFailed is the requests through the front door that got no
+	// 200 or a socket error.
+	FrontDoorFailed int `json:"front_door_failed,omitempty"`
+}
+
+// halfRun is one round of the loads at half of an app's peak, open loop:
+// GET / and GET /healthz direct and, when the app has a front door, GET /
+// through it, all at the same rate.
+type halfRun struct {
+	Order          []string `json:"order"`
+	P50MS          float64  `json:"p50_ms"`
+	P99MS          float64  `json:"p99_ms"`
+	HealthzP50MS   float64  `json:"healthz_p50_ms"`
+	HealthzP99MS   float64  `json:"healthz_p99_ms"`
+	FrontDoorP50MS float64  `json:"front_door_p50_ms,omitempty"`
+	FrontDoorP99MS float64  `json:"front_door_p99_ms,omitempty"`
+	// GET / direct and through the front door at half of the front
+	// door's own peak, a rate it can carry.
+	DirectAtDoorHalfP50MS float64 `json:"direct_at_front_door_half_peak_p50_ms,omitempty"`
+	DirectAtDoorHalfP99MS float64 `json:"direct_at_front_door_half_peak_p99_ms,omitempty"`
+	DoorAtDoorHalfP50MS   float64 `json:"front_door_at_its_half_peak_p50_ms,omitempty"`
+	DoorAtDoorHalfP99MS   float64 `json:"front_door_at_its_half_peak_p99_ms,omitempty"`
 }
 
 // appResult is what the bench measured of one app binary.
@@ -57,11 +86,36 @@ type appResult struct {
 	From       string     `json:"built_from"`
 	Points     []appPoint `json:"points"`
 	PeakRSSMiB float64    `json:"peak_rss_mib"`
-	HalfRate   float64    `json:"half_peak_rate"`
-	HalfP50MS  float64    `json:"half_peak_p50_ms"`
-	HalfP99MS  float64    `json:"half_peak_p99_ms"`
-	Exact      string     `json:"exact_check"`
-	ExactOK    bool       `json:"exact_check_ok"`
+	// At half of the peak GET / rate, open loop, the medians of HalfRuns.
+	// /healthz at the same rate is the tail of the machine and the load
+	// generator, without counting.
+	HalfRate         float64   `json:"half_peak_rate"`
+	HalfP50MS        float64   `json:"half_peak_p50_ms"`
+	HalfP99MS        float64   `json:"half_peak_p99_ms"`
+	HalfHealthzP50MS float64   `json:"half_peak_healthz_p50_ms"`
+	HalfHealthzP99MS float64   `json:"half_peak_healthz_p99_ms"`
+	HalfRuns         []halfRun `json:"half_peak_runs"`
+	Exact            string    `json:"exact_check"`
+	ExactOK          bool      `json:"exact_check_ok"`
+	// FrontDoor says what stood in front of the app ("" for nothing):
+	// HAProxy with the local stack's config. Its figures at half of the
+	// peak are through it at HalfRate; Added is the median over the rounds
+	// of its figure minus GET / direct in the same round.
+	FrontDoor          string  `json:"front_door,omitempty"`
+	FrontDoorHalfP50MS float64 `json:"front_door_half_peak_p50_ms,omitempty"`
+	FrontDoorHalfP99MS float64 `json:"front_door_half_peak_p99_ms,omitempty"`
+	FrontDoorAddedP50  float64 `json:"front_door_added_p50_ms,omitempty"`
+	FrontDoorAddedP99  float64 `json:"front_door_added_p99_ms,omitempty"`
+	// At half of the front door's own peak (below the direct one when
+	// the hop costs CPU), the same comparison: what the hop adds when the
+	// front door is not the bottleneck.
+	FrontDoorOwnHalfRate  float64 `json:"front_door_own_half_peak_rate,omitempty"`
+	FrontDoorOwnHalfP99MS float64 `json:"front_door_own_half_peak_p99_ms,omitempty"`
+	FrontDoorOwnAddedP50  float64 `json:"front_door_own_half_peak_added_p50_ms,omitempty"`
+	FrontDoorOwnAddedP99  float64 `json:"front_door_own_half_peak_added_p99_ms,omitempty"`
+	// FrontDoorFailed counts the requests through the front door that did
+	// not get a 200, under wrk and at half of the peak: any fails the run.
+	FrontDoorFailed int `json:"front_door_failed"`
 }
 
 // appReport is the app half of a run: the app under test and, when one was
@@ -90,6 +144,9 @@ type appOptions struct {
 	// appRev is the revision of the app under test, "" for the working
 	// tree; baselineRev that of the baseline, "" for none.
 	appRev, baselineRev string
+	// frontDoor puts HAProxy, as the local stack runs it, in front of the
+	// app under test, and loads GET / through it beside GET / direct.
+	frontDoor bool
 }
 
 // appTarget is an app binary the bench runs: the app under test, named
@@ -97,6 +154,7 @@ type appOptions struct {
 type appTarget struct {
 	name string
 	addr string
+	door string // the front door's address, "" for none
 	p    *proc
 	res  *appResult
 	runs [][]appRun // per point
@@ -164,6 +222,15 @@ func benchApp(ctx context.Context, root, work string, o appOptions, progress io.
 		fmt.Fprintf(progress, "app: %s %s (%s) listens on %s, Redis at %s\n", t.name, t.res.Revision, t.res.From, t.addr, redisAddr)
 	}
 
+	if o.frontDoor {
+		fd, err := startFrontDoor(ctx, root, work, targets[0].addr, progress)
+		if err != nil {
+			return nil, fmt.Errorf("front door: %w", err)
+		}
+		defer fd.stop()
+		targets[0].door, targets[0].res.FrontDoor = fd.addr, fd.what
+	}
+
 	rep := &appReport{Duration: o.d.String(), Rounds: o.rounds, App: targets[0].res}
 	if len(targets) > 1 {
 		rep.Baseline = targets[1].res
@@ -185,13 +252,24 @@ func benchApp(ctx context.Context, root, work string, o appOptions, progress io.
 			}
 			for k, t := range targets {
 				r := &runs[k]
-				measure[t.name+" GET /"] = func() (err error) {
-					r.AppRPS, r.AppP50MS, r.AppP99MS, r.CounterChecks, err = countedWrk(ctx, t.addr, counter, c, o.d)
+				measure[t.name+" GET /"] = func() error {
+					w, check, err := countedWrk(ctx, t.addr, counter, c, o.d)
+					r.AppRPS, r.AppP50MS, r.AppP99MS, r.CounterChecks = w.rps, w.p50, w.p99, check
 					return err
 				}
-				measure[t.name+" GET /healthz"] = func() (err error) {
-					r.HealthzRPS, r.HealthzP50MS, r.HealthzP99MS, _, _, err = wrk(ctx, t.addr, "/healthz", c, o.d)
+				measure[t.name+" GET /healthz"] = func() error {
+					w, err := wrk(ctx, t.addr, "/healthz", c, o.d)
+					r.HealthzRPS, r.HealthzP50MS, r.HealthzP99MS = w.rps, w.p50, w.p99
 					return err
+				}
+				if t.door != "" {
+					measure[t.name+frontDoorLoad] = func() error {
+						w, check, err := countedWrk(ctx, t.door, counter, c, o.d)
+						r.FrontDoorRPS, r.FrontDoorP50MS, r.FrontDoorP99MS = w.rps, w.p50, w.p99
+						r.CounterChecks += "; through the front door: " + check
+						r.FrontDoorFailed = w.non2xx + w.socketErrors
+						return err
+					}
 				}
 			}
 			order := turn(cycle, round+i)
@@ -211,6 +289,9 @@ func benchApp(ctx context.Context, root, work string, o appOptions, progress io.
 	for _, t := range targets {
 		for i, c := range o.conns {
 			t.res.Points = append(t.res.Points, pointOf(c, t.runs[i]))
+			for _, r := range t.runs[i] {
+				t.res.FrontDoorFailed += r.FrontDoorFailed
+			}
 		}
 	}
 
@@ -219,20 +300,10 @@ func benchApp(ctx context.Context, root, work string, o appOptions, progress io.
 			return nil, err
 		}
 	}
-	// Latency at half of each app's own peak throughput, open loop.
 	for _, t := range targets {
-		peak := 0.0
-		for _, p := range t.res.Points {
-			peak = max(peak, p.AppRPS)
+		if err := halfPeak(t, o, progress); err != nil {
+			return nil, err
 		}
-		t.res.HalfRate = peak / 2
-		fmt.Fprintf(progress, "app: %s: latency at half of its peak, %.0f req/s for %s\n", t.name, t.res.HalfRate, o.d)
-		half, err := load(t.addr, 64, t.res.HalfRate, o.d)
-		if err != nil {
-			return nil, fmt.Errorf("%s: half-peak load: %w", t.name, err)
-		}
-		t.res.HalfP50MS = ms(half.percentile(0.50))
-		t.res.HalfP99MS = ms(half.percentile(0.99))
 	}
 	for _, t := range targets {
 		t.res.PeakRSSMiB = peakRSS(t.p.cmd.Process.Pid)
@@ -240,17 +311,95 @@ func benchApp(ctx context.Context, root, work string, o appOptions, progress io.
 	return rep, nil
 }
 
+// frontDoorLoad names the load of GET / through an app's front door, after
+// the app's name.
+const frontDoorLoad = " GET / front door"
+
 // loadCycle is the order of a round's loads before it is turned: the apps'
-// GET / side by side, then their /healthz, so the two apps' figures of a
-// round are taken close together.
+// GET / side by side, the front door's next to its app's, then their
+// /healthz, so the figures compared within a round are taken close
+// together.
 func loadCycle(targets []*appTarget) []string {
 	cycle := []string{"redis-benchmark"}
 	for _, route := range []string{"GET /", "GET /healthz"} {
 		for _, t := range targets {
 			cycle = append(cycle, t.name+" "+route)
+			if route == "GET /" && t.door != "" {
+				cycle = append(cycle, t.name+frontDoorLoad)
+			}
 		}
 	}
 	return cycle
+}
+
+// halfPeak measures t's latency at half of its peak GET / rate with the
+// open-loop generator, in o.rounds rounds that each run, in a turned
+// order, GET / and GET /healthz direct and GET / through t's front door,
+// all at that rate.
+func halfPeak(t *appTarget, o appOptions, progress io.Writer) error {
+	peak := 0.0
+	for _, p := range t.res.Points {
+		peak = max(peak, p.AppRPS)
+	}
+	r := t.res
+	r.HalfRate = peak / 2
+	type halfLoad struct {
+		addr, path string
+		rate       float64
+		p50, p99   func(*halfRun) *float64
+	}
+	loads := map[string]halfLoad{
+		"GET /": {t.addr, "/", r.HalfRate, func(h *halfRun) *float64 { return &h.P50MS }, func(h *halfRun) *float64 { return &h.P99MS }},
+		"GET /healthz": {t.addr, "/healthz", r.HalfRate,
+			func(h *halfRun) *float64 { return &h.HealthzP50MS }, func(h *halfRun) *float64 { return &h.HealthzP99MS }},
+	}
+	cycle := []string{"GET /", "GET /healthz"}
+	if t.door != "" {
+		for _, p := range r.Points {
+			r.FrontDoorOwnHalfRate = max(r.FrontDoorOwnHalfRate, p.FrontDoorRPS/2)
+		}
+		loads["GET / front door"] = halfLoad{t.door, "/", r.HalfRate,
+			func(h *halfRun) *float64 { return &h.FrontDoorP50MS }, func(h *halfRun) *float64 { return &h.FrontDoorP99MS }}
+		loads["GET / at the front door's half peak"] = halfLoad{t.addr, "/", r.FrontDoorOwnHalfRate,
+			func(h *halfRun) *float64 { return &h.DirectAtDoorHalfP50MS }, func(h *halfRun) *float64 { return &h.DirectAtDoorHalfP99MS }}
+		loads["GET / front door at its half peak"] = halfLoad{t.door, "/", r.FrontDoorOwnHalfRate,
+			func(h *halfRun) *float64 { return &h.DoorAtDoorHalfP50MS }, func(h *halfRun) *float64 { return &h.DoorAtDoorHalfP99MS }}
+		cycle = []string{"GET /", "GET / front door", "GET /healthz", "GET / at the front door's half peak", "GET / front door at its half peak"}
+	}
+	for round := range o.rounds {
+		h := halfRun{Order: turn(cycle, round)}
+		fmt.Fprintf(progress, "app: %s: half of its peak, %.0f req/s (the front door's: %.0f), round %d/%d: %s, %s each\n",
+			t.name, r.HalfRate, r.FrontDoorOwnHalfRate, round+1, o.rounds, strings.Join(h.Order, ", "), o.d)
+		for _, what := range h.Order {
+			l := loads[what]
+			res, err := load(l.addr, l.path, 64, l.rate, o.d)
+			if err != nil {
+				return fmt.Errorf("%s: %s at half of its peak: %w", t.name, what, err)
+			}
+			if l.addr == t.door {
+				r.FrontDoorFailed += res.Failed
+			}
+			*l.p50(&h), *l.p99(&h) = ms(res.percentile(0.50)), ms(res.percentile(0.99))
+		}
+		r.HalfRuns = append(r.HalfRuns, h)
+	}
+	hs := r.HalfRuns
+	r.HalfP50MS = median(hs, func(h halfRun) float64 { return h.P50MS })
+	r.HalfP99MS = median(hs, func(h halfRun) float64 { return h.P99MS })
+	r.HalfHealthzP50MS = median(hs, func(h halfRun) float64 { return h.HealthzP50MS })
+	r.HalfHealthzP99MS = median(hs, func(h halfRun) float64 { return h.HealthzP99MS })
+	if t.door != "" {
+		r.FrontDoorHalfP50MS = median(hs, func(h halfRun) float64 { return h.FrontDoorP50MS })
+		r.FrontDoorHalfP99MS = median(hs, func(h halfRun) float64 { return h.FrontDoorP99MS })
+		// Paired within each round, so a neighbour's burst in one round
+		// does not pass for the front door's cost.
+		r.FrontDoorAddedP50 = median(hs, func(h halfRun) float64 { return h.FrontDoorP50MS - h.P50MS })
+		r.FrontDoorAddedP99 = median(hs, func(h halfRun) float64 { return h.FrontDoorP99MS - h.P99MS })
+		r.FrontDoorOwnHalfP99MS = median(hs, func(h halfRun) float64 { return h.DoorAtDoorHalfP99MS })
+		r.FrontDoorOwnAddedP50 = median(hs, func(h halfRun) float64 { return h.DoorAtDoorHalfP50MS - h.DirectAtDoorHalfP50MS })
+		r.FrontDoorOwnAddedP99 = median(hs, func(h halfRun) float64 { return h.DoorAtDoorHalfP99MS - h.DirectAtDoorHalfP99MS })
+	}
+	return nil
 }
 
 // turn returns cycle started n places later.
@@ -262,18 +411,25 @@ func turn(cycle []string, n int) []string {
 // pointOf is a point's figures: the medians of its runs.
 func pointOf(c int, rs []appRun) appPoint {
 	p := appPoint{Conns: c, Runs: rs, appLoads: appLoads{
-		AppRPS:       median(rs, func(r appRun) float64 { return r.AppRPS }),
-		AppP50MS:     median(rs, func(r appRun) float64 { return r.AppP50MS }),
-		AppP99MS:     median(rs, func(r appRun) float64 { return r.AppP99MS }),
-		HealthzRPS:   median(rs, func(r appRun) float64 { return r.HealthzRPS }),
-		HealthzP50MS: median(rs, func(r appRun) float64 { return r.HealthzP50MS }),
-		HealthzP99MS: median(rs, func(r appRun) float64 { return r.HealthzP99MS }),
-		RedisRPS:     median(rs, func(r appRun) float64 { return r.RedisRPS }),
-		RedisP50MS:   median(rs, func(r appRun) float64 { return r.RedisP50MS }),
-		RedisP99MS:   median(rs, func(r appRun) float64 { return r.RedisP99MS }),
+		AppRPS:         median(rs, func(r appRun) float64 { return r.AppRPS }),
+		AppP50MS:       median(rs, func(r appRun) float64 { return r.AppP50MS }),
+		AppP99MS:       median(rs, func(r appRun) float64 { return r.AppP99MS }),
+		HealthzRPS:     median(rs, func(r appRun) float64 { return r.HealthzRPS }),
+		HealthzP50MS:   median(rs, func(r appRun) float64 { return r.HealthzP50MS }),
+		HealthzP99MS:   median(rs, func(r appRun) float64 { return r.HealthzP99MS }),
+		RedisRPS:       median(rs, func(r appRun) float64 { return r.RedisRPS }),
+		RedisP50MS:     median(rs, func(r appRun) float64 { return r.RedisP50MS }),
+		RedisP99MS:     median(rs, func(r appRun) float64 { return r.RedisP99MS }),
+		FrontDoorRPS:   median(rs, func(r appRun) float64 { return r.FrontDoorRPS }),
+		FrontDoorP50MS: median(rs, func(r appRun) float64 { return r.FrontDoorP50MS }),
+		FrontDoorP99MS: median(rs, func(r appRun) float64 { return r.FrontDoorP99MS }),
 	}}
 	p.Ratio = p.AppRPS / p.RedisRPS
 	p.RatioHealthz = p.AppRPS / p.HealthzRPS
+	if p.FrontDoorRPS > 0 {
+		// Paired within each round, like the front door's latency.
+		p.RatioFrontDoor = median(rs, func(r appRun) float64 { return r.FrontDoorRPS / r.AppRPS })
+	}
 	return p
 }
 
@@ -291,7 +447,7 @@ func exactCheck(ctx context.Context, t *appTarget, counter *counterStore, d time
 		return err
 	}
 	fmt.Fprintf(progress, "app: %s: exact counter check, c=64 for %s\n", t.name, d)
-	res, err := load(t.addr, 64, 0, d)
+	res, err := load(t.addr, "/", 64, 0, d)
 	if err != nil {
 		return fmt.Errorf("%s: exact check: %w", t.name, err)
 	}
@@ -308,29 +464,28 @@ func exactCheck(ctx context.Context, t *appTarget, counter *counterStore, d time
 
 // countedWrk loads GET / with wrk from a counter at zero, then checks the
 // counter against the answers wrk saw.
-func countedWrk(ctx context.Context, appAddr string, counter *counterStore, c int, d time.Duration) (rps, p50, p99 float64, check string, err error) {
+func countedWrk(ctx context.Context, addr string, counter *counterStore, c int, d time.Duration) (w wrkResult, check string, err error) {
 	if err := quiesce(ctx, counter); err != nil {
-		return 0, 0, 0, "", err
+		return w, "", err
 	}
 	if err := counter.reset(ctx); err != nil {
-		return 0, 0, 0, "", err
+		return w, "", err
 	}
-	rps, p50, p99, requests, non2xx, err := wrk(ctx, appAddr, "/", c, d)
-	if err != nil {
-		return 0, 0, 0, "", err
+	if w, err = wrk(ctx, addr, "/", c, d); err != nil {
+		return w, "", err
 	}
 	n, err := counter.get(ctx)
 	if err != nil {
-		return 0, 0, 0, "", err
+		return w, "", err
 	}
 	// wrk stops without reading the answers still in flight, so the
 	// counter may be ahead of wrk's count by at most one per connection.
-	ok := int64(requests - non2xx)
+	ok := int64(w.requests - w.non2xx)
 	check = fmt.Sprintf("counter %d, wrk saw %d ok + up to %d in flight", n, ok, c)
 	if n < ok || n > ok+int64(c) {
-		return 0, 0, 0, check, fmt.Errorf("counter %d but wrk saw %d successful answers (+%d in flight at most)", n, ok, c)
+		return w, check, fmt.Errorf("counter %d but wrk saw %d successful answers (+%d in flight at most)", n, ok, c)
 	}
-	return rps, p50, p99, check, nil
+	return w, check, nil
 }
 
 // quiesce waits until the counter stops moving: the answers to a previous
@@ -386,27 +541,41 @@ var (
 	wrkRPS     = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
 	wrkTotal   = regexp.MustCompile(`(\d+) requests in`)
 	wrkNon2xx  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	wrkSocket  = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
 	wrkPercent = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)`)
 )
 
+// wrkResult is what wrk reports of a load.
+type wrkResult struct {
+	rps, p50, p99    float64
+	requests, non2xx int
+	socketErrors     int // connect, read, write and timeout
+}
+
 // wrk loads path on addr with c connections for d and parses its report.
-func wrk(ctx context.Context, addr, path string, c int, d time.Duration) (rps, p50, p99 float64, requests, non2xx int, err error) {
+func wrk(ctx context.Context, addr, path string, c int, d time.Duration) (w wrkResult, err error) {
 	threads := min(2, c)
 	out, err := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(c),
 		"-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", "http://"+addr+path).Output()
 	if err != nil {
-		return 0, 0, 0, 0, 0, fmt.Errorf("wrk: %w", err)
+		return w, fmt.Errorf("wrk: %w", err)
 	}
 	s := string(out)
 	m := wrkRPS.FindStringSubmatch(s)
 	t := wrkTotal.FindStringSubmatch(s)
 	if m == nil || t == nil {
-		return 0, 0, 0, 0, 0, fmt.Errorf("wrk printed %q", s)
+		return w, fmt.Errorf("wrk printed %q", s)
 	}
-	rps, _ = strconv.ParseFloat(m[1], 64)
-	requests, _ = strconv.Atoi(t[1])
+	w.rps, _ = strconv.ParseFloat(m[1], 64)
+	w.requests, _ = strconv.Atoi(t[1])
 	if n := wrkNon2xx.FindStringSubmatch(s); n != nil {
-		non2xx, _ = strconv.Atoi(n[1])
+		w.non2xx, _ = strconv.Atoi(n[1])
+	}
+	if e := wrkSocket.FindStringSubmatch(s); e != nil {
+		for _, n := range e[1:] {
+			k, _ := strconv.Atoi(n)
+			w.socketErrors += k
+		}
 	}
 	for _, pm := range wrkPercent.FindAllStringSubmatch(s, -1) {
 		v, _ := strconv.ParseFloat(pm[2], 64)
@@ -417,12 +586,12 @@ func wrk(ctx context.Context, addr, path string, c int, d time.Duration) (rps, p
 			v *= 1000
 		}
 		if pm[1] == "50" {
-			p50 = v
+			w.p50 = v
 		} else {
-			p99 = v
+			w.p99 = v
 		}
 	}
-	return rps, p50, p99, requests, non2xx, nil
+	return w, nil
 }
 
 // peakRSS reads a process's high-water resident set size.

@@ -70,9 +70,52 @@ func writeAppResult(w io.Writer, name string, r *appResult) {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "at half of its peak (%.0f req/s, open loop): p50 %.2f ms, p99 %.2f ms\n", r.HalfRate, r.HalfP50MS, r.HalfP99MS)
+	fmt.Fprintf(w, "at half of its peak (%.0f req/s, open loop, median of %d rounds): p50 %.2f ms, p99 %.2f ms; /healthz at the same rate (the machine's and the load generator's own tail): p50 %.2f ms, p99 %.2f ms\n",
+		r.HalfRate, len(r.HalfRuns), r.HalfP50MS, r.HalfP99MS, r.HalfHealthzP50MS, r.HalfHealthzP99MS)
+	fmt.Fprint(w, "  per round (GET / p99, /healthz p99):")
+	for _, h := range r.HalfRuns {
+		fmt.Fprintf(w, " %.2f/%.2f", h.P99MS, h.HealthzP99MS)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "peak RSS: %.1f MiB\n", r.PeakRSSMiB)
 	fmt.Fprintf(w, "counter check (every answer read): %s\n", r.Exact)
+	if r.FrontDoor != "" {
+		writeFrontDoor(w, r)
+	}
+}
+
+// writeFrontDoor is GET / through the front door beside GET / direct, from
+// the same rounds.
+func writeFrontDoor(w io.Writer, r *appResult) {
+	fmt.Fprintf(w, "\nfront door: GET / through %s,\nbeside GET / direct in the same rounds (medians)\n", r.FrontDoor)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "conns\tdirect req/s\tp99 ms\tfront door req/s\tp99 ms\tfront door ÷ direct\t")
+	for _, p := range r.Points {
+		fmt.Fprintf(tw, "%d\t%.0f\t%.2f\t%.0f\t%.2f\t%.2f\t\n", p.Conns, p.AppRPS, p.AppP99MS, p.FrontDoorRPS, p.FrontDoorP99MS, p.RatioFrontDoor)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "at half of the direct peak (%.0f req/s, open loop): direct p50 %.2f ms, p99 %.2f ms; front door p50 %.2f ms, p99 %.2f ms\n",
+		r.HalfRate, r.HalfP50MS, r.HalfP99MS, r.FrontDoorHalfP50MS, r.FrontDoorHalfP99MS)
+	fmt.Fprintf(w, "front door added (median of the rounds' differences): p50 %.2f ms, p99 %.2f ms; per round p99:", r.FrontDoorAddedP50, r.FrontDoorAddedP99)
+	for _, h := range r.HalfRuns {
+		fmt.Fprintf(w, " %+.2f", h.FrontDoorP99MS-h.P99MS)
+	}
+	fmt.Fprintln(w)
+	doorPeak := 0.0
+	for _, p := range r.Points {
+		doorPeak = max(doorPeak, p.FrontDoorRPS)
+	}
+	if doorPeak < r.HalfRate {
+		// Then its latency is a queue's, not the cost of a hop.
+		fmt.Fprintf(w, "  that rate is above the front door's own peak in this run (%.0f req/s): its requests queued\n", doorPeak)
+	}
+	fmt.Fprintf(w, "at half of the front door's own peak (%.0f req/s): front door p99 %.2f ms, added p50 %.2f ms, p99 %.2f ms (medians of the rounds' differences); per round p99:",
+		r.FrontDoorOwnHalfRate, r.FrontDoorOwnHalfP99MS, r.FrontDoorOwnAddedP50, r.FrontDoorOwnAddedP99)
+	for _, h := range r.HalfRuns {
+		fmt.Fprintf(w, " %+.2f", h.DoorAtDoorHalfP99MS-h.DirectAtDoorHalfP99MS)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "requests through the front door that failed: %d\n", r.FrontDoorFailed)
 }
 
 // writeSideBySide puts the app's figures beside the baseline's, both from
@@ -127,6 +170,13 @@ func throughputChart(rep *report, path string) error {
 			top = max(top, pt.AppRPS, pt.HealthzRPS)
 		}
 		lines = append(lines, healthz, app)
+		if r.FrontDoor != "" {
+			door := series{n + " GET / through the front door", nil}
+			for _, pt := range r.Points {
+				door.xys = append(door.xys, plotter.XY{X: float64(pt.Conns), Y: pt.FrontDoorRPS})
+			}
+			lines = append(lines, door)
+		}
 	}
 	redis := series{"redis-benchmark -t incr", nil}
 	var ticks []plot.Tick
@@ -140,6 +190,9 @@ func throughputChart(rep *report, path string) error {
 		if a.Baseline != nil && i < len(a.Baseline.Points) {
 			b := a.Baseline.Points[i]
 			label = fmt.Sprintf("%d\nGET / ÷ healthz %.2f | %.2f\nGET / ÷ redis %.2f | %.2f", pt.Conns, pt.RatioHealthz, b.RatioHealthz, pt.Ratio, b.Ratio)
+		}
+		if a.App.FrontDoor != "" {
+			label += fmt.Sprintf("\nfront door ÷ direct %.2f", pt.RatioFrontDoor)
 		}
 		ticks = append(ticks, plot.Tick{Value: x, Label: label})
 	}

@@ -35,6 +35,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	appRounds := fs.Int("app-rounds", 3, "interleaved runs of each app point; the report shows their medians")
 	appRev := fs.String("app-rev", "", "git revision of the app to bench; empty: the working tree")
 	baseline := fs.String("baseline", "9f07735", "git revision of an app to bench beside it in the same rounds, on the same Redis and loads (9f07735: the epoll loop); empty: none")
+	frontDoor := fs.Bool("front-door", true, "also load the app's GET / through HAProxy with the local stack's config (a Consul agent feeding it), in the same rounds")
 	versions := fs.Int("versions", 50, "job versions for the history benchmark")
 	rounds := fs.Int("rounds", 5, "repetitions of each deployer comparison")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -63,7 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Cores: runtime.NumCPU()}
 	if *only == "" || *only == "app" {
-		o := appOptions{conns: cs, rounds: *appRounds, d: *dur, appRev: *appRev, baselineRev: *baseline}
+		o := appOptions{conns: cs, rounds: *appRounds, d: *dur, appRev: *appRev, baselineRev: *baseline, frontDoor: *frontDoor}
 		if rep.App, err = benchApp(ctx, root, work, o, stderr); err != nil {
 			return fmt.Errorf("app: %w", err)
 		}
@@ -100,6 +101,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		for _, r := range rep.App.results() {
 			if !r.ExactOK {
 				return fmt.Errorf("app %s: counter check failed: %s", r.Revision, r.Exact)
+			}
+			if r.FrontDoorFailed > 0 {
+				return fmt.Errorf("app %s: %d requests through the front door failed", r.Revision, r.FrontDoorFailed)
 			}
 		}
 	}

@@ -52,9 +52,11 @@ func FrontDoors(dir string) ([]FrontDoor, error) {
 	return out, nil
 }
 
-// haproxyConfig renders HAProxy's configuration: a frontend per
+// HAProxyConfig renders HAProxy's configuration: a frontend per
 // environment, each with a backend that follows the environment's Consul
-// service, and the stats page with its Prometheus exporter. Each setting
+// service, and the stats page with its Prometheus exporter; dnsAddrs are
+// the Consul agents' DNS addresses it asks, sock its admin socket. The
+// stack runs it, and cmd/bench measures what it adds to a request. Each setting
 // below is one a test or the probe of issue 25 found a request lost
 // without (docs/stack.md says which):
 //
@@ -78,7 +80,7 @@ func FrontDoors(dir string) ([]FrontDoor, error) {
 //     counted one visit more than the answers; a probe with 10 requests
 //     inside an instance SIGKILLed had 10 answered 502, and none with
 //     empty-response (counted 30 for 20 answers).
-func haproxyConfig(doors []FrontDoor, dnsAddrs []string, statsAddr, sock string) string {
+func HAProxyConfig(doors []FrontDoor, dnsAddrs []string, statsAddr, sock string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Rendered by the local stack (internal/localstack/frontdoor.go) from the
 # environment files' url: edit those, then make down and make up.
@@ -142,7 +144,7 @@ func (s *Stack) startFrontDoor() error {
 		return nil
 	}
 	file := filepath.Join(s.Dir, "haproxy.cfg")
-	conf := haproxyConfig(s.FrontDoors, s.consulDNSAddrs(), s.FrontDoorStats, filepath.Join(s.Dir, "haproxy.sock"))
+	conf := HAProxyConfig(s.FrontDoors, s.consulDNSAddrs(), s.FrontDoorStats, filepath.Join(s.Dir, "haproxy.sock"))
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		return err
 	}

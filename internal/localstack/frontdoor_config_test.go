@@ -29,7 +29,7 @@ func TestHAProxyTakesTheRenderedConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			conf := haproxyConfig(doors, tt.dns, "127.0.0.1:18404", filepath.Join(t.TempDir(), "haproxy.sock"))
+			conf := HAProxyConfig(doors, tt.dns, "127.0.0.1:18404", filepath.Join(t.TempDir(), "haproxy.sock"))
 			file := filepath.Join(t.TempDir(), "haproxy.cfg")
 			if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 				t.Fatal(err)

@@ -27,7 +27,7 @@ func TestProductionFrontDoorRunsTheStacksSettings(t *testing.T) {
 		t.Fatalf("jobs/frontdoor.nomad.hcl: %v", err)
 	}
 	// The job's frontend and backend are named app.
-	stack := haproxyConfig([]FrontDoor{{Env: "app", Addr: "127.0.0.1:80", Service: "counter-prod", Slots: 10}},
+	stack := HAProxyConfig([]FrontDoor{{Env: "app", Addr: "127.0.0.1:80", Service: "counter-prod", Slots: 10}},
 		[]string{"127.0.0.1:8600"}, "127.0.0.1:8404", "/run/haproxy.sock")
 
 	// Where it runs: the job's lines that interpolate, the stack's that
