@@ -15,7 +15,7 @@ import (
 	"testing"
 )
 
-// A bad -nomad or -consul is found before anything of the running stack is
+// A bad -nomad, -consul or -prometheus is found before anything of the running stack is
 // stopped.
 func TestUpChecksTheBinariesBeforeStoppingTheOldStack(t *testing.T) {
 	sleep, err := exec.LookPath("sleep")
@@ -27,14 +27,15 @@ func TestUpChecksTheBinariesBeforeStoppingTheOldStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name          string
-		nomad, consul string
-		want          string
+		name                string
+		nomad, consul, prom string
+		want                string
 	}{
-		{"rejects/a missing nomad", "/nonexistent/nomad", sleep, "-nomad /nonexistent/nomad: not an executable program"},
-		{"rejects/a nomad that is not executable", notExecutable, sleep, "-nomad " + notExecutable + ": not an executable program"},
-		{"rejects/a missing consul", sleep, "/nonexistent/consul", "-consul /nonexistent/consul: not an executable program"},
-		{"rejects/none given", "", "", "-nomad and -consul (or NOMAD_BIN and CONSUL_BIN) are required"},
+		{"rejects/a missing nomad", "/nonexistent/nomad", sleep, sleep, "-nomad /nonexistent/nomad: not an executable program"},
+		{"rejects/a nomad that is not executable", notExecutable, sleep, sleep, "-nomad " + notExecutable + ": not an executable program"},
+		{"rejects/a missing consul", sleep, "/nonexistent/consul", sleep, "-consul /nonexistent/consul: not an executable program"},
+		{"rejects/a missing prometheus", sleep, sleep, "/nonexistent/prometheus", "-prometheus /nonexistent/prometheus: not an executable program"},
+		{"rejects/none given", "", "", "", "-nomad, -consul and -prometheus (or NOMAD_BIN, CONSUL_BIN and PROMETHEUS_BIN) are required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,7 +51,7 @@ func TestUpChecksTheBinariesBeforeStoppingTheOldStack(t *testing.T) {
 				t.Fatal(err)
 			}
 			var stdout, stderr bytes.Buffer
-			err := run(context.Background(), []string{"stack", "up", "-dir", dir, "-nomad", tt.nomad, "-consul", tt.consul},
+			err := run(context.Background(), []string{"stack", "up", "-dir", dir, "-nomad", tt.nomad, "-consul", tt.consul, "-prometheus", tt.prom},
 				func(string) string { return "" }, &stdout, &stderr)
 			var u usageError
 			if !errors.As(err, &u) || !strings.Contains(err.Error(), tt.want) {

@@ -261,8 +261,8 @@ func TestDownStopsEverythingUpStarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	pids := recordedPIDs(t, dir)
-	if len(pids) != 4 {
-		t.Fatalf("recorded pids %v, want consul, redis, registry and nomad", pids)
+	if len(pids) != 5 {
+		t.Fatalf("recorded pids %v, want consul, redis, registry, nomad and prometheus", pids)
 	}
 
 	rdb := redistest.Start(t)
