@@ -133,6 +133,7 @@ func scrapesByAllocation(t *testing.T, s *localstack.Stack, admin *consul.Client
 	}
 	for i, in := range instances {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 			fmt.Fprintf(w, "counter_http_requests_total{route=\"/\",code=\"200\"} %d\n", 10*(i+1))
 		}))
 		t.Cleanup(srv.Close)
