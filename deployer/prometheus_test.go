@@ -121,8 +121,9 @@ func TestPrometheusScrapesEveryAllocation(t *testing.T) {
 	}
 }
 
-// wantScraped waits until Prometheus's up series of the fixture's job are
-// exactly the job's running allocations, each up, with label alloc its
+// wantScraped waits until Prometheus's up series of the fixture's job,
+// scraped since it was called, are exactly the job's running allocations,
+// each up, with label alloc its
 // ID, service the job, and canary "true" for a canary of a deployment not
 // yet promoted (none once promoted); it returns them by allocation ID.
 func (f *fixture) wantScraped(s *localstack.Stack, when string, promoted bool) map[string]string {
@@ -139,9 +140,12 @@ func (f *fixture) wantScraped(s *localstack.Stack, when string, promoted bool) m
 		canary := !promoted && a.DeploymentStatus != nil && a.DeploymentStatus.Canary
 		want[a.ID] = strconv.FormatBool(canary)
 	}
-	q := fmt.Sprintf(`up{%s=%q}`, localstack.LabelService, f.job)
-	var got map[string]string
+	// Only samples scraped from now on: after a restart, the last ones
+	// from before it are still within the query's lookback.
 	start := time.Now()
+	up := fmt.Sprintf(`up{%s=%q}`, localstack.LabelService, f.job)
+	q := fmt.Sprintf(`%s and timestamp(%s) > %d`, up, up, start.Unix())
+	var got map[string]string
 	stacktest.WaitQuery(f.t, s, time.Minute, q, func(v model.Vector) bool {
 		got = map[string]string{}
 		for _, sample := range v {
