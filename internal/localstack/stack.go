@@ -39,8 +39,8 @@ var startOrder = func() []string {
 	order = append(order, "redis", "redis-test", "redis-prod", "registry", "nomad")
 	// The front door last, so that it stops first: users' requests stop
 	// coming before the instances go.
-	// Prometheus after the front door, so that it stops before it too and
-	// records no front door going down as users' errors.
+	// Prometheus after it: it starts once the rest is ready (its Consul
+	// token needs Consul), and of the servers it stops first.
 	return append(append(order, nomads...), "haproxy", "prometheus")
 }()
 
