@@ -22,15 +22,15 @@ image: setup ## build the app image counter:$(GIT_COMMIT) from the Dockerfile
 	scripts/image counter:$(GIT_COMMIT)
 
 .PHONY: tools
-tools: ## build (or find) the pinned nomad and consul binaries
-	scripts/hashitools >/dev/null
+tools: ## build (or find) the pinned nomad, consul and prometheus binaries
+	scripts/hashitools nomad consul prometheus >/dev/null
 
 .PHONY: up
 up: setup tools ## start the local stack, ACLs on (CLUSTER=1: 3 Consul + 3 Nomad servers, 2 client nodes; OPEN=1: ACLs off); release the app to dev unless dev already runs a release; call it
 	STACK_DIR=$(CURDIR)/.stack scripts/dockerd-up
 	go build -o bin/stack ./cmd/stack
 	go build -o bin/deployer ./deployer
-	eval "$$(scripts/hashitools)" && bin/stack up -dir .stack -nomad "$$nomad" -consul "$$consul" $(if $(CLUSTER),-cluster) $(if $(filter 1,$(OPEN)),-open)
+	eval "$$(scripts/hashitools nomad consul prometheus)" && bin/stack up -dir .stack -nomad "$$nomad" -consul "$$consul" -prometheus "$$prometheus" $(if $(CLUSTER),-cluster) $(if $(filter 1,$(OPEN)),-open)
 	@set -eo pipefail; eval "$$(bin/stack env -dir .stack)"; \
 	st=0; bin/deployer status -env dev >.stack/status.txt 2>&1 || st=$$?; \
 	if [ $$st -ne 0 ] && [ $$st -ne 6 ]; then $(MAKE) --no-print-directory release ENV=dev; exit; fi; \
@@ -75,12 +75,14 @@ app_url = app_url() { \
 	}; app_url
 
 # call_app FILE calls the environment's URL that the deployer's output in
-# FILE names (app_url), then repeats its Nomad UI line.
+# FILE names (app_url), then repeats its Nomad UI line, and names the
+# stack's Prometheus (PROMETHEUS_ADDR, from bin/stack env).
 call_app = call_app() { \
 	  url=$$($(app_url) "$$1"); \
 	  [ -n "$$url" ] || { echo "make: the deployer named neither the environment's URL nor a passing instance to call" >&2; return 1; }; \
 	  echo "==> curl $$url"; curl -fsS "$$url"; echo; \
 	  sed -n 's|^Nomad UI: |==> Nomad UI: |p' "$$1"; \
+	  [ -z "$${PROMETHEUS_ADDR:-}" ] || echo "==> Prometheus: $$PROMETHEUS_ADDR/ (every allocation and the front door)"; \
 	}; call_app
 
 ENV ?= dev

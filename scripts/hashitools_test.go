@@ -104,3 +104,43 @@ func TestHashitoolsTakesOnlyANomadWithTheUI(t *testing.T) {
 		})
 	}
 }
+
+// TestHashitoolsPrometheusIsAlwaysThePinnedBuild: with a prometheus on
+// PATH (Debian's is built without consul_sd_configs) and the pinned
+// version in the cache, hashitools prometheus prints the cached one and
+// builds nothing.
+func TestHashitoolsPrometheusIsAlwaysThePinnedBuild(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "tools", "prometheus", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*github\.com/prometheus/prometheus (v\S+)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("tools/prometheus/go.mod requires no github.com/prometheus/prometheus version")
+	}
+	bin, cache := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "prometheus"), []byte("#!/bin/sh\necho 'prometheus, version 2.42.0'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cached := filepath.Join(cache, "prometheus-"+string(m[1]), "prometheus")
+	if err := os.MkdirAll(filepath.Dir(cached), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cached, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", "hashitools", "prometheus")
+	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"COUNTER_TOOLS_CACHE="+cache, "HASHITOOLS_BUILD=")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("hashitools prometheus: %v\n%s", err, stderr.String())
+	}
+	if got, want := strings.TrimSpace(stdout.String()), "prometheus="+cached; got != want {
+		t.Errorf("printed %q, want %q; stderr:\n%s", got, want, stderr.String())
+	}
+	if strings.Contains(stderr.String(), "building") {
+		t.Errorf("hashitools built Prometheus with the pinned build in its cache:\n%s", stderr.String())
+	}
+}

@@ -26,9 +26,10 @@ const commandsHelp = `Usage: stack <up|down|env|backup|restore> [options]
 
   up     Start Consul, Nomad, a Docker registry and a Redis for each of
          dev, test and prod (redis_db_test and redis_db_prod on 127.0.0.2
-         and 127.0.0.3, names that env hands the deployer) on loopback, and
-         a front door (HAProxy) at the url of each environment file that
-         has one, with state under -dir, and wait until each is healthy. Harmless when the
+         and 127.0.0.3, names that env hands the deployer) on loopback, a
+         front door (HAProxy) at the url of each environment file that
+         has one, and Prometheus scraping every allocation and the front
+         door, with state under -dir, and wait until each is healthy. Harmless when the
          stack is already up; on a stopped or partly broken one it keeps
          what runs and starts the rest with its data, then waits (up to 2
          minutes) until Nomad's allocations run again and pass their Consul
@@ -50,9 +51,9 @@ const commandsHelp = `Usage: stack <up|down|env|backup|restore> [options]
 
 // options are the flags of every command; up reads them all.
 type options struct {
-	dir, nomadBin, consulBin, envDir, policyDir string
-	out, from                                   string
-	open, cluster                               bool
+	dir, nomadBin, consulBin, promBin, envDir, policyDir string
+	out, from                                            string
+	open, cluster                                        bool
 }
 
 // flagSet registers the options on a flag set for command cmd.
@@ -63,6 +64,8 @@ func flagSet(cmd string, getenv func(string) string, stderr io.Writer) (*flag.Fl
 	fs.StringVar(&o.dir, "dir", ".stack", "state folder `DIR`")
 	fs.StringVar(&o.nomadBin, "nomad", getenv("NOMAD_BIN"), "nomad binary `PATH`; the default is $NOMAD_BIN")
 	fs.StringVar(&o.consulBin, "consul", getenv("CONSUL_BIN"), "consul binary `PATH`; the default is $CONSUL_BIN")
+	fs.StringVar(&o.promBin, "prometheus", getenv("PROMETHEUS_BIN"), "up: prometheus binary `PATH`, built with "+
+		"consul_sd_configs (scripts/hashitools prometheus); the default is $PROMETHEUS_BIN")
 	fs.BoolVar(&o.open, "open", false, "up: Consul and Nomad with ACLs off (default: on, default deny, bootstrapped; "+
 		"management tokens in DIR/secrets)")
 	fs.BoolVar(&o.cluster, "cluster", false, "up: three Consul servers, three Nomad servers and two client nodes "+
@@ -136,7 +139,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	switch args[1] {
 	case "up":
-		return up(ctx, upOptions{dir: o.dir, bin: localstack.Binaries{Nomad: o.nomadBin, Consul: o.consulBin},
+		return up(ctx, upOptions{dir: o.dir, bin: localstack.Binaries{Nomad: o.nomadBin, Consul: o.consulBin, Prometheus: o.promBin},
 			open: o.open, cluster: o.cluster, envDir: o.envDir, policyDir: o.policyDir}, stdout, stderr)
 	case "down":
 		if err := localstack.Down(ctx, o.dir, stderr); err != nil {
@@ -181,13 +184,13 @@ func up(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s holds %s, and %s was asked for: make down first (the data stays in %s)",
 			dir, kinds[len(s.Nodes) > 0], kinds[o.cluster], dir)
 	}
-	// A stack from before the front door, or one whose environments
-	// gained a url, starts its front door: the rest keeps running.
+	// A stack from before the front door or Prometheus, or one whose
+	// environments gained a url, starts them: the rest keeps running.
 	doors, err2 := localstack.FrontDoors(o.envDir)
 	if err2 != nil {
 		return err2
 	}
-	if err == nil && s.Healthy(ctx) == nil && (len(s.FrontDoors) > 0 || len(doors) == 0) {
+	if err == nil && s.Healthy(ctx) == nil && (len(s.FrontDoors) > 0 || len(doors) == 0) && (s.PrometheusAddr != "" || bin.Prometheus == "") {
 		fmt.Fprintf(stderr, "stack already up (state in %s)\n", dir)
 		if err := grant(ctx, s, o); err != nil {
 			return err
@@ -197,10 +200,11 @@ func up(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	}
 	// Everything the new stack needs is checked before anything of the old
 	// one is stopped: a typo in -nomad must not take a stack down.
-	if bin.Nomad == "" || bin.Consul == "" {
-		return usageError{"-nomad and -consul (or NOMAD_BIN and CONSUL_BIN) are required: make up finds them with scripts/hashitools"}
+	if bin.Nomad == "" || bin.Consul == "" || bin.Prometheus == "" {
+		return usageError{"-nomad, -consul and -prometheus (or NOMAD_BIN, CONSUL_BIN and PROMETHEUS_BIN) are required: " +
+			"make up finds them with scripts/hashitools"}
 	}
-	for flag, path := range map[string]string{"-nomad": bin.Nomad, "-consul": bin.Consul} {
+	for flag, path := range map[string]string{"-nomad": bin.Nomad, "-consul": bin.Consul, "-prometheus": bin.Prometheus} {
 		if _, err := exec.LookPath(path); err != nil {
 			return usageError{fmt.Sprintf("%s %s: not an executable program: %v", flag, path, err)}
 		}
@@ -219,8 +223,8 @@ func up(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 			NomadHTTP: 4646, NomadRPC: 4647, NomadSerf: 4648,
 			ConsulHTTP: 8500, ConsulServer: 8300, ConsulSerfLAN: 8301, ConsulSerfWAN: 8302,
 			Redis: 6379, Registry: 5000,
-			// Consul's and HAProxy's usual ports.
-			ConsulDNS: 8600, FrontDoorStats: 8404,
+			// Consul's, HAProxy's and Prometheus's usual ports.
+			ConsulDNS: 8600, FrontDoorStats: 8404, Prometheus: 9090,
 			MinDynamic: 20000, MaxDynamic: 20999,
 		},
 	})
@@ -303,6 +307,9 @@ func printAddrs(w io.Writer, s *localstack.Stack) {
 	}
 	if s.FrontDoorStats != "" {
 		fmt.Fprintf(w, "  stats:     http://%s/ (Prometheus: /metrics)\n", s.FrontDoorStats)
+	}
+	if s.PrometheusAddr != "" {
+		fmt.Fprintf(w, "Prometheus:  %s/ (every allocation, labels alloc, service, canary; the front door)\n", s.PrometheusAddr)
 	}
 	fmt.Fprintf(w, "Logs:        %s\n", filepath.Join(s.Dir, "*.log"))
 	if s.ACL {

@@ -13,9 +13,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/kodekloud/counter/internal/localstack"
 )
 
-// A bad -nomad or -consul is found before anything of the running stack is
+// A bad -nomad, -consul or -prometheus is found before anything of the running stack is
 // stopped.
 func TestUpChecksTheBinariesBeforeStoppingTheOldStack(t *testing.T) {
 	sleep, err := exec.LookPath("sleep")
@@ -27,14 +29,15 @@ func TestUpChecksTheBinariesBeforeStoppingTheOldStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name          string
-		nomad, consul string
-		want          string
+		name                string
+		nomad, consul, prom string
+		want                string
 	}{
-		{"rejects/a missing nomad", "/nonexistent/nomad", sleep, "-nomad /nonexistent/nomad: not an executable program"},
-		{"rejects/a nomad that is not executable", notExecutable, sleep, "-nomad " + notExecutable + ": not an executable program"},
-		{"rejects/a missing consul", sleep, "/nonexistent/consul", "-consul /nonexistent/consul: not an executable program"},
-		{"rejects/none given", "", "", "-nomad and -consul (or NOMAD_BIN and CONSUL_BIN) are required"},
+		{"rejects/a missing nomad", "/nonexistent/nomad", sleep, sleep, "-nomad /nonexistent/nomad: not an executable program"},
+		{"rejects/a nomad that is not executable", notExecutable, sleep, sleep, "-nomad " + notExecutable + ": not an executable program"},
+		{"rejects/a missing consul", sleep, "/nonexistent/consul", sleep, "-consul /nonexistent/consul: not an executable program"},
+		{"rejects/a missing prometheus", sleep, sleep, "/nonexistent/prometheus", "-prometheus /nonexistent/prometheus: not an executable program"},
+		{"rejects/none given", "", "", "", "-nomad, -consul and -prometheus (or NOMAD_BIN, CONSUL_BIN and PROMETHEUS_BIN) are required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,7 +53,7 @@ func TestUpChecksTheBinariesBeforeStoppingTheOldStack(t *testing.T) {
 				t.Fatal(err)
 			}
 			var stdout, stderr bytes.Buffer
-			err := run(context.Background(), []string{"stack", "up", "-dir", dir, "-nomad", tt.nomad, "-consul", tt.consul},
+			err := run(context.Background(), []string{"stack", "up", "-dir", dir, "-nomad", tt.nomad, "-consul", tt.consul, "-prometheus", tt.prom},
 				func(string) string { return "" }, &stdout, &stderr)
 			var u usageError
 			if !errors.As(err, &u) || !strings.Contains(err.Error(), tt.want) {
@@ -108,6 +111,38 @@ func TestCommandLineMistakesExitTwo(t *testing.T) {
 			err := run(context.Background(), tt.args, func(string) string { return "" }, &stdout, &stderr)
 			if got := exitCode(err, &stderr); got != tt.want {
 				t.Errorf("%q: exit %d (%v), want %d", tt.args, got, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestPrometheusAddressIsPrintedAndExported: make up prints a stack's
+// Prometheus, and bin/stack env hands it out as PROMETHEUS_ADDR, which
+// the deployer reads; a stack without one names none.
+func TestPrometheusAddressIsPrintedAndExported(t *testing.T) {
+	tests := []struct {
+		name       string
+		prometheus string
+		want       []string
+	}{
+		{"names/a stack's Prometheus", "http://127.0.0.1:9090",
+			[]string{"Prometheus:  http://127.0.0.1:9090/", "export PROMETHEUS_ADDR=http://127.0.0.1:9090\n"}},
+		{"names/none without one", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &localstack.Stack{Dir: ".stack", NomadAddr: "http://127.0.0.1:4646", ConsulAddr: "127.0.0.1:8500", PrometheusAddr: tt.prometheus}
+			var addrs, env bytes.Buffer
+			printAddrs(&addrs, s)
+			printEnv(&env, s)
+			out := addrs.String() + env.String()
+			for _, want := range tt.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("make up and bin/stack env print no %q:\n%s", want, out)
+				}
+			}
+			if tt.want == nil && (strings.Contains(out, "PROMETHEUS_ADDR") || strings.Contains(out, "Prometheus:  ")) {
+				t.Errorf("a stack without Prometheus names one:\n%s", out)
 			}
 		})
 	}

@@ -31,6 +31,7 @@ const (
 	// The secret Consul's agent answers DNS questions with (the front
 	// door's), made by grantDNS.
 	consulDNSFile = "consul-dns-token"
+	// Prometheus's Consul token (prometheusTokenFile) is kept here too.
 )
 
 // TokenFiles are the files that hold the stack's Nomad and Consul
@@ -54,12 +55,12 @@ func (s *Stack) makeTokens() error {
 		if err != nil {
 			return err
 		}
-		return s.makeDNSToken()
+		return s.makeServiceTokens()
 	}
 	if err := os.MkdirAll(filepath.Join(s.Dir, secretsDir), 0o700); err != nil {
 		return err
 	}
-	if err := s.makeDNSToken(); err != nil {
+	if err := s.makeServiceTokens(); err != nil {
 		return err
 	}
 	nf, cf := TokenFiles(s.Dir)
@@ -75,6 +76,16 @@ func (s *Stack) makeTokens() error {
 		}
 	}
 	return nil
+}
+
+// makeServiceTokens reads the secrets of the Consul tokens of the stack's
+// own services, the DNS interface's and Prometheus's, making them the
+// first time.
+func (s *Stack) makeServiceTokens() error {
+	if err := s.makeDNSToken(); err != nil {
+		return err
+	}
+	return s.makePrometheusToken()
 }
 
 // makeDNSToken reads the secret of the agent's DNS token, making it the

@@ -61,7 +61,7 @@ func TestRestoreOntoAFreshStackTakesTheBackupsTokens(t *testing.T) {
 		kept = append(kept, k.Name)
 	}
 	nf, cf := localstack.TokenFiles(old.Dir)
-	for _, want := range []string{filepath.Base(nf), filepath.Base(cf), "deployer-nomad-token", "deployer-consul-token"} {
+	for _, want := range []string{filepath.Base(nf), filepath.Base(cf), "deployer-nomad-token", "deployer-consul-token", "consul-prometheus-token"} {
 		if !slices.Contains(kept, want) {
 			t.Errorf("the backup kept %v, not %s", kept, want)
 		}
@@ -94,6 +94,18 @@ func TestRestoreOntoAFreshStackTakesTheBackupsTokens(t *testing.T) {
 	}
 	if env := strings.Join(again.Env(), "\n"); !strings.Contains(env, "NOMAD_TOKEN="+old.DeployerNomadToken) {
 		t.Error("bin/stack env does not hand out the backup's deployer token")
+	}
+	// Prometheus asks Consul with the backup's token, which the restored
+	// ACLs know.
+	if again.PrometheusToken() != old.PrometheusToken() {
+		t.Error("after the restore Prometheus's token is not the backup's")
+	}
+	pc, err := consul.NewClient(&consul.Config{Address: again.ConsulAddr, Token: again.PrometheusToken()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := pc.Catalog().Services(nil); err != nil {
+		t.Errorf("Prometheus's token after the restore: %v", err)
 	}
 
 	// Nomad's keyring came back in its snapshot: the restored Nomad signs

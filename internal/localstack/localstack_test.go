@@ -261,8 +261,8 @@ func TestDownStopsEverythingUpStarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	pids := recordedPIDs(t, dir)
-	if len(pids) != 4 {
-		t.Fatalf("recorded pids %v, want consul, redis, registry and nomad", pids)
+	if len(pids) != 5 {
+		t.Fatalf("recorded pids %v, want consul, redis, registry, nomad and prometheus", pids)
 	}
 
 	rdb := redistest.Start(t)
@@ -483,7 +483,7 @@ func TestOperatorTokenIsKeptAndMadeAgainWhenUnknown(t *testing.T) {
 }
 
 // make up OPEN=1's stack: ACLs off, so anyone who reaches Nomad and Consul
-// may use them; and its data is never resumed by a stack with ACLs on
+// may use them, Prometheus among them; and its data is never resumed by a stack with ACLs on
 // (nor the other way round), even after make down.
 func TestOpenStackHasNoACLsAndKeepsItsKind(t *testing.T) {
 	t.Parallel()
@@ -505,6 +505,11 @@ func TestOpenStackHasNoACLsAndKeepsItsKind(t *testing.T) {
 	if _, err := anonConsul.KV().Put(&consul.KVPair{Key: "counter/releases/x", Value: []byte("y")}, nil); err != nil {
 		t.Errorf("Consul without a token on the open stack: %v", err)
 	}
+	// Prometheus finds the instances through Consul with no token.
+	if s.PrometheusToken() != "" {
+		t.Error("the open stack made a Prometheus token")
+	}
+	scrapesByAllocation(t, s, anonConsul)
 	if err := s.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ func (p *Ports) fill() error {
 	for _, port := range []*int{
 		&p.NomadHTTP, &p.NomadRPC, &p.NomadSerf,
 		&p.ConsulHTTP, &p.ConsulServer, &p.ConsulSerfLAN, &p.ConsulSerfWAN,
-		&p.Redis, &p.Registry, &p.ConsulDNS, &p.FrontDoorStats,
+		&p.Redis, &p.Registry, &p.ConsulDNS, &p.FrontDoorStats, &p.Prometheus,
 	} {
 		if *port != 0 {
 			continue

@@ -73,7 +73,7 @@ func TestUpKeepsStateWhenAComponentDies(t *testing.T) {
 	}
 
 	pidOf := func() map[string]int { return recordedPIDs(t, dir) }
-	for _, victim := range []string{"redis", "consul", "nomad"} {
+	for _, victim := range []string{"redis", "consul", "nomad", "prometheus"} {
 		before := pidOf()
 		if err := syscall.Kill(before[victim], syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -100,6 +100,9 @@ func TestUpKeepsStateWhenAComponentDies(t *testing.T) {
 		}
 		if versions, _, _, err := nc.Jobs().Versions("keep", false, nil); err != nil || len(versions) != 2 {
 			t.Errorf("after killing %s, job history %d versions (%v), want 2", victim, len(versions), err)
+		}
+		if err := s.Healthy(ctx); err != nil {
+			t.Errorf("after killing %s and starting again: %v", victim, err)
 		}
 	}
 }

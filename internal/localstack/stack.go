@@ -39,7 +39,9 @@ var startOrder = func() []string {
 	order = append(order, "redis", "redis-test", "redis-prod", "registry", "nomad")
 	// The front door last, so that it stops first: users' requests stop
 	// coming before the instances go.
-	return append(append(order, nomads...), "haproxy")
+	// Prometheus after it: it starts once the rest is ready (its Consul
+	// token needs Consul), and of the servers it stops first.
+	return append(append(order, nomads...), "haproxy", "prometheus")
 }()
 
 // envRedis are the Redis servers of the test and prod environments, which
@@ -50,10 +52,10 @@ var envRedis = []struct{ name, host, ip string }{
 	{"redis-prod", "redis_db_prod", "127.0.0.3"},
 }
 
-// Binaries are the programs the stack runs. Registry and HAProxy are
-// optional.
+// Binaries are the programs the stack runs. Registry, HAProxy and
+// Prometheus are optional.
 type Binaries struct {
-	Nomad, Consul, Redis, Registry, HAProxy string
+	Nomad, Consul, Redis, Registry, HAProxy, Prometheus string
 }
 
 // Ports are the loopback ports the stack listens on; zero picks a free one.
@@ -64,6 +66,8 @@ type Ports struct {
 	// ConsulDNS is the Consul agent's DNS port, which the front door asks;
 	// FrontDoorStats is HAProxy's stats page and Prometheus exporter.
 	ConsulDNS, FrontDoorStats int
+	// Prometheus is Prometheus's HTTP API and UI.
+	Prometheus int
 	// MinDynamic..MaxDynamic is the range Nomad gives allocations' dynamic
 	// ports from. Stacks running side by side need ranges that differ.
 	MinDynamic, MaxDynamic int
@@ -124,9 +128,12 @@ type Stack struct {
 	// Prometheus).
 	FrontDoors     []FrontDoor `json:"front_doors,omitempty"`
 	FrontDoorStats string      `json:"front_door_stats,omitempty"`
-	Dir            string      `json:"dir"`
-	Ports          Ports       `json:"ports"`
-	NodeID         string      `json:"nomad_node_id"` // labels the containers Nomad runs
+	// PrometheusAddr is Prometheus's API and UI (http://127.0.0.1:PORT),
+	// which scrapes every allocation and the front door; "" without it.
+	PrometheusAddr string `json:"prometheus_addr,omitempty"`
+	Dir            string `json:"dir"`
+	Ports          Ports  `json:"ports"`
+	NodeID         string `json:"nomad_node_id"` // labels the containers Nomad runs
 	// Nodes are the machines of a cluster stack (Config.Cluster); NomadAddr
 	// and ConsulAddr are then the first server's.
 	Nodes []Node `json:"nodes,omitempty"`
@@ -145,6 +152,9 @@ type Stack struct {
 	// dnsToken is the secret the Consul agent answers DNS questions
 	// with (the front door's); kept in Dir/secrets.
 	dnsToken string
+	// promToken is the secret of Prometheus's Consul token (prometheus.go);
+	// kept in Dir/secrets.
+	promToken string
 
 	cfg   Config
 	procs []*proc
@@ -194,6 +204,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 	if cfg.Bin.Registry != "" {
 		s.RegistryAddr = "127.0.0.1:" + strconv.Itoa(cfg.Ports.Registry)
+	}
+	if cfg.Bin.Prometheus != "" {
+		s.PrometheusAddr = "http://127.0.0.1:" + strconv.Itoa(cfg.Ports.Prometheus)
 	}
 	if cfg.Environments != "" && cfg.Bin.HAProxy != "" {
 		if s.FrontDoors, err = FrontDoors(cfg.Environments); err != nil {
@@ -289,11 +302,39 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
+	if err := s.startLast(ctx, running); err != nil {
+		return nil, err
+	}
 	// Again, now with the Nomad node's ID that make down needs.
 	if err := s.writeState(); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// startLast starts Prometheus once everything else is ready (its token
+// needs Consul; see startPrometheus), or keeps the one that still runs.
+func (s *Stack) startLast(ctx context.Context, running map[string]*proc) error {
+	if s.PrometheusAddr == "" {
+		return nil
+	}
+	if p := running["prometheus"]; p != nil {
+		fmt.Fprintf(s.cfg.Progress, "keeping prometheus (pid %d), which still runs\n", p.pid)
+		s.procs = append(s.procs, p)
+		// Its token may be the one of a restored backup's ACLs: make it
+		// if Consul does not know it.
+		if err := s.grantPrometheus(ctx); err != nil {
+			return err
+		}
+	} else {
+		if s.cfg.Resume {
+			fmt.Fprintf(s.cfg.Progress, "starting prometheus again, with its data as it was\n")
+		}
+		if err := s.startPrometheus(ctx); err != nil {
+			return err
+		}
+	}
+	return s.wait(ctx, s.proc("prometheus"), "Prometheus at "+s.PrometheusAddr+" (scraping every allocation through Consul)", s.prometheusReady)
 }
 
 // component is a process of the stack and how to start it.
@@ -343,6 +384,9 @@ func (s *Stack) listeners() []struct{ name, component, addr string } {
 	}
 	if s.FrontDoorStats != "" {
 		out = append(out, l{"the front door's stats", "haproxy", s.FrontDoorStats})
+	}
+	if s.PrometheusAddr != "" {
+		out = append(out, l{"Prometheus", "prometheus", strings.TrimPrefix(s.PrometheusAddr, "http://")})
 	}
 	if !s.cfg.Cluster {
 		return append(out, l{"Consul HTTP", "consul", at("127.0.0.1", p.ConsulHTTP)}, l{"Nomad HTTP", "nomad", at("127.0.0.1", p.NomadHTTP)})
@@ -465,6 +509,9 @@ func (s *Stack) Env() []string {
 	}
 	if s.RegistryAddr != "" {
 		env = append(env, "COUNTER_REGISTRY="+s.RegistryAddr)
+	}
+	if s.PrometheusAddr != "" {
+		env = append(env, "PROMETHEUS_ADDR="+s.PrometheusAddr)
 	}
 	return env
 }
@@ -634,6 +681,11 @@ func (s *Stack) Healthy(ctx context.Context) error {
 			return fmt.Errorf("front door: %w", err)
 		}
 	}
+	if s.PrometheusAddr != "" {
+		if err := s.prometheusReady(ctx); err != nil {
+			return fmt.Errorf("prometheus: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -676,17 +728,17 @@ func unmountUnder(dir string) error {
 	return errors.Join(errs...)
 }
 
-// FindBinaries returns the programs a stack runs: nomad and consul from
-// scripts/hashitools in the repository at root (which builds the pinned
-// versions when needed, printing progress on stderr), redis-server and
-// docker-registry from PATH.
+// FindBinaries returns the programs a stack runs: nomad, consul and
+// prometheus from scripts/hashitools in the repository at root (which
+// builds the pinned versions when needed, printing progress on stderr),
+// redis-server, docker-registry and haproxy from PATH.
 func FindBinaries(ctx context.Context, root string, stderr io.Writer) (Binaries, error) {
 	var bin Binaries
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "hashitools"))
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "hashitools"), "nomad", "consul", "prometheus")
 	cmd.Stderr = stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return bin, fmt.Errorf("scripts/hashitools (builds nomad and consul; try make tools): %w", err)
+		return bin, fmt.Errorf("scripts/hashitools (builds nomad, consul and prometheus; try make tools): %w", err)
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		name, path, _ := strings.Cut(line, "=")
@@ -695,6 +747,8 @@ func FindBinaries(ctx context.Context, root string, stderr io.Writer) (Binaries,
 			bin.Nomad = path
 		case "consul":
 			bin.Consul = path
+		case "prometheus":
+			bin.Prometheus = path
 		}
 	}
 	return bin, bin.FindServers()

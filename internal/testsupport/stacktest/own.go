@@ -119,6 +119,7 @@ func startOwn(tb testing.TB, nomadToken, consulToken string, opts ...Option) *lo
 	p.addSecret("own stack's Nomad management token", s.NomadToken)
 	p.addSecret("own stack's Consul management token", s.ConsulToken)
 	p.addSecret("own stack's Consul DNS token", s.DNSToken())
+	p.addSecret("own stack's Prometheus Consul token", s.PrometheusToken())
 	ownsMu.Lock()
 	owns = append(owns, p)
 	ownsMu.Unlock()
@@ -129,7 +130,7 @@ func startOwn(tb testing.TB, nomadToken, consulToken string, opts ...Option) *lo
 		s := p.stack
 		p.mu.Unlock()
 		if tb.Failed() {
-			for _, name := range []string{"nomad", "consul", "haproxy"} {
+			for _, name := range []string{"nomad", "consul", "haproxy", "prometheus"} {
 				tb.Logf("last lines of its own stack's %s.log:\n%s", name, Redact(s.LogTail(name, 12)))
 			}
 		}

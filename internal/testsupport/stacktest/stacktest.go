@@ -263,6 +263,7 @@ func (p *pkgStack) start(tb testing.TB, clustered bool) error {
 		"Nomad management token": s.NomadToken, "Consul management token": s.ConsulToken,
 		"deployer's Nomad token": s.DeployerNomadToken, "deployer's Consul token": s.DeployerConsulToken,
 		"operator's Nomad token": operator, "Consul DNS token": s.DNSToken(),
+		"Prometheus's Consul token": s.PrometheusToken(),
 	} {
 		p.addSecret(kind, secret)
 	}

@@ -1,0 +1,207 @@
+package localstack_test
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	"github.com/prometheus/common/model"
+
+	"github.com/kodekloud/counter/internal/localstack"
+	"github.com/kodekloud/counter/internal/testsupport/stacktest"
+)
+
+// TestPrometheusTokenReadsServicesOnly: Prometheus's Consul token, which
+// the stack makes and keeps in its secrets, lists services and their
+// instances (what consul_sd_configs asks) and nothing else: Consul answers
+// 403 to it for the releases' config snapshots in KV, for any write, for
+// the ACLs and for the agent, and lists it no KV key.
+func TestPrometheusTokenReadsServicesOnly(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	token := s.PrometheusToken()
+	if token == "" {
+		t.Fatal("the stack with ACLs has no Prometheus token")
+	}
+	_, admin := stacktest.Clients(t, s)
+	key := "counter/releases/default/" + stacktest.Name(t, "prom") + "/abc/HOST"
+	if _, err := admin.KV().Put(&consul.KVPair{Key: key, Value: []byte("127.0.0.1")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	c, err := consul.NewClient(&consul.Config{Address: s.ConsulAddr, Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if services, _, err := c.Catalog().Services(nil); err != nil || services["nomad-client"] == nil {
+		t.Errorf("the token lists services %v (%v), want Nomad's among them", services, err)
+	}
+	if entries, _, err := c.Health().Service("nomad-client", "", false, nil); err != nil || len(entries) == 0 {
+		t.Errorf("the token lists %d instances of nomad-client (%v), want them: Prometheus finds allocations so", len(entries), err)
+	}
+	denied := []struct {
+		what string
+		call func() error
+	}{
+		{"read a config snapshot in KV", func() error { _, _, err := c.KV().Get(key, nil); return err }},
+		{"write KV", func() error {
+			_, err := c.KV().Put(&consul.KVPair{Key: key, Value: []byte("evil")}, nil)
+			return err
+		}},
+		{"register a service", func() error {
+			return c.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: "x", Name: "x", Port: 1})
+		}},
+		{"list the ACL tokens", func() error { _, _, err := c.ACL().TokenList(nil); return err }},
+		{"write an ACL policy", func() error {
+			_, _, err := c.ACL().PolicyCreate(&consul.ACLPolicy{Name: "evil", Rules: `key_prefix "" { policy = "write" }`}, nil)
+			return err
+		}},
+		{"read the agent's config", func() error { _, err := c.Agent().Self(); return err }},
+	}
+	for _, d := range denied {
+		err := d.call()
+		var se consul.StatusError
+		if !errors.As(err, &se) || se.Code != http.StatusForbidden {
+			t.Errorf("Prometheus's token may %s: %v, want 403", d.what, err)
+		}
+	}
+	// A listing is filtered, not refused: the token sees no key.
+	if keys, _, err := c.KV().Keys("counter/", "", nil); err != nil || len(keys) != 0 {
+		t.Errorf("Prometheus's token lists KV keys %v (%v), want none", keys, err)
+	}
+	if p, _, err := admin.KV().Get(key, nil); err != nil || p == nil || string(p.Value) != "127.0.0.1" {
+		t.Errorf("the snapshot after the token's attempts: %+v (%v), want it as written", p, err)
+	}
+	stacktest.NoSecret(t, "Prometheus's config", readFile(t, s.Dir+"/prometheus.yml"))
+}
+
+// TestPrometheusLabelsEveryInstanceByAllocation: Prometheus finds through
+// Consul every instance of a service tagged "counter" (as Nomad registers
+// each allocation of an environment's job) within seconds, and labels its
+// series with the allocation's ID (from the service ID Nomad gives it),
+// the service, and whether it is a canary; an instance that leaves Consul
+// leaves Prometheus's targets. The instances are metrics endpoints of the
+// test's own, registered under the IDs Nomad would give them: the deployer's
+// tests scrape real allocations.
+func TestPrometheusLabelsEveryInstanceByAllocation(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		start func(testing.TB) *localstack.Stack
+		// agent is the Consul agent the instances register with, as
+		// their Nomad client's would: "" for the stack's first.
+		agent string
+	}{
+		{"one agent", stacktest.Start, ""},
+		{"a cluster, instances on a client node", stacktest.StartCluster, "client-1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := tt.start(t)
+			addr := s.ConsulAddr
+			if tt.agent != "" {
+				n, ok := s.Node(tt.agent)
+				if !ok {
+					t.Fatalf("no node %s in the cluster", tt.agent)
+				}
+				addr = n.ConsulAddr
+			}
+			admin, err := consul.NewClient(&consul.Config{Address: addr, Token: s.ConsulToken})
+			if err != nil {
+				t.Fatal(err)
+			}
+			scrapesByAllocation(t, s, admin)
+		})
+	}
+}
+
+// scrapesByAllocation registers a tagged service's instances with the
+// Consul agent admin reaches and checks what Prometheus makes of them.
+func scrapesByAllocation(t *testing.T, s *localstack.Stack, admin *consul.Client) {
+	t.Helper()
+	service := stacktest.Name(t, "scraped")
+	type instance struct {
+		alloc  string
+		canary bool
+	}
+	instances := []instance{
+		{"0e4f2a6b-1c3d-4e5f-8a9b-0c1d2e3f4a5b", false},
+		{"9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a", true},
+	}
+	for i, in := range instances {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+			fmt.Fprintf(w, "counter_http_requests_total{route=\"/\",code=\"200\"} %d\n", 10*(i+1))
+		}))
+		t.Cleanup(srv.Close)
+		host, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
+		p, _ := strconv.Atoi(port)
+		tags := []string{"counter", "release-abc"}
+		if in.canary {
+			tags = append(tags, "canary")
+		}
+		reg := &consul.AgentServiceRegistration{
+			ID: "_nomad-task-" + in.alloc + "-group-web-" + service + "-http", Name: service, Tags: tags, Address: host, Port: p,
+		}
+		if err := admin.Agent().ServiceRegister(reg); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = admin.Agent().ServiceDeregister(reg.ID) })
+	}
+	// Untagged: a service that is no environment's job is not scraped.
+	other := &consul.AgentServiceRegistration{ID: service + "-other", Name: service + "-other", Address: "127.0.0.1", Port: 1}
+	if err := admin.Agent().ServiceRegister(other); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.Agent().ServiceDeregister(other.ID) })
+
+	start := time.Now()
+	q := fmt.Sprintf(`up{%s=%q}`, localstack.LabelService, service)
+	got := stacktest.WaitQuery(t, s, 30*time.Second, q, func(v model.Vector) bool { return len(v) == len(instances) && allUp(v) })
+	t.Logf("Prometheus scraped both instances %s after they were registered", time.Since(start).Round(100*time.Millisecond))
+	for _, in := range instances {
+		found := false
+		for _, sample := range got {
+			if string(sample.Metric[localstack.LabelAlloc]) == in.alloc {
+				found = true
+				if want := strconv.FormatBool(in.canary); string(sample.Metric[localstack.LabelCanary]) != want {
+					t.Errorf("alloc %s: canary=%q, want %q (%s)", in.alloc, sample.Metric[localstack.LabelCanary], want, sample.Metric)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no series of alloc %s in %s", in.alloc, got)
+		}
+	}
+	counts := stacktest.Query(t, s, fmt.Sprintf(`counter_http_requests_total{%s=%q, %s="true"}`, localstack.LabelService, service, localstack.LabelCanary))
+	if len(counts) != 1 || counts[0].Value != 20 || string(counts[0].Metric[localstack.LabelAlloc]) != instances[1].alloc {
+		t.Errorf("the canary's request count: %s, want 20 labelled alloc %s", counts, instances[1].alloc)
+	}
+	if v := stacktest.Query(t, s, fmt.Sprintf(`up{%s=%q}`, localstack.LabelService, service+"-other")); len(v) != 0 {
+		t.Errorf("an untagged service is scraped: %s", v)
+	}
+
+	// The canary leaves Consul (promoted or failed): it leaves the targets.
+	if err := admin.Agent().ServiceDeregister("_nomad-task-" + instances[1].alloc + "-group-web-" + service + "-http"); err != nil {
+		t.Fatal(err)
+	}
+	stacktest.WaitQuery(t, s, 30*time.Second, q, func(v model.Vector) bool {
+		return len(v) == 1 && string(v[0].Metric[localstack.LabelAlloc]) == instances[0].alloc
+	})
+}
+
+// allUp reports whether every sample of up is 1.
+func allUp(v model.Vector) bool {
+	for _, s := range v {
+		if s.Value != 1 {
+			return false
+		}
+	}
+	return true
+}
