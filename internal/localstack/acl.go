@@ -91,19 +91,26 @@ func (s *Stack) makeServiceTokens() error {
 // makeDNSToken reads the secret of the agent's DNS token, making it the
 // first time (a stack made before the front door has none yet): Consul's
 // config names it, and grantDNS makes the token once Consul runs.
-func (s *Stack) makeDNSToken() error {
-	file := filepath.Join(s.Dir, secretsDir, consulDNSFile)
+func (s *Stack) makeDNSToken() (err error) {
+	s.dnsToken, err = s.secretFile(consulDNSFile)
+	return err
+}
+
+// secretFile reads the token secret kept in the stack's secrets folder
+// under name, making and keeping a new one when there is none yet: a stack
+// made before the part that needs it has none.
+func (s *Stack) secretFile(name string) (string, error) {
+	file := filepath.Join(s.Dir, secretsDir, name)
 	if b, err := os.ReadFile(file); err == nil {
-		s.dnsToken = strings.TrimSpace(string(b))
-		return nil
+		return strings.TrimSpace(string(b)), nil
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
+		return "", err
 	}
-	var err error
-	if s.dnsToken, err = newSecret(); err != nil {
-		return err
+	secret, err := newSecret()
+	if err != nil {
+		return "", err
 	}
-	return os.WriteFile(file, []byte(s.dnsToken+"\n"), 0o600)
+	return secret, os.WriteFile(file, []byte(secret+"\n"), 0o600)
 }
 
 // DNSToken returns the secret of the Consul token that answers the front

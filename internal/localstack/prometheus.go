@@ -154,19 +154,9 @@ func (s *Stack) prometheusReady(ctx context.Context) error {
 // makePrometheusToken reads the secret of Prometheus's Consul token,
 // making it the first time (a stack made before Prometheus has none yet);
 // grantPrometheus makes the token once Consul runs.
-func (s *Stack) makePrometheusToken() error {
-	file := filepath.Join(s.Dir, secretsDir, prometheusTokenFile)
-	if b, err := os.ReadFile(file); err == nil {
-		s.promToken = strings.TrimSpace(string(b))
-		return nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	var err error
-	if s.promToken, err = newSecret(); err != nil {
-		return err
-	}
-	return os.WriteFile(file, []byte(s.promToken+"\n"), 0o600)
+func (s *Stack) makePrometheusToken() (err error) {
+	s.promToken, err = s.secretFile(prometheusTokenFile)
+	return err
 }
 
 // PrometheusToken returns the secret of Prometheus's Consul token; "" on
