@@ -72,11 +72,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// The batcher keeps one INCRBY in flight and /readyz sends a PING:
 		// a few connections are all the app ever needs.
 		PoolSize: 4,
-		// Two connections dialed at start and kept (the batcher's and
-		// /readyz's): at the descriptor limit, where every descriptor the
-		// app frees goes to a connection waiting in its backlog, a visit
-		// must not need a new socket to be counted.
-		MinIdleConns: 2,
 		// One dial a round trip: a Redis that refuses connections gets its
 		// visits answered 503 at once, not after five tries spread over a
 		// second; the next batch dials again.

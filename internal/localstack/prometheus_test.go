@@ -88,14 +88,17 @@ func TestPrometheusTokenReadsServicesOnly(t *testing.T) {
 // the service, and whether it is a canary; an instance that leaves Consul
 // leaves Prometheus's targets. The instances are metrics endpoints of the
 // test's own, registered under the IDs Nomad would give them: the deployer's
-// tests scrape real allocations.
+// tests scrape real allocations. They go into Consul's catalog under a node
+// of the test's own, not into an agent: a Nomad client removes from its
+// agent every _nomad- service it did not register itself (it did so in CI,
+// two seconds after the test registered them).
 func TestPrometheusLabelsEveryInstanceByAllocation(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name  string
 		start func(testing.TB) *localstack.Stack
-		// agent is the Consul agent the instances register with, as
-		// their Nomad client's would: "" for the stack's first.
+		// agent is the Consul agent the test writes the instances
+		// through: "" for the stack's first.
 		agent string
 	}{
 		{"one agent", stacktest.Start, ""},
@@ -126,6 +129,7 @@ func TestPrometheusLabelsEveryInstanceByAllocation(t *testing.T) {
 func scrapesByAllocation(t *testing.T, s *localstack.Stack, admin *consul.Client) {
 	t.Helper()
 	service := stacktest.Name(t, "scraped")
+	node := service + "-node"
 	type instance struct {
 		alloc  string
 		canary bool
@@ -146,20 +150,12 @@ func scrapesByAllocation(t *testing.T, s *localstack.Stack, admin *consul.Client
 		if in.canary {
 			tags = append(tags, "canary")
 		}
-		reg := &consul.AgentServiceRegistration{
-			ID: "_nomad-task-" + in.alloc + "-group-web-" + service + "-http", Name: service, Tags: tags, Address: host, Port: p,
-		}
-		if err := admin.Agent().ServiceRegister(reg); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = admin.Agent().ServiceDeregister(reg.ID) })
+		register(t, admin, node, &consul.AgentService{
+			ID: "_nomad-task-" + in.alloc + "-group-web-" + service + "-http", Service: service, Tags: tags, Address: host, Port: p,
+		})
 	}
 	// Untagged: a service that is no environment's job is not scraped.
-	other := &consul.AgentServiceRegistration{ID: service + "-other", Name: service + "-other", Address: "127.0.0.1", Port: 1}
-	if err := admin.Agent().ServiceRegister(other); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = admin.Agent().ServiceDeregister(other.ID) })
+	register(t, admin, node, &consul.AgentService{ID: service + "-other", Service: service + "-other", Address: "127.0.0.1", Port: 1})
 
 	start := time.Now()
 	q := fmt.Sprintf(`up{%s=%q}`, localstack.LabelService, service)
@@ -188,12 +184,22 @@ func scrapesByAllocation(t *testing.T, s *localstack.Stack, admin *consul.Client
 	}
 
 	// The canary leaves Consul (promoted or failed): it leaves the targets.
-	if err := admin.Agent().ServiceDeregister("_nomad-task-" + instances[1].alloc + "-group-web-" + service + "-http"); err != nil {
+	if _, err := admin.Catalog().Deregister(&consul.CatalogDeregistration{Node: node, ServiceID: "_nomad-task-" + instances[1].alloc + "-group-web-" + service + "-http"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	stacktest.WaitQuery(t, s, 30*time.Second, q, func(v model.Vector) bool {
 		return len(v) == 1 && string(v[0].Metric[localstack.LabelAlloc]) == instances[0].alloc
 	})
+}
+
+// register puts svc into Consul's catalog on node (made with it, at
+// 127.0.0.1), and removes the node when the test ends.
+func register(t *testing.T, c *consul.Client, node string, svc *consul.AgentService) {
+	t.Helper()
+	if _, err := c.Catalog().Register(&consul.CatalogRegistration{Node: node, Address: "127.0.0.1", Service: svc}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.Catalog().Deregister(&consul.CatalogDeregistration{Node: node}, nil) })
 }
 
 // allUp reports whether every sample of up is 1.
