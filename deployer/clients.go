@@ -69,7 +69,8 @@ func (p *prometheusFlag) register(fs *flag.FlagSet) {
 // judgeWith gives d the Prometheus that judges e's canaries, when e has an
 // analysis block: the flag's, else PROMETHEUS_ADDR. Without either, a
 // release to such an environment is refused before anything is written:
-// its canary would wait for a judge that never comes.
+// its canary would wait for a judge that never comes. With d nil it only
+// checks, so that a command can refuse before it asks anything of anyone.
 func (p *prometheusFlag) judgeWith(sh *shell, d *deploy.Deployer, e *environment.Environment) error {
 	if e.Analysis == nil {
 		return nil
@@ -85,7 +86,9 @@ func (p *prometheusFlag) judgeWith(sh *shell, d *deploy.Deployer, e *environment
 	if err != nil {
 		return usageError("-prometheus-addr: %v", err)
 	}
-	d.Metrics = src
+	if d != nil {
+		d.Metrics = src
+	}
 	return nil
 }
 

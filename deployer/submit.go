@@ -36,6 +36,13 @@ what already runs changes nothing.`,
 					}
 					opts.CheckIndex = &n
 				}
+				// Refused before the registry or Nomad is asked: a usage
+				// error whatever runs on this machine.
+				if e, err := f.load(); err == nil {
+					if err := w.judgeWith(sh, nil, e); err != nil {
+						return err
+					}
+				}
 				d, rel, closeClients, err := f.prepare(ctx, sh)
 				if err != nil {
 					return err
