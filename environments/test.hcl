@@ -18,11 +18,31 @@ resources {
   memory = 64
 }
 
+# One canary beside the stable instance, promoted by the deployer's analysis
+# below, not by Nomad once healthy; a canary that is failed, or never turns
+# healthy, is reverted while the old instance keeps serving.
 update {
   canary            = 1
-  auto_promote      = true
   auto_revert       = true
   min_healthy_time  = "10s"
   healthy_deadline  = "2m"
   progress_deadline = "3m"
+}
+
+# The canary is judged as prod's is, so that a release prod would fail
+# fails here first, with a shorter deadline: test's traffic is the load its
+# testers and CI send, which comes in the first minute or not at all
+# (docs/environments.md says why these values). Releases need traffic
+# through the URL while they are judged; make demo sends it.
+analysis {
+  alpha        = 0.01
+  min_sample   = 300
+  interval     = "5s"
+  max_duration = "2m"
+  inconclusive = "fail"
+
+  latency {
+    quantile  = 0.9
+    threshold = "25ms"
+  }
 }

@@ -16,12 +16,15 @@ func TestShippedEnvironmentsLoad(t *testing.T) {
 		// never turns healthy runs before Nomad fails and reverts it; 0
 		// leaves it to the environment.
 		maxProgress time.Duration
+		// judged says the canary is judged by what it serves (an analysis
+		// block) rather than promoted by Nomad once healthy.
+		judged bool
 	}{
 		// The issue: in dev a release that cannot turn healthy fails
 		// within about a minute.
-		{"dev", time.Minute},
-		{"test", 0},
-		{"prod", 0},
+		{"dev", time.Minute, false},
+		{"test", 0, true},
+		{"prod", 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -32,13 +35,17 @@ func TestShippedEnvironmentsLoad(t *testing.T) {
 			if env.Job != "counter-"+tt.name || env.Namespace != "default" || env.Count < 1 {
 				t.Errorf("defaults: job %q namespace %q count %d", env.Job, env.Namespace, env.Count)
 			}
-			// Old instances serve until new ones are healthy, in every
-			// environment: a canary, promoted once healthy, and reverted
-			// when it never is.
+			// Old instances serve until new ones are promoted, in every
+			// environment: a canary, reverted when it never turns healthy
+			// or is failed, and promoted by Nomad once healthy where it is
+			// not judged.
 			u := env.Update
-			if *u.Canary < 1 || !*u.AutoPromote || !*u.AutoRevert {
-				t.Errorf("%s: canary = %d, auto_promote = %t, auto_revert = %t; want a canary, promoted and reverted automatically",
-					env.File, *u.Canary, *u.AutoPromote, *u.AutoRevert)
+			if *u.Canary < 1 || *u.AutoPromote == tt.judged || !*u.AutoRevert {
+				t.Errorf("%s: canary = %d, auto_promote = %t, auto_revert = %t; want a canary, promoted by Nomad %t, reverted automatically",
+					env.File, *u.Canary, *u.AutoPromote, *u.AutoRevert, !tt.judged)
+			}
+			if (env.Analysis != nil) != tt.judged {
+				t.Fatalf("%s: analysis block %t, want %t", env.File, env.Analysis != nil, tt.judged)
 			}
 			progress, err := time.ParseDuration(*u.ProgressDeadline)
 			if err != nil {
@@ -47,7 +54,32 @@ func TestShippedEnvironmentsLoad(t *testing.T) {
 			if tt.maxProgress > 0 && progress > tt.maxProgress {
 				t.Errorf("%s: progress_deadline = %s, want at most %s", env.File, progress, tt.maxProgress)
 			}
+			if tt.judged {
+				checkShippedAnalysis(t, env)
+			}
 		})
+	}
+}
+
+// checkShippedAnalysis holds a shipped analysis block to what
+// docs/environments.md promises of it: a release that could not be judged
+// is failed, never promoted; a good canary is failed at most 1 % of the
+// time, on at least the sample of docs/analysis.md's figures; a latency
+// rule's threshold exceeds the app's buckets where stable's p90 falls
+// (up to 2.5 ms), so that bucket width alone cannot fail a canary.
+func checkShippedAnalysis(t *testing.T, env *Environment) {
+	t.Helper()
+	a := env.Analysis
+	if *a.Inconclusive != "fail" || *a.Alpha > 0.01 || *a.MinSample < 300 || !*a.Errors {
+		t.Errorf("%s: analysis inconclusive = %q, alpha = %g, min_sample = %d, errors = %t; want fail, at most 0.01, at least 300, true",
+			env.File, *a.Inconclusive, *a.Alpha, *a.MinSample, *a.Errors)
+	}
+	if l := a.Latency; l != nil && l.ThresholdDuration < 10*time.Millisecond {
+		t.Errorf("%s: latency threshold %s; want at least 10ms, above the width of the buckets where a healthy p90 falls", env.File, l.ThresholdDuration)
+	}
+	// The demo's load (scripts/demo) reaches min_sample well within it.
+	if a.Longest < time.Minute {
+		t.Errorf("%s: max_duration %s; want at least 1m", env.File, a.Longest)
 	}
 }
 
