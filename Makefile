@@ -92,6 +92,13 @@ release: ## build and push the current commit, submit it to ENV (default dev) on
 	echo "==> deployer build"; \
 	ref=$$(bin/deployer build -allow-dirty -network host $$(scripts/image --build-args | sed 's/^/-build-arg /') 2>.stack/build.log) \
 	  || { tail -n 20 .stack/build.log; exit 1; }; \
+	if grep -q '^analysis' environments/$(ENV).hcl; then \
+	  url=$$(bin/deployer status -env $(ENV) 2>/dev/null | awk '/^URL: +http:\/\// { print $$2; exit }') || true; \
+	  if [ -n "$$url" ]; then \
+	    echo "==> load: GET $$url 100/s while the canary is judged (scripts/load; the local stack has no users)"; \
+	    scripts/load "$$url" 2>>.stack/release-load.txt & load=$$!; trap 'kill $$load 2>/dev/null' EXIT; \
+	  fi; \
+	fi; \
 	echo "==> deployer submit -env $(ENV) -image $$ref"; \
 	bin/deployer submit -env $(ENV) -image "$$ref" | tee .stack/last-release.txt; \
 	$(call_app) .stack/last-release.txt
