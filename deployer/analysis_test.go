@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -18,7 +17,6 @@ import (
 	"github.com/kodekloud/counter/internal/deploy"
 	"github.com/kodekloud/counter/internal/localstack"
 	"github.com/kodekloud/counter/internal/testsupport/imagetest"
-	"github.com/kodekloud/counter/internal/testsupport/promtest"
 	"github.com/kodekloud/counter/internal/testsupport/redistest"
 	"github.com/kodekloud/counter/internal/testsupport/stacktest"
 )
@@ -30,27 +28,7 @@ import (
 // test's. It is pushed to the stack's registry; the reference is returned.
 func faultyImage(t *testing.T, s *localstack.Stack) string {
 	t.Helper()
-	root := imagetest.RepoRoot(t)
-	src := t.TempDir()
-	for _, p := range []string{"go.mod", "go.sum", "app", "internal/welcome"} {
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(src, p)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := exec.Command("cp", "-r", filepath.Join(root, p), filepath.Join(src, p)).CombinedOutput(); err != nil {
-			t.Fatalf("copy %s: %v\n%s", p, err, out)
-		}
-	}
-	handler := filepath.Join(src, "app", "handler.go")
-	code, err := os.ReadFile(handler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const at = "\tstart := ctx.Time() // when fasthttp began serving it: no clock read of our own\n"
-	if !strings.Contains(string(code), at) {
-		t.Fatalf("app/handler.go has no line %q to patch: update faultyImage", at)
-	}
-	patched := strings.Replace(string(code), at, at+"\tif faulty(h, ctx, start) {\n\t\treturn\n\t}\n", 1)
-	fault := `package main
+	return patchedImage(t, s, "faulty", "\tif faulty(h, ctx, start) {\n\t\treturn\n\t}\n", `package main
 
 import (
 	"sync/atomic"
@@ -72,8 +50,38 @@ func faulty(h *handler, ctx *fasthttp.RequestCtx, start time.Time) bool {
 	h.rootDuration.Observe(time.Since(start).Seconds())
 	return true
 }
-`
-	for file, content := range map[string]string{handler: patched, filepath.Join(src, "app", "fault.go"): fault} {
+`)
+}
+
+// patchedImage builds the app from a copy of its source patched by the
+// test: call goes into GET /'s handler once it has its start time (the
+// variables h, ctx and start in scope), and patch, Go source of package
+// main, is added as app/patch.go. The image is the product image's last
+// stage with the patched binary, tagged name, pushed to the stack's
+// registry; the reference is returned.
+func patchedImage(t *testing.T, s *localstack.Stack, name, call, patch string) string {
+	t.Helper()
+	root := imagetest.RepoRoot(t)
+	src := t.TempDir()
+	for _, p := range []string{"go.mod", "go.sum", "app", "internal/welcome"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(src, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("cp", "-r", filepath.Join(root, p), filepath.Join(src, p)).CombinedOutput(); err != nil {
+			t.Fatalf("copy %s: %v\n%s", p, err, out)
+		}
+	}
+	handler := filepath.Join(src, "app", "handler.go")
+	code, err := os.ReadFile(handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const at = "\tstart := ctx.Time() // when fasthttp began serving it: no clock read of our own\n"
+	if !strings.Contains(string(code), at) {
+		t.Fatalf("app/handler.go has no line %q to patch: update patchedImage", at)
+	}
+	patched := strings.Replace(string(code), at, at+call, 1)
+	for file, content := range map[string]string{handler: patched, filepath.Join(src, "app", "patch.go"): patch} {
 		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +98,7 @@ func faulty(h *handler, ctx *fasthttp.RequestCtx, start time.Time) bool {
 	if err := os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ref := s.RegistryAddr + "/counter:" + stacktest.Name(t, "faulty")
+	ref := s.RegistryAddr + "/counter:" + stacktest.Name(t, name)
 	for _, step := range [][]string{{"build", "-q", "-t", ref, ctx}, {"push", ref}} {
 		if _, err := imagetest.Docker(step...); err != nil {
 			t.Fatal(err)
@@ -98,33 +106,6 @@ func faulty(h *handler, ctx *fasthttp.RequestCtx, start time.Time) bool {
 	}
 	t.Cleanup(func() { _, _ = imagetest.Docker("rmi", ref) })
 	return ref
-}
-
-// prometheusOf starts a Prometheus of the test's own that finds the job's
-// allocations through the stack's Consul and labels each series as the
-// stack's Prometheus does: alloc (the Nomad allocation's ID, from the
-// service ID Nomad gives it), service, and canary.
-func prometheusOf(t *testing.T, s *localstack.Stack, job string) *promtest.Server {
-	t.Helper()
-	return promtest.Start(t, fmt.Sprintf(`- job_name: %q
-  consul_sd_configs:
-  - server: %q
-    token: %q
-    services: [%q]
-    refresh_interval: 1s
-  relabel_configs:
-  - source_labels: [__meta_consul_service_id]
-    regex: '_nomad-task-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-.*'
-    target_label: alloc
-  - source_labels: [__meta_consul_service]
-    target_label: service
-  - target_label: canary
-    replacement: "false"
-  - source_labels: [__meta_consul_tags]
-    regex: '.*,canary,.*'
-    target_label: canary
-    replacement: "true"
-`, job, s.ConsulAddr, s.ConsulToken, job))
 }
 
 // urlLoad calls the URL one request after another and counts its answers
@@ -216,13 +197,13 @@ func TestAnalysisFailsABadCanaryAndPromotesAGoodOne(t *testing.T) {
 	if _, stderr, code := f.deployer("submit", "-env", "dev", "-image", good); code != exitUsage || !strings.Contains(stderr, "PROMETHEUS_ADDR") {
 		t.Fatalf("a release with an analysis block and no Prometheus: exit %d, want %d naming PROMETHEUS_ADDR\n%s", code, exitUsage, stderr)
 	}
-	prom := prometheusOf(t, s, f.job)
-	f.env["PROMETHEUS_ADDR"] = prom.Addr
+	judgeWithStack(t, f, s)
 	// The first release has no stable instances, so Nomad places it
 	// without a canary: nothing to judge.
 	if rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", good); code != exitOK || rec.Analysis != nil {
 		t.Fatalf("first release: exit %d, analysis %+v\n%s", code, rec.Analysis, stderr)
 	}
+	wantJudgeLabels(t, f, s)
 	l := startJudgedLoad(t, url)
 	waitFor(t, 30*time.Second, "answers through the front door", func() bool { n, _ := l.counts("before"); return n > 50 })
 
@@ -262,6 +243,8 @@ func TestAnalysisFailsABadCanaryAndPromotesAGoodOne(t *testing.T) {
 	if a := rec.Analysis; code != exitOK || a == nil || a.Verdict != deploy.Promote || a.Outcome != "pass" {
 		t.Fatalf("the clean release: exit %d, analysis %+v, detail %q\n%s", code, a, rec.Detail, stderr)
 	}
+	passed := rec.Analysis.Looks[len(rec.Analysis.Looks)-1]
+	t.Logf("clean: promoted at look %d, %s after its canary turned healthy: %s", passed.N, passed.At.Sub(rec.Analysis.Since).Round(100*time.Millisecond), passed.Reason)
 	if n, bad := l.counts("after faulty"); bad > 0 {
 		t.Errorf("users saw %d errors of %d answers after the faulty release was reverted; want none", bad, n)
 	}
