@@ -119,6 +119,12 @@ type Record struct {
 	// Analysis is the judging of the canary, every look with its numbers,
 	// for an environment with an analysis block.
 	Analysis *AnalysisReport `json:"analysis,omitempty"`
+	// JudgedCopy names the version that registers the release again with
+	// auto_promote on once analysis passed it, so that a revert to it
+	// (nomad job revert, the Nomad UI, Nomad's auto_revert) needs no
+	// promotion.
+	JudgedCopy        string  `json:"judged_copy,omitempty"`
+	JudgedCopyVersion *uint64 `json:"judged_copy_version,omitempty"`
 
 	// judging, when set, is how the watch judges the canary.
 	judging *judging
@@ -477,7 +483,11 @@ func (d *Deployer) Submit(ctx context.Context, r0 *release.Release, opts SubmitO
 	}
 	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (eval %s)\n", rec.Release, r.Env.Job, *rec.Version, short(resp.EvalID))
 	d.sayWarnings(rec)
-	return d.followLocked(ctx, rec, opts.Detach, lease.lost)
+	rec, err = d.followLocked(ctx, rec, opts.Detach, lease.lost)
+	if err == nil {
+		d.judgedCopy(ctx, rec, lease.lost)
+	}
+	return rec, err
 }
 
 // unwrite deletes the snapshot this submit wrote (created) for a release
