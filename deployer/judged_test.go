@@ -33,14 +33,8 @@ func TestRevertToAJudgedReleaseNeedsNoPromotion(t *testing.T) {
 	f.env["PROMETHEUS_ADDR"] = prom.Addr
 	const analysis = "analysis {\n  alpha = 0.01\n  min_sample = 300\n  interval = \"2s\"\n  max_duration = \"60s\"\n}\n"
 	file := filepath.Join(f.dir, "environments", "dev.hcl")
-	release := func(i int) released {
+	writeEnv := func(rdb *redistest.Server) {
 		t.Helper()
-		rdb := redistest.Start(t)
-		// Counts apart, so that an answer names the Redis, and so the
-		// config, it came from.
-		if err := rdb.Set("visitorCount", strconv.Itoa(100*(i+1))); err != nil {
-			t.Fatal(err)
-		}
 		f.writeEnv("dev", rdb, 2, "canary = 1\nmin_healthy_time = \"1s\"\nhealthy_deadline = \"30s\"")
 		env, err := os.ReadFile(file)
 		if err != nil {
@@ -49,6 +43,16 @@ func TestRevertToAJudgedReleaseNeedsNoPromotion(t *testing.T) {
 		if err := os.WriteFile(file, append(env, analysis...), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	release := func(i int) released {
+		t.Helper()
+		rdb := redistest.Start(t)
+		// Counts apart, so that an answer names the Redis, and so the
+		// config, it came from.
+		if err := rdb.Set("visitorCount", strconv.Itoa(100*(i+1))); err != nil {
+			t.Fatal(err)
+		}
+		writeEnv(rdb)
 		start := time.Now()
 		rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", imageVariant(t, s, i))
 		if code != exitOK || len(rec.Warnings) > 0 {
@@ -136,6 +140,13 @@ func TestRevertToAJudgedReleaseNeedsNoPromotion(t *testing.T) {
 		t.Fatalf("rollback -to %s: exit %d, outcome %q; want 0, succeeded, via its judged copy %s\n%s", a.rec.Release, code, rec.Outcome, a.rec.JudgedCopy, stderr)
 	}
 	f.wantRunning(a, "after deployer rollback -to A")
+
+	// What runs is A's judged copy: A submitted again is no change.
+	writeEnv(a.redis)
+	n := len(f.versions())
+	if rec, code, stderr := submitJSON(t, f, "-env", "dev", "-image", a.rec.Image); code != exitOK || rec.Outcome != deploy.NoChange || len(f.versions()) != n {
+		t.Errorf("A submitted again over its judged copy: exit %d, outcome %q, %d versions (was %d); want no change\n%s", code, rec.Outcome, len(f.versions()), n, stderr)
+	}
 	if out, _, _ := f.deployer("status", "-env", "dev"); !strings.Contains(out, "Drift:        none") {
 		t.Errorf("status after the rollbacks:\n%s", out)
 	}

@@ -288,14 +288,24 @@ func (d *Deployer) plan(ctx context.Context, r *release.Release, promoted bool) 
 			planned, carried = withSubmitter(sameJob, cur.Meta[release.MetaSubmittedBy]), true
 		}
 	}
+	// What runs may be the release's judged copy (judged.go): the same
+	// release with auto_promote on, so the same release submitted again is
+	// no change.
+	judged := cur != nil && !waitsForPromotion(cur) && judgedPair(planned, cur)
+	if judged {
+		if planned, err = autoPromoted(planned); err != nil {
+			return nil, err
+		}
+	}
 	resp, err := d.planJob(ctx, r, planned)
 	if err != nil {
 		return nil, err
 	}
 	p.Changed = cur == nil || (resp.Diff != nil && resp.Diff.Type != "None")
-	if p.Changed && carried {
-		// Something besides the source changed: the plan shown is that of
-		// the job registered, which names this promotion's source.
+	if p.Changed && (carried || judged) {
+		// Something besides the source (or auto_promote) changed: the plan
+		// shown is that of the job registered, which names this
+		// promotion's source and has auto_promote off.
 		planned = withSubmitter(job, cur.Meta[release.MetaSubmittedBy])
 		if resp, err = d.planJob(ctx, r, planned); err != nil {
 			return nil, err
