@@ -290,8 +290,9 @@ func (d *Deployer) plan(ctx context.Context, r *release.Release, promoted bool) 
 	}
 	// What runs may be the release's judged copy (judged.go): the same
 	// release with auto_promote on, so the same release submitted again is
-	// no change.
-	judged := cur != nil && !waitsForPromotion(cur) && judgedPair(planned, cur)
+	// no change. The same meta is the same release identity; Nomad's diff
+	// of the plan says whether anything else changed.
+	judged := cur != nil && waitsForPromotion(planned) && !waitsForPromotion(cur) && maps.Equal(planned.Meta, cur.Meta)
 	if judged {
 		if planned, err = autoPromoted(planned); err != nil {
 			return nil, err

@@ -50,16 +50,10 @@ func (d *Deployer) judgedCopy(ctx context.Context, rec *Record, lost <-chan stru
 	if !waitsForPromotion(cur) {
 		return
 	}
-	cp, err := autoPromoted(cur)
+	sub, cp, err := d.autoPromotedSubmission(ctx, rec)
 	if err != nil {
 		warn("was not registered", err)
 		return
-	}
-	// The same source and variables: the Nomad UI shows them, and a
-	// rollback that restores the release's config renders them again.
-	sub, _, err := d.Jobs.Submission(rec.Job, int(*rec.Version), (&nomad.QueryOptions{Namespace: rec.Namespace}).WithContext(ctx))
-	if err != nil {
-		sub = nil
 	}
 	resp, _, err := d.Jobs.RegisterOpts(cp, &nomad.RegisterOptions{EnforceIndex: true, ModifyIndex: *cur.JobModifyIndex, Submission: sub},
 		(&nomad.WriteOptions{Namespace: rec.Namespace}).WithContext(ctx))
@@ -90,6 +84,35 @@ func (d *Deployer) judgedCopy(ctx context.Context, rec *Record, lost <-chan stru
 		return
 	}
 	fmt.Fprintf(d.Progress, "==> the judged copy %s is stable after %s\n", name, time.Since(start).Round(100*time.Millisecond))
+}
+
+// autoPromotedSubmission renders rec's version again from the submission
+// Nomad keeps of it, with its update variable's auto_promote on, and returns
+// that submission and job. Rendered, not copied from the registered job:
+// Nomad adds its implied constraints to a job at each register, so the
+// registered job sent back would carry them twice, and the copy would differ
+// from the release in more than auto_promote. The submission says what the
+// copy runs, so the Nomad UI's edit of it keeps auto_promote on.
+func (d *Deployer) autoPromotedSubmission(ctx context.Context, rec *Record) (*nomad.JobSubmission, *nomad.Job, error) {
+	sub, _, err := d.Jobs.Submission(rec.Job, int(*rec.Version), (&nomad.QueryOptions{Namespace: rec.Namespace}).WithContext(ctx))
+	if err != nil || sub == nil || sub.Variables == "" {
+		return nil, nil, fmt.Errorf("Nomad at %s keeps no submission of version %d to render it from (%v)", d.NomadAddr, *rec.Version, err)
+	}
+	// release.Variables writes the update variable one field a line.
+	const off, on = "  auto_promote = false\n", "  auto_promote = true\n"
+	if !strings.Contains(sub.Variables, off) {
+		return nil, nil, fmt.Errorf("the variables of version %d set no %q", *rec.Version, strings.TrimSpace(off))
+	}
+	cp := *sub
+	cp.Variables = strings.Replace(sub.Variables, off, on, 1)
+	job, err := d.Jobs.ParseHCLOpts(&nomad.JobsParseRequest{JobHCL: cp.Source, Variables: cp.Variables, Canonicalize: true})
+	if err != nil {
+		return nil, nil, fmt.Errorf("render version %d with auto_promote on with Nomad at %s: %w", *rec.Version, d.NomadAddr, err)
+	}
+	if waitsForPromotion(job) {
+		return nil, nil, fmt.Errorf("version %d rendered with auto_promote on still has a canary with auto_promote off", *rec.Version)
+	}
+	return &cp, job, nil
 }
 
 // judgedDescription is the judged copy's tag description: the release it
