@@ -94,6 +94,9 @@ func printHistory(w io.Writer, entries []deploy.Entry) {
 		if e.SameAs != "" {
 			fmt.Fprintf(w, "      same release as %s\n", e.SameAs)
 		}
+		if e.JudgedCopyOf != "" {
+			fmt.Fprintf(w, "      judged copy of %s (auto_promote on): revert to this one, not %s, with nomad job revert or the Nomad UI\n", e.JudgedCopyOf, e.JudgedCopyOf)
+		}
 		for _, c := range e.Changes {
 			fmt.Fprintf(w, "      %s\n", c)
 		}

@@ -93,8 +93,7 @@ func TestShippedAnalysisPassesUnderTheDemoLoad(t *testing.T) {
 	f, s, url := frontDoorFixture(t, "shipped")
 	good, _ := releaseImages(t, s)
 	rdb := redistest.Start(t)
-	prom := prometheusOf(t, s, f.job)
-	f.env["PROMETHEUS_ADDR"] = prom.Addr
+	judgeWithStack(t, f, s)
 	file := filepath.Join(f.dir, "environments", "dev.hcl")
 	write := func(name string) {
 		if err := os.WriteFile(file, shippedAs(t, f, name, rdb), 0o644); err != nil {

@@ -283,6 +283,9 @@ func printStatus(w io.Writer, st *deploy.Status, env string, judged bool) {
 		if dep.AwaitingPromotion != "" {
 			fmt.Fprintf(w, "Promotion:    %s\n", awaitsVerdict(env, dep, judged))
 		}
+		if dep.Revert != "" {
+			fmt.Fprintf(w, "Revert:       %s\n", dep.Revert)
+		}
 	}
 	fmt.Fprintf(w, "Allocations:  %s\n", allocSummary(st.Allocs, st.Healthy))
 	// On one node this would say the line above again.

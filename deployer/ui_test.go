@@ -50,6 +50,24 @@ func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 	}
 	f.wantRunning(rs[1], "before the revert")
 
+	revertInUI(t, f, chromium, 0)
+
+	dep := f.waitForDeployment(2, 2*time.Minute)
+	if dep.Status != "successful" {
+		t.Fatalf("the revert's deployment %s is %s: %s", dep.ID, dep.Status, dep.StatusDescription)
+	}
+	// What runs: the image of the revert's container, from Docker; the
+	// config, from the app's answer, counted in the first release's Redis
+	// (101), not the second's (201).
+	f.wantContainers(dep, rs[0], rs[1])
+	f.wantRunning(rs[0], "after the revert in the Nomad UI")
+}
+
+// revertInUI reverts the fixture's job to version in the Nomad UI, in
+// chromium: "Revert Version" on the version's block of the job's Versions
+// page, and its confirmation.
+func revertInUI(t *testing.T, f *fixture, chromium string, version int) {
+	t.Helper()
 	b := newBrowser(t, chromium)
 	ui := f.stack.NomadAddr + "/ui/jobs/" + f.job + "@default"
 
@@ -69,23 +87,13 @@ func TestNomadUIRevertBringsBackImageAndConfig(t *testing.T) {
 
 	// The production build of the UI has no data-test attributes: find the
 	// version's block by its heading, and its buttons by their words.
-	version := `//section[contains(@class,"job-version")][.//header[starts-with(normalize-space(.), "Version #0 ")]]`
-	revert := version + `//div[contains(@class,"two-step-button")]//button[contains(normalize-space(.), "Revert Version")]`
-	confirm := version + `//div[contains(@class,"two-step-button")]//button[normalize-space(.)="Yes, Revert Version"]`
+	block := fmt.Sprintf(`//section[contains(@class,"job-version")][.//header[starts-with(normalize-space(.), "Version #%d ")]]`, version)
+	revert := block + `//div[contains(@class,"two-step-button")]//button[contains(normalize-space(.), "Revert Version")]`
+	confirm := block + `//div[contains(@class,"two-step-button")]//button[normalize-space(.)="Yes, Revert Version"]`
 	b.page, b.pageReady = ui+"/versions", `//section[contains(@class,"job-version")]`
 	b.do("open the Versions page", chromedp.Navigate(b.page), chromedp.WaitVisible(revert))
-	b.do("click Revert Version on version 0", chromedp.Click(revert), chromedp.WaitVisible(confirm))
+	b.do(fmt.Sprintf("click Revert Version on version %d", version), chromedp.Click(revert), chromedp.WaitVisible(confirm))
 	b.do("confirm", chromedp.Click(confirm))
-
-	dep := f.waitForDeployment(2, 2*time.Minute)
-	if dep.Status != "successful" {
-		t.Fatalf("the revert's deployment %s is %s: %s", dep.ID, dep.Status, dep.StatusDescription)
-	}
-	// What runs: the image of the revert's container, from Docker; the
-	// config, from the app's answer, counted in the first release's Redis
-	// (101), not the second's (201).
-	f.wantContainers(dep, rs[0], rs[1])
-	f.wantRunning(rs[0], "after the revert in the Nomad UI")
 }
 
 // wantContainers checks that every running allocation the deployment dep

@@ -119,6 +119,12 @@ type Record struct {
 	// Analysis is the judging of the canary, every look with its numbers,
 	// for an environment with an analysis block.
 	Analysis *AnalysisReport `json:"analysis,omitempty"`
+	// JudgedCopy names the version that registers the release again with
+	// auto_promote on once analysis passed it, so that a revert to it
+	// (nomad job revert, the Nomad UI, Nomad's auto_revert) needs no
+	// promotion.
+	JudgedCopy        string  `json:"judged_copy,omitempty"`
+	JudgedCopyVersion *uint64 `json:"judged_copy_version,omitempty"`
 
 	// judging, when set, is how the watch judges the canary.
 	judging *judging
@@ -282,14 +288,25 @@ func (d *Deployer) plan(ctx context.Context, r *release.Release, promoted bool) 
 			planned, carried = withSubmitter(sameJob, cur.Meta[release.MetaSubmittedBy]), true
 		}
 	}
+	// What runs may be the release's judged copy (judged.go): the same
+	// release with auto_promote on, so the same release submitted again is
+	// no change. The same meta is the same release identity; Nomad's diff
+	// of the plan says whether anything else changed.
+	judged := cur != nil && waitsForPromotion(planned) && !waitsForPromotion(cur) && maps.Equal(planned.Meta, cur.Meta)
+	if judged {
+		if planned, err = autoPromoted(planned); err != nil {
+			return nil, err
+		}
+	}
 	resp, err := d.planJob(ctx, r, planned)
 	if err != nil {
 		return nil, err
 	}
 	p.Changed = cur == nil || (resp.Diff != nil && resp.Diff.Type != "None")
-	if p.Changed && carried {
-		// Something besides the source changed: the plan shown is that of
-		// the job registered, which names this promotion's source.
+	if p.Changed && (carried || judged) {
+		// Something besides the source (or auto_promote) changed: the plan
+		// shown is that of the job registered, which names this
+		// promotion's source and has auto_promote off.
 		planned = withSubmitter(job, cur.Meta[release.MetaSubmittedBy])
 		if resp, err = d.planJob(ctx, r, planned); err != nil {
 			return nil, err
@@ -477,7 +494,11 @@ func (d *Deployer) Submit(ctx context.Context, r0 *release.Release, opts SubmitO
 	}
 	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (eval %s)\n", rec.Release, r.Env.Job, *rec.Version, short(resp.EvalID))
 	d.sayWarnings(rec)
-	return d.followLocked(ctx, rec, opts.Detach, lease.lost)
+	rec, err = d.followLocked(ctx, rec, opts.Detach, lease.lost)
+	if err == nil {
+		d.judgedCopy(ctx, rec, lease.lost)
+	}
+	return rec, err
 }
 
 // unwrite deletes the snapshot this submit wrote (created) for a release

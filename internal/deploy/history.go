@@ -44,8 +44,12 @@ type Entry struct {
 	// SameAs names the newest older version that runs the same release:
 	// image, config and every value of the environment file (count,
 	// resources, update, datacenters).
-	SameAs  string   `json:"same_as,omitempty"`
-	Changes []Change `json:"changes,omitempty"` // since the version before it
+	SameAs string `json:"same_as,omitempty"`
+	// JudgedCopyOf names the release this version registered again with
+	// auto_promote on once its canary passed analysis: a revert to this
+	// version needs no promotion, a revert to that one does.
+	JudgedCopyOf string   `json:"judged_copy_of,omitempty"`
+	Changes      []Change `json:"changes,omitempty"` // since the version before it
 }
 
 // Change is one difference between a version and the one before it.
@@ -122,6 +126,12 @@ func historyEntries(versions []*nomad.Job, diffs []*nomad.JobDiff, snaps map[str
 		for j := i + 1; j < len(entries); j++ {
 			if entries[i].ByDeployer && sameRelease(versions[i], versions[j]) {
 				entries[i].SameAs = entries[j].Release
+				break
+			}
+		}
+		for j := i + 1; j < len(entries); j++ {
+			if isOwnRelease(versions[i]) && waitsForPromotion(versions[j]) && judgedPair(versions[j], versions[i]) {
+				entries[i].JudgedCopyOf = entries[j].Release
 				break
 			}
 		}

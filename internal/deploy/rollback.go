@@ -56,6 +56,11 @@ func (d *Deployer) Rollback(ctx context.Context, ns, job string, to Target, opts
 	if err != nil {
 		return nil, nil, err
 	}
+	if c := judgedCopyOf(versions, target); c != nil {
+		// The same release, whose canary Nomad promotes by itself.
+		fmt.Fprintf(d.Progress, "==> %s has a judged copy, %s (auto_promote on): going back to that one\n", releaseName(target), releaseName(c))
+		target = c
+	}
 	// Same image and config is not enough: a version that differs only in
 	// a value of the environment file (a count, a memory limit) is another
 	// release, and going back to it must bring that value back.
@@ -290,7 +295,7 @@ func pick(versions []*nomad.Job, to Target) (*nomad.Job, error) {
 	first := origin(versions, 0)
 	for i, v := range versions[1:] {
 		e := entry(v, nil)
-		if *v.Version < *first.Version && e.Stable && e.ByDeployer && !sameRelease(cur, v) {
+		if *v.Version < *first.Version && e.Stable && e.ByDeployer && !sameRelease(cur, v) && !judgedPair(cur, v) {
 			if _, copied := ownVersion(versions, i+1); !copied {
 				return v, nil
 			}

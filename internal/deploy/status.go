@@ -70,6 +70,10 @@ type DeploymentStatus struct {
 	// CanariesHealthySince is when the last waiting canary turned healthy:
 	// where an analysis of it starts (deployer analyze).
 	CanariesHealthySince *time.Time `json:"canaries_healthy_since,omitempty"`
+	// Revert, when set, says that the waiting version was made outside the
+	// deployer (nomad job revert, a Nomad UI revert) from a release whose
+	// auto_promote is off, and which version to revert to instead.
+	Revert string `json:"revert,omitempty"`
 }
 
 // Status reads the job's current version, its deployment and allocations,
@@ -112,6 +116,7 @@ func (d *Deployer) readStatus(ctx context.Context, ns, job string) (*Status, *no
 		st.Drift = append(st.Drift, "the job is stopped")
 	}
 
+	var copyOf *nomad.Job // the release a version made outside the deployer copies
 	if !e.ByDeployer {
 		st.Drift = append(st.Drift, fmt.Sprintf("version %d was not made by the deployer (no %s in its meta): registered by hand, e.g. nomad job run",
 			e.Version, release.MetaConfigPath))
@@ -122,6 +127,7 @@ func (d *Deployer) readStatus(ctx context.Context, ns, job string) (*Status, *no
 		}
 		st.Drift = append(st.Drift, lin.Drift...)
 		if lin.Copy {
+			copyOf = lin.Own
 			st.Release, st.ReleaseVersion, st.MadeOutside = releaseName(lin.Own), *lin.Own.Version, true
 		}
 		values, found, err := d.Store.Get(ctx, e.ConfigPath)
@@ -142,6 +148,9 @@ func (d *Deployer) readStatus(ctx context.Context, ns, job string) (*Status, *no
 		st.Deployment = &DeploymentStatus{ID: dep.ID, Version: dep.JobVersion, Status: dep.Status, Description: dep.StatusDescription}
 		if dep.Status == "running" && awaitingPromotion(dep) {
 			st.Deployment.AwaitingPromotion = canaryState(dep)
+			if copyOf != nil && dep.JobVersion == e.Version {
+				st.Deployment.Revert = d.revertNote(ctx, ns, job, e.Version, copyOf)
+			}
 			if d.Deploys != nil {
 				if since, err := d.healthySince(ctx, ns, dep, waitingCanaries(dep)); err == nil {
 					st.Deployment.CanariesHealthySince = &since
@@ -228,4 +237,20 @@ func healthyNow(a *nomad.AllocationListStub, passing map[string]bool, checked bo
 		return passing[a.ID]
 	}
 	return a.DeploymentStatus != nil && a.DeploymentStatus.Healthy != nil && *a.DeploymentStatus.Healthy
+}
+
+// revertNote explains a deployment of version, made outside the deployer
+// from the release own, that waits for promotion: own has auto_promote off,
+// and the release's judged copy, when it has one, would not have waited.
+func (d *Deployer) revertNote(ctx context.Context, ns, job string, version uint64, own *nomad.Job) string {
+	note := fmt.Sprintf("job version %d was made outside the deployer from %s (nomad job revert or a Nomad UI revert), and %s has auto_promote off, so its canary waits for a promotion nobody gives",
+		version, releaseName(own), releaseName(own))
+	versions, _, _, err := d.Jobs.Versions(job, false, (&nomad.QueryOptions{Namespace: ns}).WithContext(ctx))
+	if err != nil {
+		return note
+	}
+	if c := judgedCopyOf(versions, own); c != nil {
+		return fmt.Sprintf("%s; %s is its judged copy (auto_promote on): revert to %s instead, it promotes itself", note, releaseName(c), releaseName(c))
+	}
+	return note
 }

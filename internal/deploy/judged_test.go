@@ -1,0 +1,69 @@
+package deploy
+
+import (
+	"testing"
+
+	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/kodekloud/counter/internal/release"
+)
+
+// canaried is version with a canary whose promotion is automatic or not.
+func canaried(n uint64, image, hash string, stable bool, autoPromote bool) *nomad.Job {
+	j := version(n, image, hash, stable, release.Name(n))
+	j.TaskGroups[0].Update = &nomad.UpdateStrategy{Canary: ptr(1), AutoPromote: ptr(autoPromote)}
+	return j
+}
+
+func TestJudgedCopies(t *testing.T) {
+	// Newest first: A (v1) and B (v3), each judged and copied with
+	// auto_promote on (v2, v4); v5 is a copy of B that never turned stable.
+	a, aCopy := canaried(1, "app@sha256:a", "ha", true, false), canaried(2, "app@sha256:a", "ha", true, true)
+	b, bCopy := canaried(3, "app@sha256:b", "hb", true, false), canaried(4, "app@sha256:b", "hb", true, true)
+	versions := []*nomad.Job{bCopy, b, aCopy, a, version(0, "app@sha256:z", "hz", true, "v0")}
+
+	t.Run("rollback/without -to skips the release whose copy runs, and picks the other's copy", func(t *testing.T) {
+		got, err := pick(versions, Target{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *got.Version != 2 {
+			t.Errorf("pick = version %d, want 2", *got.Version)
+		}
+	})
+	copies := []struct {
+		name   string
+		of     *nomad.Job
+		within []*nomad.Job
+		want   *nomad.Job
+	}{
+		{"copy/of A is v2", a, versions, aCopy},
+		{"copy/of B is v4", b, versions, bCopy},
+		{"copy/of a copy is none", aCopy, versions, nil},
+		{"copy/older than its release is none", b, versions[1:], nil},
+		{"copy/that never turned stable is none", b, append([]*nomad.Job{canaried(5, "app@sha256:b", "hb", false, true)}, versions[1:]...), nil},
+		{"copy/of another release is none", a, []*nomad.Job{bCopy, a}, nil},
+	}
+	for _, tt := range copies {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := judgedCopyOf(tt.within, tt.of); got != tt.want {
+				t.Errorf("judgedCopyOf(v%d) = %s, want %s", *tt.of.Version, name(got), name(tt.want))
+			}
+		})
+	}
+	t.Run("history/names each copy's release", func(t *testing.T) {
+		want := map[uint64]string{4: "v3", 2: "v1"}
+		for _, e := range historyEntries(versions, nil, nil) {
+			if e.JudgedCopyOf != want[e.Version] {
+				t.Errorf("%s: judged copy of %q, want %q", e.Release, e.JudgedCopyOf, want[e.Version])
+			}
+		}
+	})
+}
+
+func name(v *nomad.Job) string {
+	if v == nil {
+		return "none"
+	}
+	return releaseName(v)
+}
