@@ -287,7 +287,12 @@ func (d *Deployer) give(ctx context.Context, ns string, dep *nomad.Deployment, v
 		return fmt.Errorf("%s deployment %s with Nomad at %s after the analysis (%s): %w", v, short(dep.ID), d.NomadAddr, rep.Reason, err)
 	}
 	rep.Verdict = v
-	fmt.Fprintf(d.Progress, "==> analysis %s: %s deployment %s\n", rep.Outcome, v, short(dep.ID))
+	if rep.Outcome == "" {
+		// No look of this deployment: its release was judged before.
+		fmt.Fprintf(d.Progress, "==> %s deployment %s: %s\n", v, short(dep.ID), rep.Reason)
+	} else {
+		fmt.Fprintf(d.Progress, "==> analysis %s: %s deployment %s\n", rep.Outcome, v, short(dep.ID))
+	}
 	return nil
 }
 
