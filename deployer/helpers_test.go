@@ -265,45 +265,68 @@ func runCLI(t *testing.T, dir string, env map[string]string, args ...string) (st
 }
 
 var images struct {
-	once      sync.Once
-	base      string // local tag of the app image
-	good, bad string
-	err       error
+	once sync.Once
+	base string // local tag of the app image
+	bad  string // local tag of its broken variant
+	err  error
+
+	mu     sync.Mutex
+	pushed map[*localstack.Stack][2]string // by stack: the good and bad references pushed to its registry
 }
 
 // releaseImages builds the app image and a broken variant of it (exits at
-// start, so never ready), pushes both to the stack's registry and returns
-// their tag references.
+// start, so never ready) once, pushes both to the stack's registry once per
+// stack and returns their tag references. Per stack, not per address: a
+// test with a stack of its own has a registry of its own, gone when that
+// test ends, and its port may be the next stack's.
 func releaseImages(t *testing.T, s *localstack.Stack) (good, bad string) {
 	t.Helper()
 	images.once.Do(func() {
 		base := "counter:" + stacktest.Name(t, "deployer")
 		imagetest.Build(t, base)
-		good = s.RegistryAddr + "/counter:" + strings.TrimPrefix(base, "counter:")
-		bad = s.RegistryAddr + "/counter:broken-" + strings.TrimPrefix(base, "counter:")
-		brokenDir := t.TempDir()
+		bad := "counter:broken-" + strings.TrimPrefix(base, "counter:")
+		brokenDir, err := os.MkdirTemp("", "broken-image-")
+		if err != nil {
+			images.err = err
+			return
+		}
+		defer os.RemoveAll(brokenDir)
 		dockerfile := fmt.Sprintf("FROM %s\nENTRYPOINT [\"/app\", \"not-an-argument\"]\n", base)
 		if err := os.WriteFile(filepath.Join(brokenDir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 			images.err = err
 			return
 		}
-		for _, step := range [][]string{
-			{"tag", base, good},
-			{"push", good},
-			{"build", "-t", bad, brokenDir},
-			{"push", bad},
-		} {
-			if _, err := imagetest.Docker(step...); err != nil {
-				images.err = err
-				return
-			}
+		if _, err := imagetest.Docker("build", "-t", bad, brokenDir); err != nil {
+			images.err = err
+			return
 		}
-		images.base, images.good, images.bad = base, good, bad
+		images.base, images.bad = base, bad
 	})
 	if images.err != nil {
 		t.Fatalf("prepare release images: %v", images.err)
 	}
-	return images.good, images.bad
+	images.mu.Lock()
+	defer images.mu.Unlock()
+	if p, ok := images.pushed[s]; ok {
+		return p[0], p[1]
+	}
+	good = s.RegistryAddr + "/" + images.base
+	bad = s.RegistryAddr + "/" + images.bad
+	for _, step := range [][]string{
+		{"tag", images.base, good},
+		{"push", good},
+		{"tag", images.bad, bad},
+		{"push", bad},
+	} {
+		if _, err := imagetest.Docker(step...); err != nil {
+			t.Fatalf("push release images to %s: %v", s.RegistryAddr, err)
+		}
+	}
+	if images.pushed == nil {
+		images.pushed = map[*localstack.Stack][2]string{}
+	}
+	images.pushed[s] = [2]string{good, bad}
+	return good, bad
 }
 
 // imageVariant pushes the app image with one more label, so it has its own

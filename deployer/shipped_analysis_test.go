@@ -86,8 +86,9 @@ func demoLoad(t *testing.T, url string) (stop func() time.Duration) {
 // a good build, judged while scripts/load plays the users through the URL,
 // as the demo does. Each judged release must pass on its own numbers
 // (min_sample reached, exit 0), where without the load it would be
-// inconclusive, which those files fail. Then the demo's last step: a
-// rollback to a release that passed before is promoted without a look.
+// inconclusive, which those files fail. Then a rollback, as the demo's last
+// step: to the judged copy of the release that passed before, which Nomad
+// promotes without a look.
 func TestShippedAnalysisPassesUnderTheDemoLoad(t *testing.T) {
 	t.Parallel()
 	f, s, url := frontDoorFixture(t, "shipped")
@@ -132,11 +133,29 @@ func TestShippedAnalysisPassesUnderTheDemoLoad(t *testing.T) {
 	judged("a release with prod.hcl, from one instance to two", imageVariant(t, s, 2))
 	judged("a release with prod.hcl", imageVariant(t, s, 3))
 
-	// make demo's last step, with no load: the release before passed its
-	// analysis (Nomad marked it stable), so its canary is promoted once
-	// healthy, without a look.
+	// A rollback, with no load: the release before passed its analysis
+	// and has a judged copy (auto_promote on), which the rollback goes
+	// back to, so Nomad promotes its canary once healthy: no look, no
+	// verdict of the deployer's.
 	rec, code, stderr := f.rollbackJSON()
-	if a := rec.Analysis; code != exitOK || a == nil || a.Verdict != deploy.Promote || len(a.Looks) != 0 {
-		t.Fatalf("rollback to a release that passed: exit %d, analysis %+v, detail %q\n%s", code, a, rec.Detail, stderr)
+	if code != exitOK || rec.Outcome != deploy.Succeeded || rec.Analysis != nil || rec.Version == nil {
+		t.Fatalf("rollback to a release that passed: exit %d, outcome %q, analysis %+v, detail %q\n%s", code, rec.Outcome, rec.Analysis, rec.Detail, stderr)
+	}
+	wantPromotedByNomad(t, f.waitForDeployment(*rec.Version, time.Minute))
+	// The version the rollback made is the same release as the newest
+	// older one that runs it: the judged copy it went back to.
+	hist := f.historyJSON()
+	var to string
+	for _, e := range hist {
+		if e.Version == *rec.Version {
+			to = e.SameAs
+		}
+	}
+	copied := false
+	for _, e := range hist {
+		copied = copied || (to != "" && e.Release == to && e.JudgedCopyOf != "")
+	}
+	if !copied {
+		t.Errorf("the rollback (version %d) runs the same release as %q, which history names no judged copy:\n%+v", *rec.Version, to, hist)
 	}
 }
