@@ -267,55 +267,49 @@ func runCLI(t *testing.T, dir string, env map[string]string, args ...string) (st
 var images struct {
 	once sync.Once
 	base string // local tag of the app image
-	bad  string // local tag of its broken variant
-	err  error
 
 	mu     sync.Mutex
 	pushed map[*localstack.Stack][2]string // by stack: the good and bad references pushed to its registry
 }
 
+// appImage returns the local tag of the app image, built again when it is
+// gone: a local tag can vanish during a run (Nomad's docker driver
+// garbage-collects images no task uses), and Docker's layer cache makes
+// the build take seconds. Call it with images.mu held.
+func appImage(t *testing.T) string {
+	t.Helper()
+	images.once.Do(func() { images.base = "counter:" + stacktest.Name(t, "deployer") })
+	if _, err := imagetest.Docker("image", "inspect", "--format", "{{.Id}}", images.base); err != nil {
+		imagetest.Build(t, images.base)
+	}
+	return images.base
+}
+
 // releaseImages builds the app image and a broken variant of it (exits at
-// start, so never ready) once, pushes both to the stack's registry once per
+// start, so never ready), pushes both to the stack's registry once per
 // stack and returns their tag references. Per stack, not per address: a
 // test with a stack of its own has a registry of its own, gone when that
 // test ends, and its port may be the next stack's.
 func releaseImages(t *testing.T, s *localstack.Stack) (good, bad string) {
 	t.Helper()
-	images.once.Do(func() {
-		base := "counter:" + stacktest.Name(t, "deployer")
-		imagetest.Build(t, base)
-		bad := "counter:broken-" + strings.TrimPrefix(base, "counter:")
-		brokenDir, err := os.MkdirTemp("", "broken-image-")
-		if err != nil {
-			images.err = err
-			return
-		}
-		defer os.RemoveAll(brokenDir)
-		dockerfile := fmt.Sprintf("FROM %s\nENTRYPOINT [\"/app\", \"not-an-argument\"]\n", base)
-		if err := os.WriteFile(filepath.Join(brokenDir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
-			images.err = err
-			return
-		}
-		if _, err := imagetest.Docker("build", "-t", bad, brokenDir); err != nil {
-			images.err = err
-			return
-		}
-		images.base, images.bad = base, bad
-	})
-	if images.err != nil {
-		t.Fatalf("prepare release images: %v", images.err)
-	}
 	images.mu.Lock()
 	defer images.mu.Unlock()
 	if p, ok := images.pushed[s]; ok {
 		return p[0], p[1]
 	}
-	good = s.RegistryAddr + "/" + images.base
-	bad = s.RegistryAddr + "/" + images.bad
+	base := appImage(t)
+	name := strings.TrimPrefix(base, "counter:")
+	good = s.RegistryAddr + "/counter:" + name
+	bad = s.RegistryAddr + "/counter:broken-" + name
+	brokenDir := t.TempDir()
+	dockerfile := fmt.Sprintf("FROM %s\nENTRYPOINT [\"/app\", \"not-an-argument\"]\n", base)
+	if err := os.WriteFile(filepath.Join(brokenDir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, step := range [][]string{
-		{"tag", images.base, good},
+		{"tag", base, good},
 		{"push", good},
-		{"tag", images.bad, bad},
+		{"build", "-q", "-t", bad, brokenDir},
 		{"push", bad},
 	} {
 		if _, err := imagetest.Docker(step...); err != nil {
@@ -334,8 +328,13 @@ func releaseImages(t *testing.T, s *localstack.Stack) (good, bad string) {
 func imageVariant(t *testing.T, s *localstack.Stack, n int) string {
 	t.Helper()
 	releaseImages(t, s)
+	base := func() string {
+		images.mu.Lock()
+		defer images.mu.Unlock()
+		return appImage(t)
+	}()
 	dir := t.TempDir()
-	src := fmt.Sprintf("FROM %s\nLABEL counter.test.variant=\"%s-%d\"\n", images.base, t.Name(), n)
+	src := fmt.Sprintf("FROM %s\nLABEL counter.test.variant=\"%s-%d\"\n", base, t.Name(), n)
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
