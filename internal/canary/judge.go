@@ -161,7 +161,13 @@ func (j *Judge) Look(w Window, final bool) (Verdict, error) {
 	j.fraction = t
 	j.spent += level
 	v := Verdict{Look: j.looks, Window: w, P: p, Level: level, Spent: j.spent}
-	errs := fmt.Sprintf("canary %s vs stable %s, p=%s (fails at p <= %s)", share(c), share(s), num(p), num(level))
+	when := "fails at p <= " + num(level)
+	if level <= 0 {
+		// A look with no new canary request adds no evidence, so it
+		// spends none of alpha and cannot fail.
+		when = "no new canary request: cannot fail at this look"
+	}
+	errs := fmt.Sprintf("canary %s vs stable %s, p=%s (%s)", share(c), share(s), num(p), when)
 	if j.plan.IgnoreErrors {
 		errs = fmt.Sprintf("canary %s vs stable %s, not judged (errors = false)", share(c), share(s))
 	}

@@ -37,7 +37,7 @@ func TestJudgeLooks(t *testing.T) {
 			{Counts{300, 4}, Counts{600, 0}, false, Fail, []string{"p=0.012 (fails at p <= 0.049)"}},
 		}},
 		{"no traffic at the deadline is inconclusive", Plan{Alpha: 0.01, MinSample: 300}, []look{
-			{Counts{}, Counts{}, false, Continue, []string{"canary no requests vs stable no requests, p=1"}},
+			{Counts{}, Counts{}, false, Continue, []string{"canary no requests vs stable no requests, p=1 (no new canary request: cannot fail at this look)"}},
 			{Counts{20, 0}, Counts{40, 0}, true, Inconclusive, []string{"deadline before the minimum sample of 300 canary requests"}},
 		}},
 		{"leaves errors unjudged where told to", Plan{Alpha: 0.01, MinSample: 300, IgnoreErrors: true}, []look{
