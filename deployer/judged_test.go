@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,7 +24,10 @@ import (
 // status says to revert to A's judged copy instead; nomad job revert to
 // that copy finishes on its own and brings back A's image and config, so
 // does a revert in the Nomad UI to B's judged copy, and deployer rollback
-// -to A goes to A's judged copy.
+// -to A goes to A's judged copy. The first release, placed without a
+// canary, gets a copy too, and nomad job revert to it promotes itself. A
+// release promoted by hand gets none, and a deployer rollback to it copies
+// the version the rollback makes.
 func TestRevertToAJudgedReleaseNeedsNoPromotion(t *testing.T) {
 	t.Parallel()
 	envtest.NeedsServers(t, "Nomad, Consul, Redis, Docker, Prometheus and chromium")
@@ -63,10 +67,14 @@ func TestRevertToAJudgedReleaseNeedsNoPromotion(t *testing.T) {
 		return released{rec: rec, redis: rdb}
 	}
 	// The first release has no stable instances, so no canary: nothing
-	// judged, no judged copy.
-	if r := release(0); r.rec.JudgedCopy != "" {
-		t.Fatalf("the first release, placed without a canary, has judged copy %s", r.rec.JudgedCopy)
+	// to judge, and it is copied all the same, as it serves all the
+	// traffic and is what a first rollback goes back to.
+	first := release(0)
+	if first.rec.Analysis != nil || first.rec.JudgedCopy != "v"+strconv.FormatUint(*first.rec.Version+1, 10) {
+		t.Fatalf("the first release, placed without a canary: analysis %+v, judged copy %q; want none judged, and copied as the next version", first.rec.Analysis, first.rec.JudgedCopy)
 	}
+	firstCopy := *first.rec.JudgedCopyVersion
+	f.wantInPlace(firstCopy)
 	l := startJudgedLoad(t, url)
 	waitFor(t, 30*time.Second, "answers through the front door", func() bool { n, _ := l.counts("before"); return n > 50 })
 	a, b := release(1), release(2)
@@ -91,7 +99,7 @@ func TestRevertToAJudgedReleaseNeedsNoPromotion(t *testing.T) {
 		t.Errorf("users saw %d errors of %d answers through the front door during the releases; want none", bad, n)
 	}
 	for _, e := range f.historyJSON() {
-		want := map[uint64]string{aCopy: a.rec.Release, bCopy: b.rec.Release}[e.Version]
+		want := map[uint64]string{firstCopy: first.rec.Release, aCopy: a.rec.Release, bCopy: b.rec.Release}[e.Version]
 		if e.JudgedCopyOf != want || (want != "" && !e.Stable) {
 			t.Errorf("history: %s is judged copy of %q (stable %v), want %q", e.Release, e.JudgedCopyOf, e.Stable, want)
 		}
@@ -113,32 +121,36 @@ func TestRevertToAJudgedReleaseNeedsNoPromotion(t *testing.T) {
 	}
 	t.Logf("status of the waiting revert (job version %d):\n%s", waiting, out)
 
+	// Each revert outside the deployer makes the next version, whose
+	// deployment must end on its own, promoted by Nomad, running want's
+	// image and config (and no longer not's).
+	next := waiting
+	reverted := func(how, to string, want, not released, revert func()) {
+		t.Helper()
+		next++
+		start := time.Now()
+		revert()
+		dep := f.waitForDeployment(next, 2*time.Minute)
+		if dep.Status != "successful" {
+			t.Fatalf("%s to %s: deployment %s is %s: %s", how, to, dep.ID, dep.Status, dep.StatusDescription)
+		}
+		t.Logf("%s to %s: deployment successful in %s", how, to, time.Since(start).Round(100*time.Millisecond))
+		wantPromotedByNomad(t, dep)
+		f.wantContainers(dep, want, not)
+		f.wantRunning(want, "after "+how+" to "+to)
+	}
+	cli := func(to string) func() {
+		return func() {
+			if _, code := f.nomadCLI("job", "revert", "-detach", f.job, to); code != 0 {
+				t.Fatalf("nomad job revert %s %s: exit %d", f.job, to, code)
+			}
+		}
+	}
 	// The real nomad CLI, to A's judged copy: the waiting deployment is
 	// replaced, and the new one promotes itself.
-	start := time.Now()
-	if _, code := f.nomadCLI("job", "revert", "-detach", f.job, a.rec.JudgedCopy); code != 0 {
-		t.Fatalf("nomad job revert %s %s: exit %d", f.job, a.rec.JudgedCopy, code)
-	}
-	dep := f.waitForDeployment(waiting+1, 2*time.Minute)
-	if dep.Status != "successful" {
-		t.Fatalf("nomad job revert to %s: deployment %s is %s: %s", a.rec.JudgedCopy, dep.ID, dep.Status, dep.StatusDescription)
-	}
-	t.Logf("nomad job revert to %s: deployment successful in %s", a.rec.JudgedCopy, time.Since(start).Round(100*time.Millisecond))
-	wantPromotedByNomad(t, dep)
-	f.wantContainers(dep, a, b)
-	f.wantRunning(a, "after nomad job revert to A's judged copy")
-
+	reverted("nomad job revert", a.rec.JudgedCopy, a, b, cli(a.rec.JudgedCopy))
 	// The Nomad UI, to B's judged copy.
-	start = time.Now()
-	revertInUI(t, f, chromium, int(bCopy))
-	dep = f.waitForDeployment(waiting+2, 2*time.Minute)
-	if dep.Status != "successful" {
-		t.Fatalf("the Nomad UI's revert to %s: deployment %s is %s: %s", b.rec.JudgedCopy, dep.ID, dep.Status, dep.StatusDescription)
-	}
-	t.Logf("Nomad UI revert to %s: deployment successful in %s", b.rec.JudgedCopy, time.Since(start).Round(100*time.Millisecond))
-	wantPromotedByNomad(t, dep)
-	f.wantContainers(dep, b, a)
-	f.wantRunning(b, "after the Nomad UI's revert to B's judged copy")
+	reverted("the Nomad UI's revert", b.rec.JudgedCopy, b, a, func() { revertInUI(t, f, chromium, int(bCopy)) })
 
 	// The deployer, asked for A: it goes to A's judged copy.
 	rec, code, stderr := f.rollbackJSON("-to", a.rec.Release)
@@ -146,6 +158,43 @@ func TestRevertToAJudgedReleaseNeedsNoPromotion(t *testing.T) {
 		t.Fatalf("rollback -to %s: exit %d, outcome %q; want 0, succeeded, via its judged copy %s\n%s", a.rec.Release, code, rec.Outcome, a.rec.JudgedCopy, stderr)
 	}
 	f.wantRunning(a, "after deployer rollback -to A")
+	next = *rec.Version
+
+	// The nomad CLI, to the first release's copy: it promotes itself too.
+	reverted("nomad job revert", first.rec.JudgedCopy+" (the first release's copy)", first, a, cli(first.rec.JudgedCopy))
+
+	// A release promoted by hand gets no copy; a deployer rollback to it
+	// promotes its canary as judged before, and then copies the version
+	// the rollback made, so that a revert to that one needs no promotion.
+	c := released{redis: redistest.Start(t)}
+	if err := c.redis.Set("visitorCount", "400"); err != nil {
+		t.Fatal(err)
+	}
+	writeEnv(c.redis)
+	c.rec, code, stderr = submitJSON(t, f, "-env", "dev", "-detach", "-image", imageVariant(t, s, 3))
+	if code != exitOK || c.rec.Outcome != deploy.Detached {
+		t.Fatalf("release C -detach: exit %d, outcome %q\n%s", code, c.rec.Outcome, stderr)
+	}
+	waitFor(t, 90*time.Second, "C's canary to await promotion", func() bool {
+		out, _, _ := f.deployer("status", "-env", "dev")
+		return strings.Contains(out, "Promotion:")
+	})
+	out, stderr, code = f.deployer("deployment", "-env", "dev", "-json", "promote")
+	var promoted deploy.Record
+	if err := json.Unmarshal([]byte(out), &promoted); err != nil || code != exitOK || promoted.Outcome != deploy.Succeeded || promoted.Release != c.rec.Release || promoted.JudgedCopy != "" {
+		t.Fatalf("C (%s) promoted by hand: exit %d, %s %s, judged copy %q (%v); want 0, succeeded, no copy\n%s",
+			c.rec.Release, code, promoted.Release, promoted.Outcome, promoted.JudgedCopy, err, stderr)
+	}
+	if rec, code, stderr := f.rollbackJSON("-to", a.rec.Release); code != exitOK || rec.Outcome != deploy.Succeeded {
+		t.Fatalf("rollback -to %s: exit %d, outcome %q\n%s", a.rec.Release, code, rec.Outcome, stderr)
+	}
+	rec, code, stderr = f.rollbackJSON("-to", c.rec.Release)
+	if code != exitOK || rec.Outcome != deploy.Succeeded || rec.JudgedCopy != "v"+strconv.FormatUint(*rec.Version+1, 10) {
+		t.Fatalf("rollback -to %s (promoted by hand, no copy): exit %d, outcome %q, judged copy %q; want 0, succeeded, copied as the next version\n%s",
+			c.rec.Release, code, rec.Outcome, rec.JudgedCopy, stderr)
+	}
+	f.wantInPlace(*rec.JudgedCopyVersion)
+	f.wantRunning(c, "after deployer rollback -to C")
 
 	if out, _, _ := f.deployer("status", "-env", "dev"); !strings.Contains(out, "Drift:        none") {
 		t.Errorf("status after the rollbacks:\n%s", out)

@@ -24,12 +24,23 @@ import (
 // promotes itself, and Nomad's auto_revert (to the newest stable version)
 // lands on it.
 
-// judgedCopy registers the judged copy of rec's release, whose canary the
-// analysis promoted and whose deployment succeeded, and watches its
-// deployment to the end. It never fails the release: what goes wrong is a
-// warning in rec, saying what a revert to rec's version then needs.
+//
+// A release placed without a canary (the job's first version: nothing ran
+// before it to judge it against) gets one too, once its deployment has
+// succeeded: it serves all the traffic, as a promoted canary's release
+// does, and it is the release a first rollback goes back to. So does the
+// version a deployer rollback makes, once its canary (promoted as judged
+// before) has turned stable, so that Nomad's auto_revert after a later
+// failed release lands on a version that promotes itself.
+
+// judgedCopy registers the judged copy of rec's release, once its
+// deployment succeeded with its canary promoted by the analysis (or by a
+// rollback, as judged before) or, in an environment with an analysis
+// block, with no canary placed; and watches the copy's deployment to the
+// end. It never fails the release: what goes wrong is a warning in rec,
+// saying what a revert to rec's version then needs.
 func (d *Deployer) judgedCopy(ctx context.Context, rec *Record, lost <-chan struct{}) {
-	if rec.Outcome != Succeeded || rec.Analysis == nil || rec.Analysis.Verdict != Promote || rec.Version == nil {
+	if rec.Outcome != Succeeded || rec.Version == nil || copyReason(rec) == "" {
 		return
 	}
 	warn := func(what string, err error) {
@@ -115,14 +126,29 @@ func (d *Deployer) autoPromotedSubmission(ctx context.Context, rec *Record) (*no
 	return &cp, job, nil
 }
 
+// copyReason says why rec's release passed, for its judged copy's tag;
+// "" when it gets no copy: its canary was not promoted by the deployer
+// (failed, promoted by hand, left waiting), or it was placed without one
+// in an environment without an analysis block, whose auto_promote off
+// (when set) is a promotion by hand the operator asked for.
+func copyReason(rec *Record) string {
+	switch a := rec.Analysis; {
+	case a != nil && a.Verdict == Promote:
+		return "judged: " + a.Reason
+	case a == nil && rec.judging != nil && rec.judging.analysis != nil:
+		return "placed without a canary (nothing ran before it to judge it against) and stable"
+	}
+	return ""
+}
+
 // judgedDescription is the judged copy's tag description: the release it
-// copies, its verdict, and what it is for.
+// copies, why it passed, and what the copy is for.
 func judgedDescription(rec *Record) string {
-	reason := rec.Analysis.Reason
+	reason := copyReason(rec)
 	if len(reason) > 300 {
 		reason = reason[:300] + "..."
 	}
-	return fmt.Sprintf("%s judged: %s; auto_promote on so a revert needs no promotion", rec.Release, reason)
+	return fmt.Sprintf("%s %s; auto_promote on so a revert needs no promotion", rec.Release, reason)
 }
 
 // waitsForPromotion reports whether a canary of job waits for a promotion

@@ -5,6 +5,7 @@ import (
 
 	nomad "github.com/hashicorp/nomad/api"
 
+	"github.com/kodekloud/counter/internal/environment"
 	"github.com/kodekloud/counter/internal/release"
 )
 
@@ -66,4 +67,29 @@ func name(v *nomad.Job) string {
 		return "none"
 	}
 	return releaseName(v)
+}
+
+func TestWhichReleasesGetACopy(t *testing.T) {
+	analysis := &judging{env: "prod", analysis: &environment.Analysis{}}
+	manual := &judging{env: "stage"}
+	tests := []struct {
+		name string
+		rec  Record
+		want bool
+	}{
+		{"canary promoted by the analysis", Record{Analysis: &AnalysisReport{Verdict: Promote, Reason: "errors: ..."}, judging: analysis}, true},
+		{"rollback's canary promoted as judged before", Record{Analysis: &AnalysisReport{Verdict: Promote, Reason: "the rollback goes back to v0"}}, true},
+		{"placed without a canary where an analysis judges", Record{judging: analysis}, true},
+		{"placed without a canary where nothing judges", Record{judging: manual}, false},
+		{"placed without a canary by a rollback to an unstable version", Record{}, false},
+		{"canary failed by the analysis", Record{Analysis: &AnalysisReport{Verdict: Fail}, judging: analysis}, false},
+		{"canary promoted by hand while the deployer judged", Record{Analysis: &AnalysisReport{Reason: "promoted outside the deployer"}, judging: analysis}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := copyReason(&tt.rec); (got != "") != tt.want {
+				t.Errorf("copyReason = %q, want a copy: %v", got, tt.want)
+			}
+		})
+	}
 }

@@ -174,7 +174,11 @@ func (d *Deployer) rollback(ctx context.Context, ns, job string, cur, target *no
 	}
 	fmt.Fprintf(d.Progress, "==> reverted %s to %s (version %d) as version %d (eval %s)\n", job, tgtE.Release, *target.Version, *rec.Version, short(resp.EvalID))
 	rec.judging = judgedBefore(target, tgtE.Release, rec.Environment)
-	return d.follow(ctx, rec, opts.Detach)
+	rec, err = d.followLocked(ctx, rec, opts.Detach, l.lost)
+	if err == nil {
+		d.judgedCopy(ctx, rec, l.lost)
+	}
+	return rec, err
 }
 
 // unclearRevert handles a revert of the job from cur to target (named
