@@ -185,6 +185,9 @@ func TestRevertToAJudgedReleaseNeedsNoPromotion(t *testing.T) {
 		t.Fatalf("C (%s) promoted by hand: exit %d, %s %s, judged copy %q (%v); want 0, succeeded, no copy\n%s",
 			c.rec.Release, code, promoted.Release, promoted.Outcome, promoted.JudgedCopy, err, stderr)
 	}
+	if promoted.Image != c.rec.Image {
+		t.Errorf("deployment promote names C's image %s, submit named it %s", promoted.Image, c.rec.Image)
+	}
 	if rec, code, stderr := f.rollbackJSON("-to", a.rec.Release); code != exitOK || rec.Outcome != deploy.Succeeded {
 		t.Fatalf("rollback -to %s: exit %d, outcome %q\n%s", a.rec.Release, code, rec.Outcome, stderr)
 	}

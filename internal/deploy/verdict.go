@@ -86,7 +86,7 @@ func (d *Deployer) recordOf(ctx context.Context, ns, job string, version uint64)
 		}
 		v := version
 		return &Record{Job: job, Namespace: ns, Release: name, Version: &v, UI: d.uiURL(ns, job),
-			Image: j.Meta[release.MetaImage], ImageDigest: j.Meta[release.MetaImageDigest],
+			Image: taskImage(j), ImageDigest: j.Meta[release.MetaImageDigest],
 			ConfigHash: j.Meta[release.MetaConfigHash], ConfigPath: j.Meta[release.MetaConfigPath],
 			GitCommit: j.Meta[release.MetaGitCommit], SubmittedBy: j.Meta[release.MetaSubmittedBy],
 			PromotedFrom: j.Meta[release.MetaPromotedFrom]}, nil
