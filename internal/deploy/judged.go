@@ -23,7 +23,6 @@ import (
 // own version tagged with its own number: the judged copy. Going back to it
 // promotes itself, and Nomad's auto_revert (to the newest stable version)
 // lands on it.
-
 //
 // A release placed without a canary (the job's first version: nothing ran
 // before it to judge it against) gets one too, once its deployment has
