@@ -261,11 +261,7 @@ func (d *Deployer) Analyze(ctx context.Context, env *environment.Environment, wh
 	rec.Environment, rec.DeploymentID = env.Name, dep.ID
 	rec.judging = &judging{env: env.Name, analysis: env.Analysis}
 	fmt.Fprintf(d.Progress, "==> resuming the analysis of deployment %s of %s (job %s version %d)\n", short(dep.ID), rec.Release, job, dep.JobVersion)
-	rec, err = d.followLocked(ctx, rec, false, l.lost)
-	if err == nil {
-		d.judgedCopy(ctx, rec, l.lost)
-	}
-	return rec, err
+	return d.followLocked(ctx, rec, false, l.lost)
 }
 
 // give gives the deployment the analysis's verdict. A deployment that

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -194,6 +195,12 @@ func TestTheWatchJudgesTheCanary(t *testing.T) {
 					t.Errorf("detail %q lacks %q", rec.Detail, want)
 				}
 			}
+			// Whatever made the release, the watch copies one the analysis
+			// promoted, and only that one.
+			copied := slices.ContainsFunc(rec.Warnings, func(w string) bool { return strings.Contains(w, "its judged copy") })
+			if want := deploys.verdict == Promote && rec.Outcome == Succeeded; copied != want {
+				t.Errorf("judged copy tried: %v, want %v (warnings %q)", copied, want, rec.Warnings)
+			}
 			a := rec.Analysis
 			if a == nil {
 				t.Fatal("no analysis in the record")
@@ -209,6 +216,12 @@ func TestTheWatchJudgesTheCanary(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Info fails, so that a judged copy is tried (it reads the job first) and
+// its warning tells that it was.
+func (judgedJobs) Info(string, *nomad.QueryOptions) (*nomad.Job, *nomad.QueryMeta, error) {
+	return nil, nil, errors.New("no job to copy here")
 }
 
 func (judgedJobs) Versions(string, bool, *nomad.QueryOptions) ([]*nomad.Job, []*nomad.JobDiff, *nomad.QueryMeta, error) {

@@ -494,11 +494,7 @@ func (d *Deployer) Submit(ctx context.Context, r0 *release.Release, opts SubmitO
 	}
 	fmt.Fprintf(d.Progress, "==> registered %s as job %s version %d (eval %s)\n", rec.Release, r.Env.Job, *rec.Version, short(resp.EvalID))
 	d.sayWarnings(rec)
-	rec, err = d.followLocked(ctx, rec, opts.Detach, lease.lost)
-	if err == nil {
-		d.judgedCopy(ctx, rec, lease.lost)
-	}
-	return rec, err
+	return d.followLocked(ctx, rec, opts.Detach, lease.lost)
 }
 
 // unwrite deletes the snapshot this submit wrote (created) for a release
@@ -898,7 +894,9 @@ func (d *Deployer) follow(ctx context.Context, rec *Record, detach bool) (*Recor
 }
 
 // followLocked is follow under a deploy lock that is lost when lost is
-// closed (nil: never), which the watch then says.
+// closed (nil: never), which the watch then says. A release that succeeded
+// and passed gets its judged copy here (judged.go), whichever command made
+// it: submit, rollback, analyze, or their read-back paths.
 func (d *Deployer) followLocked(ctx context.Context, rec *Record, detach bool, lost <-chan struct{}) (*Record, error) {
 	if detach {
 		rec.Outcome = Detached
@@ -946,6 +944,7 @@ func (d *Deployer) followLocked(ctx context.Context, rec *Record, detach bool, l
 	}
 	if err == nil && rec.Outcome == Succeeded {
 		rec.URLs = d.urls(ctx, rec.Job, rec.ConfigHash)
+		d.judgedCopy(ctx, rec, lost)
 	}
 	return rec, err
 }

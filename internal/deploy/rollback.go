@@ -161,7 +161,7 @@ func (d *Deployer) rollback(ctx context.Context, ns, job string, cur, target *no
 		if refused(err) {
 			return nil, fmt.Errorf("revert job %s to version %d with Nomad at %s: %w; nothing was changed", job, *target.Version, d.NomadAddr, err)
 		}
-		return d.unclearRevert(ctx, rec, cur, target, tgtE.Release, desc, err, opts.Detach)
+		return d.unclearRevert(ctx, rec, cur, target, tgtE.Release, desc, err, opts.Detach, l.lost)
 	}
 	rec.EvalID = resp.EvalID
 	if err := d.nameVersion(ctx, rec, resp.JobModifyIndex, desc); err != nil {
@@ -174,11 +174,7 @@ func (d *Deployer) rollback(ctx context.Context, ns, job string, cur, target *no
 	}
 	fmt.Fprintf(d.Progress, "==> reverted %s to %s (version %d) as version %d (eval %s)\n", job, tgtE.Release, *target.Version, *rec.Version, short(resp.EvalID))
 	rec.judging = judgedBefore(target, tgtE.Release, rec.Environment)
-	rec, err = d.followLocked(ctx, rec, opts.Detach, l.lost)
-	if err == nil {
-		d.judgedCopy(ctx, rec, l.lost)
-	}
-	return rec, err
+	return d.followLocked(ctx, rec, opts.Detach, l.lost)
 }
 
 // unclearRevert handles a revert of the job from cur to target (named
@@ -188,7 +184,7 @@ func (d *Deployer) rollback(ctx context.Context, ns, job string, cur, target *no
 // on as if the revert had answered (or, when the command was cancelled,
 // reports that version as unknown); if not, the outcome is unknown, naming
 // what to check, never "nothing was changed".
-func (d *Deployer) unclearRevert(ctx context.Context, rec *Record, cur, target *nomad.Job, name, desc string, revErr error, detach bool) (*Record, error) {
+func (d *Deployer) unclearRevert(ctx context.Context, rec *Record, cur, target *nomad.Job, name, desc string, revErr error, detach bool, lost <-chan struct{}) (*Record, error) {
 	found, why := d.readBackVersion(rec, "revert", revErr, *cur.JobModifyIndex, target.Meta, desc)
 	if !found {
 		rec.Outcome = Unknown
@@ -203,7 +199,7 @@ func (d *Deployer) unclearRevert(ctx context.Context, rec *Record, cur, target *
 	if unwatched(ctx, rec, fmt.Sprintf("reverted %s to %s", rec.Job, name)) {
 		return rec, nil
 	}
-	return d.follow(ctx, rec, detach)
+	return d.followLocked(ctx, rec, detach, lost)
 }
 
 // restore releases again the version v whose config snapshot drifted: the
