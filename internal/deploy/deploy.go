@@ -887,16 +887,12 @@ func (d *Deployer) tagVersion(ctx context.Context, rec *Record, version uint64, 
 	}
 }
 
-// follow watches the deployment of rec's version, unless detached, and
-// records how it ended and, on success, the release's URLs.
-func (d *Deployer) follow(ctx context.Context, rec *Record, detach bool) (*Record, error) {
-	return d.followLocked(ctx, rec, detach, nil)
-}
-
-// followLocked is follow under a deploy lock that is lost when lost is
-// closed (nil: never), which the watch then says. A release that succeeded
-// and passed gets its judged copy here (judged.go), whichever command made
-// it: submit, rollback, analyze, or their read-back paths.
+// followLocked watches the deployment of rec's version, unless detached,
+// and records how it ended and, on success, the release's URLs; under a
+// deploy lock that is lost when lost is closed (nil: never), which the
+// watch then says. A release that succeeded and passed gets its judged
+// copy here (judged.go), whichever command made it: submit, rollback,
+// analyze, or their read-back paths.
 func (d *Deployer) followLocked(ctx context.Context, rec *Record, detach bool, lost <-chan struct{}) (*Record, error) {
 	if detach {
 		rec.Outcome = Detached

@@ -50,7 +50,7 @@ func TestLostContactWhileWatchingIsNeitherSuccessNorFailure(t *testing.T) {
 	refused := errors.New("dial tcp 127.0.0.1:4646: connect: connection refused")
 	d := &Deployer{Jobs: deploymentsOf{}, Deploys: &lostDeploys{err: refused, failures: -1}, Progress: io.Discard, Patience: 30 * time.Millisecond, Retry: time.Millisecond}
 	v := uint64(3)
-	rec, err := d.follow(context.Background(), &Record{Job: "counter-dev", Release: "v3", Version: &v}, false)
+	rec, err := d.followLocked(context.Background(), &Record{Job: "counter-dev", Release: "v3", Version: &v}, false, nil)
 	if err != nil {
 		t.Fatalf("follow: %v; want the record to carry the outcome", err)
 	}
@@ -103,7 +103,7 @@ func TestWatchWaitsOutALostLeaderButNotARefusal(t *testing.T) {
 			var progress strings.Builder
 			d := &Deployer{Jobs: deploymentsOf{}, Deploys: deploys, Progress: &progress, Patience: tt.patience, Retry: time.Millisecond}
 			v := uint64(3)
-			rec, err := d.follow(context.Background(), &Record{Job: "counter-dev", Release: "v3", Version: &v}, false)
+			rec, err := d.followLocked(context.Background(), &Record{Job: "counter-dev", Release: "v3", Version: &v}, false, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -158,7 +158,7 @@ func TestTheWaitForADeploymentEnds(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			v := uint64(3)
-			rec, err := d.follow(ctx, &Record{Job: "counter-dev", Release: "v3", Version: &v, EvalID: "eval-3"}, false)
+			rec, err := d.followLocked(ctx, &Record{Job: "counter-dev", Release: "v3", Version: &v, EvalID: "eval-3"}, false, nil)
 			if err != nil || rec.Outcome != tt.want || !strings.Contains(rec.Detail, tt.detail) {
 				t.Errorf("follow: %v, outcome %q, detail %q; want %q, %q", err, rec.Outcome, rec.Detail, tt.want, tt.detail)
 			}
