@@ -65,14 +65,29 @@ const prometheusTokenFile = "consul-prometheus-token"
 
 // promConfig renders Prometheus's configuration: every instance of a
 // service tagged "counter" (each environment's job; jobs/counter.nomad.hcl)
-// found through Consul at consulAddr, and the front door's exporter at
-// statsAddr ("" for none). tokenFile is "" without ACLs.
-func promConfig(consulAddr, tokenFile, statsAddr string) string {
+// found through each Consul agent at consulAddrs, and the front door's
+// exporter at statsAddr ("" for none). tokenFile is "" without ACLs.
+//
+// A cluster's Prometheus asks every agent, as its front door does: asking
+// one, it found no new allocation while that agent's node was down, so a
+// canary placed then had no series and its analysis would end inconclusive.
+// Each agent answers with the same instances, and Prometheus scrapes a
+// target once however many of its discoveries name it (scrape pools
+// deduplicate targets by their labels after relabelling). What a dead
+// agent knew stays until it is back: an allocation stopped meanwhile is
+// scraped as down, which adds no request to any count.
+func promConfig(consulAddrs []string, tokenFile, statsAddr string) string {
 	auth := ""
 	if tokenFile != "" {
 		// Consul takes a token as a bearer credential; Prometheus reads the
 		// file on each request, so a restored backup's token applies.
 		auth = fmt.Sprintf("        authorization:\n          credentials_file: %s\n", tokenFile)
+	}
+	var sd strings.Builder
+	for _, addr := range consulAddrs {
+		// Blocking queries return at once on a change; refresh_interval is
+		// the pause after each, Prometheus's default being 30 s.
+		fmt.Fprintf(&sd, "      - server: %s\n        datacenter: %s\n        tags: [counter]\n        refresh_interval: 1s\n%s", addr, promDatacenter, auth)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Rendered by the local stack (internal/localstack/prometheus.go).
@@ -87,25 +102,19 @@ scrape_configs:
   # tags a canary "canary" until it is promoted.
   - job_name: counter
     consul_sd_configs:
-      - server: %[2]s
-        datacenter: %[3]s
-        tags: [counter]
-        # Blocking queries return at once on a change; this is the pause
-        # after each, Prometheus's default being 30 s.
-        refresh_interval: 1s
-%[4]s    relabel_configs:
+%[2]s    relabel_configs:
       - source_labels: [__meta_consul_service_id]
-        regex: '%[8]s'
-        target_label: %[5]s
+        regex: '%[6]s'
+        target_label: %[3]s
       - source_labels: [__meta_consul_service]
-        target_label: %[6]s
-      - target_label: %[7]s
+        target_label: %[4]s
+      - target_label: %[5]s
         replacement: "false"
       - source_labels: [__meta_consul_tags]
         regex: .*,canary,.*
-        target_label: %[7]s
+        target_label: %[5]s
         replacement: "true"
-`, ScrapeInterval, consulAddr, promDatacenter, auth, LabelAlloc, LabelService, LabelCanary, allocFromServiceID)
+`, ScrapeInterval, sd.String(), LabelAlloc, LabelService, LabelCanary, allocFromServiceID)
 	if statsAddr != "" {
 		fmt.Fprintf(&b, `
   # The front door's HAProxy exporter: what users saw, per environment.
@@ -134,7 +143,7 @@ func (s *Stack) startPrometheus(ctx context.Context) error {
 		return err
 	}
 	file := filepath.Join(s.Dir, "prometheus.yml")
-	if err := os.WriteFile(file, []byte(promConfig(s.ConsulAddr, tokenFile, s.FrontDoorStats)), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(promConfig(s.consulHTTPAddrs(), tokenFile, s.FrontDoorStats)), 0o644); err != nil {
 		return err
 	}
 	_, err := s.start("prometheus", s.cfg.Bin.Prometheus,
@@ -144,6 +153,19 @@ func (s *Stack) startPrometheus(ctx context.Context) error {
 		"--web.listen-address="+strings.TrimPrefix(s.PrometheusAddr, "http://"),
 		"--log.level=warn")
 	return err
+}
+
+// consulHTTPAddrs are the HTTP addresses of the stack's Consul agents:
+// the single agent's, or every agent of a cluster.
+func (s *Stack) consulHTTPAddrs() []string {
+	if len(s.Nodes) == 0 {
+		return []string{s.ConsulAddr}
+	}
+	var addrs []string
+	for _, n := range s.Nodes {
+		addrs = append(addrs, n.ConsulAddr)
+	}
+	return addrs
 }
 
 // prometheusReady checks Prometheus's readiness endpoint.

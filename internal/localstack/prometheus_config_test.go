@@ -33,14 +33,25 @@ func TestAllocLabelFromServiceID(t *testing.T) {
 			}
 		})
 	}
-	conf := promConfig("127.0.0.1:8500", "/stack/secrets/consul-prometheus-token", "127.0.0.1:8404")
+	conf := promConfig([]string{"127.0.0.1:8500"}, "/stack/secrets/consul-prometheus-token", "127.0.0.1:8404")
 	for _, want := range []string{"regex: '" + allocFromServiceID + "'", "tags: [counter]", "credentials_file: /stack/secrets/consul-prometheus-token",
 		"target_label: alloc", "target_label: service", "target_label: canary", "regex: .*,canary,.*", "targets: [127.0.0.1:8404]", "datacenter: dc1"} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("the config lacks %q:\n%s", want, conf)
 		}
 	}
-	if open := promConfig("127.0.0.1:8500", "", ""); strings.Contains(open, "authorization") || strings.Contains(open, "frontdoor") {
+	// A cluster's Prometheus asks every agent, each with the token.
+	agents := []string{"127.0.0.11:8500", "127.0.0.12:8500", "127.0.0.13:8500"}
+	cluster := promConfig(agents, "/stack/secrets/consul-prometheus-token", "")
+	for _, a := range agents {
+		if !strings.Contains(cluster, "- server: "+a+"\n") {
+			t.Errorf("the cluster's config does not ask %s:\n%s", a, cluster)
+		}
+	}
+	if n := strings.Count(cluster, "credentials_file:"); n != len(agents) {
+		t.Errorf("the cluster's config gives the token to %d agents, want %d:\n%s", n, len(agents), cluster)
+	}
+	if open := promConfig([]string{"127.0.0.1:8500"}, "", ""); strings.Contains(open, "authorization") || strings.Contains(open, "frontdoor") {
 		t.Errorf("without ACLs and a front door the config has a token or the front door:\n%s", open)
 	}
 }

@@ -1,6 +1,7 @@
 package localstack_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -120,6 +121,9 @@ func TestPrometheusLabelsEveryInstanceByAllocation(t *testing.T) {
 				t.Fatal(err)
 			}
 			scrapesByAllocation(t, s, admin)
+			if tt.agent != "" {
+				scrapesWithTheFirstAgentDown(t, s, admin)
+			}
 		})
 	}
 }
@@ -139,13 +143,7 @@ func scrapesByAllocation(t *testing.T, s *localstack.Stack, admin *consul.Client
 		{"9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a", true},
 	}
 	for i, in := range instances {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-			fmt.Fprintf(w, "counter_http_requests_total{route=\"/\",code=\"200\"} %d\n", 10*(i+1))
-		}))
-		t.Cleanup(srv.Close)
-		host, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
-		p, _ := strconv.Atoi(port)
+		host, p := serveCount(t, 10*(i+1))
 		tags := []string{"counter", "release-abc"}
 		if in.canary {
 			tags = append(tags, "canary")
@@ -161,6 +159,21 @@ func scrapesByAllocation(t *testing.T, s *localstack.Stack, admin *consul.Client
 	q := fmt.Sprintf(`up{%s=%q}`, localstack.LabelService, service)
 	got := stacktest.WaitQuery(t, s, 30*time.Second, q, func(v model.Vector) bool { return len(v) == len(instances) && allUp(v) })
 	t.Logf("Prometheus scraped both instances %s after they were registered", time.Since(start).Round(100*time.Millisecond))
+	// A cluster's Prometheus hears of each instance from every agent: it
+	// scrapes each once.
+	targets, err := stacktest.Prometheus(t, s).Targets(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var scraped []string
+	for _, tg := range targets.Active {
+		if string(tg.Labels[localstack.LabelService]) == service {
+			scraped = append(scraped, string(tg.Labels[localstack.LabelAlloc]))
+		}
+	}
+	if len(scraped) != len(instances) {
+		t.Errorf("Prometheus has %d targets for the %d instances: %v", len(scraped), len(instances), scraped)
+	}
 	for _, in := range instances {
 		found := false
 		for _, sample := range got {
@@ -190,6 +203,71 @@ func scrapesByAllocation(t *testing.T, s *localstack.Stack, admin *consul.Client
 	stacktest.WaitQuery(t, s, 30*time.Second, q, func(v model.Vector) bool {
 		return len(v) == 1 && string(v[0].Metric[localstack.LabelAlloc]) == instances[0].alloc
 	})
+}
+
+// scrapesWithTheFirstAgentDown kills the Consul agent of the cluster's
+// first server (the one Prometheus asked alone, before it asked every
+// agent) and registers an instance through admin, another node's agent:
+// Prometheus still finds and scrapes it.
+func scrapesWithTheFirstAgentDown(t *testing.T, s *localstack.Stack, admin *consul.Client) {
+	t.Helper()
+	first := s.Nodes[0].ConsulAgent()
+	if err := s.Kill(first); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	t.Cleanup(func() {
+		if err := s.Restart(first); err != nil {
+			t.Errorf("start %s again: %v", first, err)
+			return
+		}
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+			err := s.Healthy(context.Background())
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("the cluster is not healthy 60 s after %s started again: %v", first, err)
+				return
+			}
+		}
+	})
+
+	service := stacktest.Name(t, "scraped-agent-down")
+	const alloc = "3c2b1a09-8f7e-4d6c-9b5a-4e3d2c1b0a9f"
+	host, port := serveCount(t, 5)
+	node := service + "-node"
+	svc := &consul.AgentService{ID: "_nomad-task-" + alloc + "-group-web-" + service + "-http", Service: service, Tags: []string{"counter"}, Address: host, Port: port}
+	// The dead agent's server may have led Consul's Raft: the others elect
+	// a leader within seconds, and until then a write has nowhere to go.
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if _, err = admin.Catalog().Register(&consul.CatalogRegistration{Node: node, Address: "127.0.0.1", Service: svc}, nil); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("register an instance 30 s after %s was killed: %v", first, err)
+	}
+	t.Cleanup(func() { _, _ = admin.Catalog().Deregister(&consul.CatalogDeregistration{Node: node}, nil) })
+	registered := time.Now()
+	stacktest.WaitQuery(t, s, 30*time.Second, fmt.Sprintf(`up{%s=%q, %s=%q}`, localstack.LabelService, service, localstack.LabelAlloc, alloc), func(v model.Vector) bool { return len(v) == 1 && allUp(v) })
+	t.Logf("with %s dead (killed %s before), Prometheus scraped an instance %s after it was registered", first,
+		registered.Sub(killed).Round(100*time.Millisecond), time.Since(registered).Round(100*time.Millisecond))
+}
+
+// serveCount serves a /metrics page that says n requests to GET / were
+// answered 200, until the test ends, and returns its address.
+func serveCount(t *testing.T, n int) (host string, port int) {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		fmt.Fprintf(w, "counter_http_requests_total{route=\"/\",code=\"200\"} %d\n", n)
+	}))
+	t.Cleanup(srv.Close)
+	host, p, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
+	port, _ = strconv.Atoi(p)
+	return host, port
 }
 
 // register puts svc into Consul's catalog on node (made with it, at
