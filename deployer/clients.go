@@ -138,12 +138,19 @@ func (f *releaseFlags) register(fs *flag.FlagSet) {
 func releaseRequired() []string { return []string{"env", "image"} }
 
 // prepare loads everything a release needs and checks it before anything is
-// written: the environment file, the job spec, the image, the clients. The
+// written: the environment file, the job spec, the image, the clients.
+// check, if not nil, sees the environment first, before the registry or
+// a server is asked: what it refuses is refused whatever runs. The
 // returned func closes the clients' idle connections.
-func (f *releaseFlags) prepare(ctx context.Context, sh *shell) (*deploy.Deployer, *release.Release, func(), error) {
+func (f *releaseFlags) prepare(ctx context.Context, sh *shell, check func(*environment.Environment) error) (*deploy.Deployer, *release.Release, func(), error) {
 	e, err := f.load()
 	if err != nil {
 		return nil, nil, nil, err
+	}
+	if check != nil {
+		if err := check(e); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	spec, err := os.ReadFile(f.jobFile)
 	if err != nil {

@@ -39,7 +39,7 @@ func (f *fixture) submitWith(ctx context.Context, env map[string]string, tweak f
 		envFlags: envFlags{env: envName, dir: filepath.Join(f.dir, "environments"), kvPrefix: configstore.DefaultPrefix, json: true},
 		image:    image, jobFile: filepath.Join(f.dir, "jobs", "counter.nomad.hcl"),
 	}
-	d, rel, closeClients, err := rf.prepare(ctx, sh)
+	d, rel, closeClients, err := rf.prepare(ctx, sh, nil)
 	if err == nil {
 		defer closeClients()
 		if tweak != nil {

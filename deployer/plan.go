@@ -33,7 +33,7 @@ Exit codes follow nomad job plan, usage errors included.`,
 			var f releaseFlags
 			f.register(fs)
 			return func(ctx context.Context, _ []string) error {
-				d, rel, closeClients, err := f.prepare(ctx, sh)
+				d, rel, closeClients, err := f.prepare(ctx, sh, nil)
 				if err != nil {
 					return err
 				}

@@ -19,7 +19,7 @@ HCL2 parser with the release's variables. Nothing is written.`,
 			var f releaseFlags
 			f.register(fs)
 			return func(ctx context.Context, _ []string) error {
-				d, rel, closeClients, err := f.prepare(ctx, sh)
+				d, rel, closeClients, err := f.prepare(ctx, sh, nil)
 				if err != nil {
 					return err
 				}

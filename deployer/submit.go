@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/kodekloud/counter/internal/deploy"
+	"github.com/kodekloud/counter/internal/environment"
 )
 
 func submitCommand() *command {
@@ -36,14 +37,10 @@ what already runs changes nothing.`,
 					}
 					opts.CheckIndex = &n
 				}
-				// Refused before the registry or Nomad is asked: a usage
-				// error whatever runs on this machine.
-				if e, err := f.load(); err == nil {
-					if err := w.judgeWith(sh, nil, e); err != nil {
-						return err
-					}
-				}
-				d, rel, closeClients, err := f.prepare(ctx, sh)
+				// No Prometheus for an analysis is a usage error whatever
+				// runs on this machine: refused before the registry or
+				// Nomad is asked.
+				d, rel, closeClients, err := f.prepare(ctx, sh, func(e *environment.Environment) error { return w.judgeWith(sh, nil, e) })
 				if err != nil {
 					return err
 				}
