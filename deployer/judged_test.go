@@ -75,6 +75,11 @@ func TestRevertToAJudgedReleaseNeedsNoPromotion(t *testing.T) {
 	}
 	firstCopy := *first.rec.JudgedCopyVersion
 	f.wantInPlace(firstCopy)
+	// A promotion from what runs, the copy, names the release it copies.
+	f.writeEnvJob("test", f.otherJob("test"), redistest.Start(t), 1, "")
+	if rec, code, stderr := f.promote("-from", "dev", "-env", "test"); code != exitOK || rec.PromotedFrom != "dev "+first.rec.Release+" (judged copy "+first.rec.JudgedCopy+")" {
+		t.Errorf("promote -from dev while %s runs: exit %d, promoted from %q; want %q\n%s", first.rec.JudgedCopy, code, rec.PromotedFrom, "dev "+first.rec.Release+" (judged copy "+first.rec.JudgedCopy+")", stderr)
+	}
 	l := startJudgedLoad(t, url)
 	waitFor(t, 30*time.Second, "answers through the front door", func() bool { n, _ := l.counts("before"); return n > 50 })
 	a, b := release(1), release(2)

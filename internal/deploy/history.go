@@ -129,11 +129,8 @@ func historyEntries(versions []*nomad.Job, diffs []*nomad.JobDiff, snaps map[str
 				break
 			}
 		}
-		for j := i + 1; j < len(entries); j++ {
-			if isOwnRelease(versions[i]) && waitsForPromotion(versions[j]) && judgedPair(versions[j], versions[i]) {
-				entries[i].JudgedCopyOf = entries[j].Release
-				break
-			}
+		if r := judgedReleaseOf(versions[i+1:], versions[i]); r != nil {
+			entries[i].JudgedCopyOf = entries[slices.Index(versions, r)].Release
 		}
 	}
 	return entries

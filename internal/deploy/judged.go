@@ -199,6 +199,21 @@ func judgedPair(a, b *nomad.Job) bool {
 	return len(ds) > 0
 }
 
+// judgedReleaseOf finds among versions (newest first) the release that c
+// is the judged copy of: an older version that waits for a promotion and
+// is c with auto_promote off. Nil when c is no judged copy.
+func judgedReleaseOf(versions []*nomad.Job, c *nomad.Job) *nomad.Job {
+	if !isOwnRelease(c) {
+		return nil
+	}
+	for _, v := range versions {
+		if *v.Version < *c.Version && waitsForPromotion(v) && judgedPair(v, c) {
+			return v
+		}
+	}
+	return nil
+}
+
 // judgedCopyOf finds the judged copy of target among versions (newest
 // first): a newer version the deployer tagged with its own number, stable,
 // that is target with auto_promote on. Nil when there is none.

@@ -52,6 +52,26 @@ func TestJudgedCopies(t *testing.T) {
 			}
 		})
 	}
+	// Where no analysis judges, the same release twice is no copy.
+	plain, again := canaried(7, "app@sha256:c", "hc", true, true), canaried(8, "app@sha256:c", "hc", true, true)
+	releases := []struct {
+		name   string
+		of     *nomad.Job
+		within []*nomad.Job
+		want   *nomad.Job
+	}{
+		{"release/of A's copy is A", aCopy, versions, a},
+		{"release/of B's copy is B", bCopy, versions, b},
+		{"release/of a release is none", b, versions, nil},
+		{"release/of a version whose older twin waits for no promotion is none", again, []*nomad.Job{again, plain}, nil},
+	}
+	for _, tt := range releases {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := judgedReleaseOf(tt.within, tt.of); got != tt.want {
+				t.Errorf("judgedReleaseOf(v%d) = %s, want %s", *tt.of.Version, name(got), name(tt.want))
+			}
+		})
+	}
 	t.Run("history/names each copy's release", func(t *testing.T) {
 		want := map[uint64]string{4: "v3", 2: "v1"}
 		for _, e := range historyEntries(versions, nil, nil) {

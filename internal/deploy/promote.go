@@ -43,6 +43,11 @@ func (d *Deployer) PromotableBuild(ctx context.Context, env, ns, job string, to 
 	}
 	e := entry(v, nil)
 	name := env + " " + e.Release
+	if r := judgedReleaseOf(versions, v); r != nil {
+		// The build is the release's: its copy only turned auto_promote on
+		// after the analysis passed it (judged.go).
+		name = fmt.Sprintf("%s %s (judged copy %s)", env, releaseName(r), e.Release)
+	}
 	refuse := func(why string, args ...any) error {
 		return fmt.Errorf("cannot promote %s: %s; nothing was changed", name, fmt.Sprintf(why, args...))
 	}
