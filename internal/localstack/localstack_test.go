@@ -290,6 +290,28 @@ func TestDownStopsEverythingUpStarted(t *testing.T) {
 	}
 	waitForAddress(t, nc, name, "http")
 	allocs, _, _ := nc.Jobs().Allocations(name, true, nil)
+	// A raw_exec task too: its executor leads a session of its own, out of
+	// Nomad's group.
+	sleep := fmt.Sprint(100000 + os.Getpid())
+	raw := &nomad.Job{ID: ptr(name + "-raw"), Datacenters: []string{"dc1"}, TaskGroups: []*nomad.TaskGroup{{
+		Name: ptr("g"), Tasks: []*nomad.Task{{Name: "t", Driver: "raw_exec", Config: map[string]any{"command": "/bin/sleep", "args": []string{sleep}},
+			Resources: &nomad.Resources{CPU: ptr(20), MemoryMB: ptr(16)}}},
+	}}}
+	if _, _, err := nc.Jobs().Register(raw, nil); err != nil {
+		t.Fatal(err)
+	}
+	rawTask := func() []string { return processes(t, "/bin/sleep "+sleep, "nomad executor {\"LogFile\":\""+dir+"/") }
+	t.Cleanup(func() {
+		for _, p := range rawTask() {
+			pid, _ := strconv.Atoi(strings.Fields(p)[0])
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	for deadline := time.Now().Add(60 * time.Second); len(rawTask()) < 2; time.Sleep(250 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the raw_exec task and its executor do not run 60 s after its job was registered: %v", rawTask())
+		}
+	}
 	// Nomad's per-task plugins (logmon, docker_logger) run in its group.
 	if kids := groupMembers(t, pids["nomad"]); len(kids) == 0 {
 		t.Errorf("no process in Nomad's group besides Nomad while a task runs; want its task plugins")
@@ -311,6 +333,9 @@ func TestDownStopsEverythingUpStarted(t *testing.T) {
 		if out != "" {
 			t.Errorf("container %s of allocation %s survived Down", out, a.ID)
 		}
+	}
+	if left := rawTask(); len(left) > 0 {
+		t.Errorf("a raw_exec task or its executor survived Down: %v", left)
 	}
 	if s.NodeID == "" {
 		t.Error("Start recorded no Nomad node ID")
@@ -357,6 +382,31 @@ func groupMembers(t *testing.T, pgid int) []string {
 		left = append(left, f[0]+" "+strings.Join(f[3:], " "))
 	}
 	return left
+}
+
+// processes lists the live processes whose command line holds any of
+// args, as "PID ARGS".
+func processes(t *testing.T, args ...string) []string {
+	t.Helper()
+	out, err := exec.Command("ps", "-e", "-o", "pid=,stat=,args=").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || strings.HasPrefix(f[1], "Z") {
+			continue
+		}
+		cmd := strings.Join(f[2:], " ")
+		for _, a := range args {
+			if strings.Contains(cmd, a) {
+				found = append(found, f[0]+" "+cmd)
+				break
+			}
+		}
+	}
+	return found
 }
 
 func zombie(pid int) bool {

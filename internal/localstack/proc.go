@@ -2,6 +2,7 @@ package localstack
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -140,26 +141,30 @@ func terminate(signal func(syscall.Signal), running func() bool, grace time.Dura
 // groupMembers returns the live processes of process group pgid that run
 // bin.
 func groupMembers(pgid int, bin string) []int {
+	group := strconv.Itoa(pgid)
+	return pids(func(pid int) bool {
+		st, ok := readStat(pid)
+		return pid != pgid && ok && st.pgrp == group && st.state != "Z" && runs(pid, bin)
+	})
+}
+
+// pids returns the processes of this machine that keep accepts.
+func pids(keep func(pid int) bool) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	var pids []int
-	group := strconv.Itoa(pgid)
+	var found []int
 	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == pgid {
-			continue
-		}
-		if st, ok := readStat(pid); ok && st.pgrp == group && st.state != "Z" && runs(pid, bin) {
-			pids = append(pids, pid)
+		if pid, err := strconv.Atoi(e.Name()); err == nil && keep(pid) {
+			found = append(found, pid)
 		}
 	}
-	return pids
+	return found
 }
 
 // procStat holds the fields of /proc/PID/stat the stack needs.
-type procStat struct{ state, pgrp string }
+type procStat struct{ state, pgrp, session string }
 
 func readStat(pid int) (procStat, bool) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -172,10 +177,64 @@ func readStat(pid int) (procStat, bool) {
 		return procStat{}, false
 	}
 	f := strings.Fields(string(stat[i+1:]))
-	if len(f) < 3 {
+	if len(f) < 4 {
 		return procStat{}, false
 	}
-	return procStat{state: f[0], pgrp: f[2]}, true
+	return procStat{state: f[0], pgrp: f[2], session: f[3]}, true
+}
+
+// executors finds the executors Nomad started for the raw_exec tasks of
+// allocations under dir: "nomad executor {"LogFile":"DIR/.../executor.out",...}".
+// Each leads a session of its own, which its task runs in, so they outlive
+// the client that started them, and Stop's signals to the client's group
+// never reach them.
+func executors(dir string) []int {
+	return pids(func(pid int) bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			return false
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) < 3 || args[1] != "executor" || filepath.Base(args[0]) != "nomad" {
+			return false
+		}
+		var conf struct{ LogFile string }
+		return json.Unmarshal([]byte(args[2]), &conf) == nil && strings.HasPrefix(conf.LogFile, dir+string(filepath.Separator))
+	})
+}
+
+// sessionMembers returns the live processes of session sid.
+func sessionMembers(sid int) []int {
+	session := strconv.Itoa(sid)
+	return pids(func(pid int) bool {
+		st, ok := readStat(pid)
+		return ok && st.session == session && st.state != "Z"
+	})
+}
+
+// stopExecutors stops the raw_exec tasks of the stack's Nomad clients, and
+// their executors, as removeContainers does the docker tasks': a client
+// that starts again finds them gone and runs its allocations again, and a
+// stack that is down runs nothing. It runs once the clients are stopped,
+// so none of them starts a task again meanwhile.
+func (s *Stack) stopExecutors() error {
+	dir, err := filepath.Abs(s.Dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, sid := range executors(dir) {
+		left := func() []int { return sessionMembers(sid) }
+		signal := func(sig syscall.Signal) {
+			for _, pid := range left() {
+				_ = syscall.Kill(pid, sig)
+			}
+		}
+		if !terminate(signal, func() bool { return len(left()) > 0 }, 15*time.Second) {
+			errs = append(errs, fmt.Errorf("the processes %v of a raw_exec task's executor (pid %d) survived SIGKILL", left(), sid))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // recorded reads the processes a detached Start recorded in dir.

@@ -521,7 +521,8 @@ func (s *Stack) Env() []string {
 // the next Start on the folder brings the allocations back. The Nomad agents
 // that run tasks go first: a client that stops leaves its tasks' containers
 // running, so those are removed next, while the engine still answers (the
-// restarted client finds them gone and runs its allocations again). Then the
+// restarted client finds them gone and runs its allocations again), and so
+// are its raw_exec tasks (stopExecutors). Then the
 // other processes go, newest first, and last a Docker engine the stack
 // recorded.
 func (s *Stack) Stop(_ context.Context) error {
@@ -538,6 +539,9 @@ func (s *Stack) Stop(_ context.Context) error {
 		}
 	}
 	if err := s.removeContainers(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.stopExecutors(); err != nil {
 		errs = append(errs, err)
 	}
 	var engine *proc
