@@ -52,8 +52,9 @@ func TestJudgedCopies(t *testing.T) {
 			}
 		})
 	}
-	// Where no analysis judges, the same release twice is no copy.
-	plain, again := canaried(7, "app@sha256:c", "hc", true, true), canaried(8, "app@sha256:c", "hc", true, true)
+	// A version that differs from an older one in auto_promote alone is
+	// no copy when the older one never waited for a promotion.
+	plain, again := canaried(7, "app@sha256:c", "hc", true, true), canaried(8, "app@sha256:c", "hc", true, false)
 	releases := []struct {
 		name   string
 		of     *nomad.Job

@@ -300,7 +300,11 @@ func TestDownStopsEverythingUpStarted(t *testing.T) {
 	if _, _, err := nc.Jobs().Register(raw, nil); err != nil {
 		t.Fatal(err)
 	}
-	rawTask := func() []string { return processes(t, "/bin/sleep "+sleep, "nomad executor {\"LogFile\":\""+dir+"/") }
+	rawTask := func() []string {
+		return processes(t, func(cmd string) bool {
+			return cmd == "/bin/sleep "+sleep || strings.Contains(cmd, "nomad executor {\"LogFile\":\""+dir+"/")
+		})
+	}
 	t.Cleanup(func() {
 		for _, p := range rawTask() {
 			pid, _ := strconv.Atoi(strings.Fields(p)[0])
@@ -384,9 +388,9 @@ func groupMembers(t *testing.T, pgid int) []string {
 	return left
 }
 
-// processes lists the live processes whose command line holds any of
-// args, as "PID ARGS".
-func processes(t *testing.T, args ...string) []string {
+// processes lists the live processes whose command line match accepts,
+// as "PID ARGS".
+func processes(t *testing.T, match func(cmd string) bool) []string {
 	t.Helper()
 	out, err := exec.Command("ps", "-e", "-o", "pid=,stat=,args=").Output()
 	if err != nil {
@@ -398,12 +402,8 @@ func processes(t *testing.T, args ...string) []string {
 		if len(f) < 3 || strings.HasPrefix(f[1], "Z") {
 			continue
 		}
-		cmd := strings.Join(f[2:], " ")
-		for _, a := range args {
-			if strings.Contains(cmd, a) {
-				found = append(found, f[0]+" "+cmd)
-				break
-			}
+		if cmd := strings.Join(f[2:], " "); match(cmd) {
+			found = append(found, f[0]+" "+cmd)
 		}
 	}
 	return found

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -164,7 +165,7 @@ func pids(keep func(pid int) bool) []int {
 }
 
 // procStat holds the fields of /proc/PID/stat the stack needs.
-type procStat struct{ state, pgrp, session string }
+type procStat struct{ state, ppid, pgrp, session string }
 
 func readStat(pid int) (procStat, bool) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -180,15 +181,20 @@ func readStat(pid int) (procStat, bool) {
 	if len(f) < 4 {
 		return procStat{}, false
 	}
-	return procStat{state: f[0], pgrp: f[2], session: f[3]}, true
+	return procStat{state: f[0], ppid: f[1], pgrp: f[2], session: f[3]}, true
 }
 
 // executors finds the executors Nomad started for the raw_exec tasks of
 // allocations under dir: "nomad executor {"LogFile":"DIR/.../executor.out",...}".
 // Each leads a session of its own, which its task runs in, so they outlive
 // the client that started them, and Stop's signals to the client's group
-// never reach them.
+// never reach them. dir is matched as given and with its symbolic links
+// resolved, as the stack may have been started through either.
 func executors(dir string) []int {
+	dirs := []string{dir}
+	if real, err := filepath.EvalSymlinks(dir); err == nil && real != dir {
+		dirs = append(dirs, real)
+	}
 	return pids(func(pid int) bool {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		if err != nil {
@@ -199,42 +205,64 @@ func executors(dir string) []int {
 			return false
 		}
 		var conf struct{ LogFile string }
-		return json.Unmarshal([]byte(args[2]), &conf) == nil && strings.HasPrefix(conf.LogFile, dir+string(filepath.Separator))
+		if json.Unmarshal([]byte(args[2]), &conf) != nil {
+			return false
+		}
+		return slices.ContainsFunc(dirs, func(d string) bool { return strings.HasPrefix(conf.LogFile, d+string(filepath.Separator)) })
 	})
 }
 
-// sessionMembers returns the live processes of session sid.
-func sessionMembers(sid int) []int {
-	session := strconv.Itoa(sid)
-	return pids(func(pid int) bool {
-		st, ok := readStat(pid)
-		return ok && st.session == session && st.state != "Z"
-	})
+// taskProcesses returns the live processes of an executor's task: the
+// executor, the processes of its session (the task and what it started),
+// and its descendants, which include any that left the session (setsid).
+func taskProcesses(executor int) []int {
+	session := strconv.Itoa(executor)
+	family := map[string]bool{}
+	var found []int
+	// Parents come before children often, not always: repeat until no
+	// process joins.
+	for grown := true; grown; {
+		grown = false
+		for _, pid := range pids(func(pid int) bool {
+			st, ok := readStat(pid)
+			return ok && st.state != "Z" && !family[strconv.Itoa(pid)] && (pid == executor || st.session == session || family[st.ppid])
+		}) {
+			family[strconv.Itoa(pid)] = true
+			found = append(found, pid)
+			grown = true
+		}
+	}
+	return found
 }
 
 // stopExecutors stops the raw_exec tasks of the stack's Nomad clients, and
 // their executors, as removeContainers does the docker tasks': a client
 // that starts again finds them gone and runs its allocations again, and a
 // stack that is down runs nothing. It runs once the clients are stopped,
-// so none of them starts a task again meanwhile.
+// so none of them starts a task again meanwhile. All are signalled at
+// once, so many tasks cost one grace period, not one each.
 func (s *Stack) stopExecutors() error {
 	dir, err := filepath.Abs(s.Dir)
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, sid := range executors(dir) {
-		left := func() []int { return sessionMembers(sid) }
-		signal := func(sig syscall.Signal) {
-			for _, pid := range left() {
-				_ = syscall.Kill(pid, sig)
-			}
+	execs := executors(dir)
+	left := func() []int {
+		var all []int
+		for _, e := range execs {
+			all = append(all, taskProcesses(e)...)
 		}
-		if !terminate(signal, func() bool { return len(left()) > 0 }, 15*time.Second) {
-			errs = append(errs, fmt.Errorf("the processes %v of a raw_exec task's executor (pid %d) survived SIGKILL", left(), sid))
+		return all
+	}
+	signal := func(sig syscall.Signal) {
+		for _, pid := range left() {
+			_ = syscall.Kill(pid, sig)
 		}
 	}
-	return errors.Join(errs...)
+	if !terminate(signal, func() bool { return len(left()) > 0 }, 15*time.Second) {
+		return fmt.Errorf("the processes %v of raw_exec tasks (executors %v) survived SIGKILL", left(), execs)
+	}
+	return nil
 }
 
 // recorded reads the processes a detached Start recorded in dir.

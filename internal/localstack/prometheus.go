@@ -74,8 +74,9 @@ const prometheusTokenFile = "consul-prometheus-token"
 // Each agent answers with the same instances, and Prometheus scrapes a
 // target once however many of its discoveries name it (scrape pools
 // deduplicate targets by their labels after relabelling). What a dead
-// agent knew stays until it is back: an allocation stopped meanwhile is
-// scraped as down, which adds no request to any count.
+// agent knew stays until it is back: an allocation promoted meanwhile is
+// two targets, one with its old canary tag, and is scraped twice, which
+// the deployer's reading counts once (promquery's oneEach).
 func promConfig(consulAddrs []string, tokenFile, statsAddr string) string {
 	auth := ""
 	if tokenFile != "" {

@@ -91,6 +91,16 @@ func stream(alloc, code string, pairs ...float64) map[string]any {
 	return map[string]any{"metric": map[string]string{"__name__": RequestsMetric, "route": "/", "code": code, AllocLabel: alloc}, "values": values}
 }
 
+// labelled is s with label set to value.
+func labelled(s map[string]any, label, value string) map[string]any {
+	m := map[string]string{}
+	for k, v := range s["metric"].(map[string]string) {
+		m[k] = v
+	}
+	m[label] = value
+	return map[string]any{"metric": m, "values": s["values"]}
+}
+
 // TestReadRefusesWhatItCannotCount checks the cases a real Prometheus
 // shows only by chance: each is an error, which the judge takes as
 // inconclusive, never counts that leave an instance out.
@@ -139,6 +149,33 @@ func TestReadRefusesWhatItCannotCount(t *testing.T) {
 			t.Errorf("Read = %s, want %s", got, want)
 		}
 	})
+	// One counter under two label sets: the same target scraped twice (a
+	// dead Consul agent's stale answer kept the canary tag), or a label
+	// that changed once.
+	once := []struct {
+		name   string
+		series []map[string]any
+		want   string
+	}{
+		{"counts/a counter scraped twice at once, once",
+			[]map[string]any{stream("c1", "200", 0, 0, 59, 30), labelled(stream("s1", "200", 0, 100, 30, 150, 59, 200), "canary", "true"), labelled(stream("s1", "200", 0.5, 100, 30.5, 150, 58.5, 199), "canary", "false")},
+			"canary {Requests:30 Errors:0} stable {Requests:100 Errors:0}"},
+		{"counts/a counter whose label changed, across the change",
+			[]map[string]any{stream("c1", "200", 0, 0, 59, 30), labelled(stream("s1", "200", 0, 100, 30, 150), "canary", "true"), labelled(stream("s1", "200", 31, 151, 59, 200), "canary", "false")},
+			"canary {Requests:30 Errors:0} stable {Requests:100 Errors:0}"},
+	}
+	for _, tt := range once {
+		t.Run(tt.name, func(t *testing.T) {
+			s := fake(t, func(string) []map[string]any { return tt.series })
+			r, err := s.Read(context.Background(), both, start, end, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprintf("canary %+v stable %+v", r.Window.Canary, r.Window.Stable); got != tt.want {
+				t.Errorf("Read = %s, want %s", got, tt.want)
+			}
+		})
+	}
 	t.Run("refuses/a Prometheus that does not answer", func(t *testing.T) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

@@ -105,7 +105,7 @@ func (s *Source) Read(ctx context.Context, allocs Allocs, start, end time.Time, 
 	}
 	r := &Reading{PerAlloc: map[string]canary.Counts{}, Resets: map[string]int{}}
 	newest := map[string]time.Time{}
-	for _, ss := range reqs {
+	for _, ss := range oneEach(reqs, "code") {
 		id := string(ss.Metric[AllocLabel])
 		d, resets, last := delta(ss.Values, start)
 		if t := last.Timestamp.Time(); t.After(newest[id]) {
@@ -166,7 +166,7 @@ func (s *Source) histogram(ctx context.Context, ids []string, start, end time.Ti
 		return canary.Histogram{}, err
 	}
 	byBound := map[float64]int64{}
-	for _, ss := range streams {
+	for _, ss := range oneEach(streams, "le") {
 		le, err := strconv.ParseFloat(string(ss.Metric["le"]), 64)
 		if err != nil {
 			return canary.Histogram{}, fmt.Errorf("%s of allocation %s: bucket bound le=%q: %w", BucketsMetric, ss.Metric[AllocLabel], ss.Metric["le"], err)
@@ -211,6 +211,48 @@ func (s *Source) series(ctx context.Context, metric string, ids []string, start,
 		return nil, fmt.Errorf("query Prometheus at %s (%s): got a %s, want a range vector", s.Addr, q, v.Type())
 	}
 	return m, nil
+}
+
+// oneEach keeps one series of each counter an allocation has (by its
+// alloc label and by label, "code" or "le") wherever two of them cover the
+// same time: they are one counter scraped twice, as two targets that the
+// stack's Consul agents describe apart. That happens in a cluster, whose
+// Prometheus asks every agent: an agent that is down keeps, in
+// Prometheus, its last answer, with a canary tag Nomad has since taken
+// off the promoted allocation, beside the live agents' answer without it.
+// Summed, such an allocation would count twice. Of two series that cover
+// the same time it keeps the one with more samples. Series that follow one
+// another (a label that changed once) are one counter too: joined, so that
+// the later one's count is a rise from the earlier's, not all new.
+func oneEach(m model.Matrix, label model.LabelName) model.Matrix {
+	byCounter := map[string][]*model.SampleStream{}
+	var keys []string
+	for _, ss := range m {
+		if len(ss.Values) == 0 {
+			continue
+		}
+		k := string(ss.Metric[AllocLabel]) + "\x00" + string(ss.Metric[label])
+		if byCounter[k] == nil {
+			keys = append(keys, k)
+		}
+		byCounter[k] = append(byCounter[k], ss)
+	}
+	var out model.Matrix
+	for _, k := range keys {
+		group := byCounter[k]
+		sort.Slice(group, func(i, j int) bool { return group[i].Values[0].Timestamp.Before(group[j].Values[0].Timestamp) })
+		one := &model.SampleStream{Metric: group[0].Metric, Values: slices.Clone(group[0].Values)}
+		for _, ss := range group[1:] {
+			switch {
+			case ss.Values[0].Timestamp.After(one.Values[len(one.Values)-1].Timestamp):
+				one.Values = append(one.Values, ss.Values...)
+			case len(ss.Values) > len(one.Values):
+				one = &model.SampleStream{Metric: ss.Metric, Values: slices.Clone(ss.Values)}
+			}
+		}
+		out = append(out, one)
+	}
+	return out
 }
 
 // delta is how much a counter rose from start to the last sample: from
