@@ -163,6 +163,9 @@ func TestReadRefusesWhatItCannotCount(t *testing.T) {
 		{"counts/a counter whose label changed, across the change",
 			[]map[string]any{stream("c1", "200", 0, 0, 59, 30), labelled(stream("s1", "200", 0, 100, 30, 150), "canary", "true"), labelled(stream("s1", "200", 31, 151, 59, 200), "canary", "false")},
 			"canary {Requests:30 Errors:0} stable {Requests:100 Errors:0}"},
+		{"counts/a counter whose label changed, its staleness marker after the new series began",
+			[]map[string]any{stream("c1", "200", 0, 0, 59, 30), labelled(stream("s1", "200", 0, 100, 30, 150, 31.5, math.NaN()), "canary", "true"), labelled(stream("s1", "200", 31, 151, 59, 200), "canary", "false")},
+			"canary {Requests:30 Errors:0} stable {Requests:100 Errors:0}"},
 	}
 	for _, tt := range once {
 		t.Run(tt.name, func(t *testing.T) {

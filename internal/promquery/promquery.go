@@ -35,7 +35,10 @@ const (
 	RequestsMetric = "counter_http_requests_total"
 	BucketsMetric  = "counter_http_request_duration_seconds_bucket"
 	AllocLabel     = "alloc" // the Nomad allocation's ID
-	route          = "/"
+	// canaryLabel is "true" while an allocation is a canary not yet
+	// promoted: of a series' labels, the one that changes in its life.
+	canaryLabel = "canary"
+	route       = "/"
 )
 
 // Querier is the one call of Prometheus's HTTP API that Source makes;
@@ -105,7 +108,7 @@ func (s *Source) Read(ctx context.Context, allocs Allocs, start, end time.Time, 
 	}
 	r := &Reading{PerAlloc: map[string]canary.Counts{}, Resets: map[string]int{}}
 	newest := map[string]time.Time{}
-	for _, ss := range oneEach(reqs, "code") {
+	for _, ss := range oneEach(reqs) {
 		id := string(ss.Metric[AllocLabel])
 		d, resets, last := delta(ss.Values, start)
 		if t := last.Timestamp.Time(); t.After(newest[id]) {
@@ -166,7 +169,7 @@ func (s *Source) histogram(ctx context.Context, ids []string, start, end time.Ti
 		return canary.Histogram{}, err
 	}
 	byBound := map[float64]int64{}
-	for _, ss := range oneEach(streams, "le") {
+	for _, ss := range oneEach(streams) {
 		le, err := strconv.ParseFloat(string(ss.Metric["le"]), 64)
 		if err != nil {
 			return canary.Histogram{}, fmt.Errorf("%s of allocation %s: bucket bound le=%q: %w", BucketsMetric, ss.Metric[AllocLabel], ss.Metric["le"], err)
@@ -213,9 +216,9 @@ func (s *Source) series(ctx context.Context, metric string, ids []string, start,
 	return m, nil
 }
 
-// oneEach keeps one series of each counter an allocation has (by its
-// alloc label and by label, "code" or "le") wherever two of them cover the
-// same time: they are one counter scraped twice, as two targets that the
+// oneEach keeps one series of each counter an allocation has (series whose
+// labels differ in canary alone) wherever two of them cover the same time:
+// they are one counter scraped twice, as two targets that the
 // stack's Consul agents describe apart. That happens in a cluster, whose
 // Prometheus asks every agent: an agent that is down keeps, in
 // Prometheus, its last answer, with a canary tag Nomad has since taken
@@ -224,14 +227,16 @@ func (s *Source) series(ctx context.Context, metric string, ids []string, start,
 // the same time it keeps the one with more samples. Series that follow one
 // another (a label that changed once) are one counter too: joined, so that
 // the later one's count is a rise from the earlier's, not all new.
-func oneEach(m model.Matrix, label model.LabelName) model.Matrix {
+func oneEach(m model.Matrix) model.Matrix {
 	byCounter := map[string][]*model.SampleStream{}
 	var keys []string
 	for _, ss := range m {
 		if len(ss.Values) == 0 {
 			continue
 		}
-		k := string(ss.Metric[AllocLabel]) + "\x00" + string(ss.Metric[label])
+		counter := ss.Metric.Clone()
+		delete(counter, canaryLabel)
+		k := counter.String() // its labels, sorted
 		if byCounter[k] == nil {
 			keys = append(keys, k)
 		}
@@ -244,7 +249,7 @@ func oneEach(m model.Matrix, label model.LabelName) model.Matrix {
 		one := &model.SampleStream{Metric: group[0].Metric, Values: slices.Clone(group[0].Values)}
 		for _, ss := range group[1:] {
 			switch {
-			case ss.Values[0].Timestamp.After(one.Values[len(one.Values)-1].Timestamp):
+			case ss.Values[0].Timestamp.After(lastCount(one.Values)):
 				one.Values = append(one.Values, ss.Values...)
 			case len(ss.Values) > len(one.Values):
 				one = &model.SampleStream{Metric: ss.Metric, Values: slices.Clone(ss.Values)}
@@ -253,6 +258,17 @@ func oneEach(m model.Matrix, label model.LabelName) model.Matrix {
 		out = append(out, one)
 	}
 	return out
+}
+
+// lastCount is the time of the last sample that is a count, not the
+// staleness marker (NaN) Prometheus writes when a target goes away.
+func lastCount(values []model.SamplePair) model.Time {
+	for i := len(values) - 1; i > 0; i-- {
+		if !math.IsNaN(float64(values[i].Value)) {
+			return values[i].Timestamp
+		}
+	}
+	return values[0].Timestamp
 }
 
 // delta is how much a counter rose from start to the last sample: from
