@@ -53,6 +53,9 @@ func TestDeltaCountsExactlyFromTheStart(t *testing.T) {
 		// answers creates its code="500" series) counts from 0.
 		{"new series/counts from 0", samples(12, 3, 17, 5), 5, 0},
 		{"skips/a stale marker", append(samples(10, 5, 15, 8), model.SamplePair{Timestamp: model.TimeFromUnixNano(t0.Add(16 * time.Second).UnixNano()), Value: model.SampleValue(math.Float64frombits(staleMarker))}), 3, 0},
+		// Two series of one counter joined (oneEach): the earlier one's
+		// marker may come before the start, and is no base to count from.
+		{"skips/a stale marker before the start", []model.SamplePair{samples(5, 100)[0], {Timestamp: model.TimeFromUnixNano(t0.Add(9 * time.Second).UnixNano()), Value: model.SampleValue(math.Float64frombits(staleMarker))}, samples(12, 110)[0]}, 10, 0},
 		{"none/no samples", nil, 0, 0},
 	}
 	for _, tt := range tests {

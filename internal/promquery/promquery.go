@@ -272,7 +272,7 @@ func lastCount(values []model.SamplePair) model.Time {
 }
 
 // delta is how much a counter rose from start to the last sample: from
-// its last sample at or before start (0 when the series began after start:
+// its last count (not a staleness marker) at or before start (0 when the series began after start:
 // it did not exist at the earlier scrape, so its count is all new), adding
 // each rise and, where the count fell (the instance restarted and counted
 // again from 0), the count after the fall. It returns the number of falls
@@ -287,7 +287,9 @@ func delta(values []model.SamplePair, start time.Time) (int64, int, model.Sample
 	i := 0
 	base := 0.0
 	for i < len(values) && !values[i].Timestamp.After(from) {
-		base = float64(values[i].Value)
+		if v := float64(values[i].Value); !math.IsNaN(v) {
+			base = v
+		}
 		i++
 	}
 	var sum float64
