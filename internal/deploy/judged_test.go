@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"strings"
 	"testing"
 
 	nomad "github.com/hashicorp/nomad/api"
@@ -32,44 +33,32 @@ func TestJudgedCopies(t *testing.T) {
 			t.Errorf("pick = version %d, want 2", *got.Version)
 		}
 	})
-	copies := []struct {
-		name   string
-		of     *nomad.Job
-		within []*nomad.Job
-		want   *nomad.Job
-	}{
-		{"copy/of A is v2", a, versions, aCopy},
-		{"copy/of B is v4", b, versions, bCopy},
-		{"copy/of a copy is none", aCopy, versions, nil},
-		{"copy/older than its release is none", b, versions[1:], nil},
-		{"copy/that never turned stable is none", b, append([]*nomad.Job{canaried(5, "app@sha256:b", "hb", false, true)}, versions[1:]...), nil},
-		{"copy/of another release is none", a, []*nomad.Job{bCopy, a}, nil},
-	}
-	for _, tt := range copies {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := judgedCopyOf(tt.within, tt.of); got != tt.want {
-				t.Errorf("judgedCopyOf(v%d) = %s, want %s", *tt.of.Version, name(got), name(tt.want))
-			}
-		})
-	}
 	// A version that differs from an older one in auto_promote alone is
 	// no copy when the older one never waited for a promotion.
 	plain, again := canaried(7, "app@sha256:c", "hc", true, true), canaried(8, "app@sha256:c", "hc", true, false)
-	releases := []struct {
+	copyOf, releaseOf := judgedCopyOf, judgedReleaseOf
+	finds := []struct {
 		name   string
+		find   func([]*nomad.Job, *nomad.Job) *nomad.Job
 		of     *nomad.Job
 		within []*nomad.Job
 		want   *nomad.Job
 	}{
-		{"release/of A's copy is A", aCopy, versions, a},
-		{"release/of B's copy is B", bCopy, versions, b},
-		{"release/of a release is none", b, versions, nil},
-		{"release/of a version whose older twin waits for no promotion is none", again, []*nomad.Job{again, plain}, nil},
+		{"copy/of A is v2", copyOf, a, versions, aCopy},
+		{"copy/of B is v4", copyOf, b, versions, bCopy},
+		{"copy/of a copy is none", copyOf, aCopy, versions, nil},
+		{"copy/older than its release is none", copyOf, b, versions[1:], nil},
+		{"copy/that never turned stable is none", copyOf, b, append([]*nomad.Job{canaried(5, "app@sha256:b", "hb", false, true)}, versions[1:]...), nil},
+		{"copy/of another release is none", copyOf, a, []*nomad.Job{bCopy, a}, nil},
+		{"release/of A's copy is A", releaseOf, aCopy, versions, a},
+		{"release/of B's copy is B", releaseOf, bCopy, versions, b},
+		{"release/of a release is none", releaseOf, b, versions, nil},
+		{"release/of a version whose older twin waits for no promotion is none", releaseOf, again, []*nomad.Job{again, plain}, nil},
 	}
-	for _, tt := range releases {
+	for _, tt := range finds {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := judgedReleaseOf(tt.within, tt.of); got != tt.want {
-				t.Errorf("judgedReleaseOf(v%d) = %s, want %s", *tt.of.Version, name(got), name(tt.want))
+			if got := tt.find(tt.within, tt.of); got != tt.want {
+				t.Errorf("%s of v%d = %s, want %s", strings.SplitN(tt.name, "/", 2)[0], *tt.of.Version, name(got), name(tt.want))
 			}
 		})
 	}

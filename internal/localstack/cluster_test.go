@@ -1,12 +1,15 @@
 package localstack_test
 
 import (
+	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 
+	"github.com/kodekloud/counter/internal/localstack"
 	"github.com/kodekloud/counter/internal/testsupport/stacktest"
 )
 
@@ -88,14 +91,22 @@ func TestClusterComesUpAndSurvivesItsLeader(t *testing.T) {
 		t.Fatalf("no new leader 60 s after %s was killed (last %q, %v)", leader, next, err)
 	}
 	t.Logf("%s killed; %s leads after %s", leader, next, time.Since(start).Round(100*time.Millisecond))
-	if err := s.Restart(leader); err != nil {
+	if err := restartHealthy(t.Context(), s, leader); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// restartHealthy starts agent again, after Kill, and waits up to 60 s for
+// the whole stack to be healthy.
+func restartHealthy(ctx context.Context, s *localstack.Stack, agent string) error {
+	if err := s.Restart(agent); err != nil {
+		return err
+	}
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
-		if err := s.Healthy(t.Context()); err == nil {
-			break
+		if err := s.Healthy(ctx); err == nil {
+			return nil
 		} else if time.Now().After(deadline) {
-			t.Fatalf("the cluster is not healthy 60 s after %s started again: %v", leader, err)
+			return fmt.Errorf("the cluster is not healthy 60 s after %s started again: %w", agent, err)
 		}
 	}
 }

@@ -217,19 +217,8 @@ func scrapesWithTheFirstAgentDown(t *testing.T, s *localstack.Stack, admin *cons
 	}
 	killed := time.Now()
 	t.Cleanup(func() {
-		if err := s.Restart(first); err != nil {
-			t.Errorf("start %s again: %v", first, err)
-			return
-		}
-		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
-			err := s.Healthy(context.Background())
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("the cluster is not healthy 60 s after %s started again: %v", first, err)
-				return
-			}
+		if err := restartHealthy(context.Background(), s, first); err != nil {
+			t.Error(err)
 		}
 	})
 
